@@ -1,0 +1,104 @@
+/**
+ * The gateway's YAML config, validated at the edge. Everything inside the process trusts these types.
+ * Unknown keys are errors (a typo such as `tmp:` must not silently disable a budget).
+ */
+import { z } from 'zod';
+import { STRATEGIES } from '../store/types.ts';
+
+const positiveInt = z.number({ error: 'must be a number' }).int('must be a whole number').positive('must be positive');
+
+const deploymentSchema = z.strictObject({
+  id: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" or "-"'),
+  endpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
+  deployment: z.string().min(1),
+  apiKey: z.string().min(1),
+  tpm: positiveInt.optional(),
+  rpm: positiveInt.optional(),
+  priority: positiveInt.default(1),
+  weight: positiveInt.default(1),
+  apiVersion: z.string().regex(/^\d{4}-\d{2}-\d{2}(-preview)?$|^(preview|latest)$/, 'must look like 2024-10-21').optional(),
+  /** Model behind the deployment (e.g. gpt-4o); picks the tokenizer when the pool does not. */
+  model: z.string().min(1).optional(),
+});
+
+const poolSchema = z.strictObject({
+  strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(', ')}` }).default('least-requests'),
+  /** Tokenizer for the arrival estimate; inferred from the deployments' model when absent. */
+  tokenizer: z.enum(['o200k_base', 'cl100k_base']).optional(),
+  /** Output tokens assumed when a request sets no max_tokens. */
+  defaultMaxTokens: positiveInt.default(1024),
+  /** When no deployment has room, wait up to this long for one (0: answer 429 at once). */
+  maxWaitMs: z.number().int().min(0).max(120_000).default(0),
+  deployments: z
+    .array(deploymentSchema)
+    .min(1, 'a pool needs at least one deployment')
+    .superRefine((deployments, ctx) => {
+      const seen = new Set<string>();
+      deployments.forEach((d, index) => {
+        if (seen.has(d.id)) ctx.addIssue({ code: 'custom', path: [index, 'id'], message: `duplicate deployment id "${d.id}"` });
+        seen.add(d.id);
+      });
+    }),
+});
+
+const clientSchema = z.strictObject({
+  name: z.string().min(1),
+  apiKey: z.string().min(8, 'use a key of at least 8 characters'),
+  tpm: positiveInt.optional(),
+  rpm: positiveInt.optional(),
+});
+
+const breakerSchema = z.strictObject({
+  /** Percentage of failed calls in the rolling window that opens the circuit. */
+  errorThresholdPercentage: z.number().min(1).max(100).default(50),
+  /** Calls in the rolling window before the percentage is considered. */
+  volumeThreshold: positiveInt.default(5),
+  rollingCountTimeoutMs: positiveInt.default(10_000),
+  /** How long an open circuit stays open before one probe is allowed. */
+  resetTimeoutMs: positiveInt.default(30_000),
+});
+
+const gatewaySchema = z.strictObject({
+  /** Largest request body accepted (413 above). Azure's own limit for chat is far larger only with images. */
+  maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
+  /** Upstream tries per request, the first included. */
+  maxAttempts: z.number().int().min(1).max(10).default(3),
+  /** Time budget for all attempts of one request until its first response byte. */
+  deadlineMs: positiveInt.default(120_000),
+  /** Time one upstream attempt may take to send its response headers. */
+  upstreamTimeoutMs: positiveInt.default(60_000),
+  /** Time a stream may stay silent before the gateway gives up on it. */
+  streamIdleTimeoutMs: positiveInt.default(120_000),
+  /** Cooldown after a 429 that names no retry time. */
+  defaultCooldownMs: positiveInt.default(10_000),
+  /** A Retry-After at least this long is a quota exhaustion, not a per-minute limit. */
+  quotaExhaustedAfterMs: positiveInt.default(5 * 60_000),
+  /** Lease length; live leases are renewed every third of it, a dead instance's expire after it. */
+  leaseMs: z.number().int().min(1000).default(30_000),
+  breaker: breakerSchema.default(() => breakerSchema.parse({})),
+});
+
+export const configSchema = z
+  .strictObject({
+    gateway: gatewaySchema.default(() => gatewaySchema.parse({})),
+    pools: z
+      .record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'pool names use letters, digits, ".", "_" or "-"'), poolSchema)
+      .refine((pools) => Object.keys(pools).length > 0, 'define at least one pool'),
+    clients: z.array(clientSchema).optional(),
+  })
+  .superRefine((config, ctx) => {
+    const names = new Set<string>();
+    const keys = new Set<string>();
+    config.clients?.forEach((client, index) => {
+      if (names.has(client.name)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'name'], message: `duplicate client name "${client.name}"` });
+      if (keys.has(client.apiKey)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'apiKey'], message: 'two clients share one key' });
+      names.add(client.name);
+      keys.add(client.apiKey);
+    });
+  });
+
+export type GatewayConfig = z.infer<typeof configSchema>;
+export type PoolConfig = GatewayConfig['pools'][string];
+export type DeploymentConfig = PoolConfig['deployments'][number];
+export type ClientConfig = NonNullable<GatewayConfig['clients']>[number];
+export type GatewaySettings = GatewayConfig['gateway'];
