@@ -1,0 +1,389 @@
+/**
+ * Routes one client request: lease a deployment from the store, send the attempt, and on a
+ * retryable failure before any byte reached the client try another deployment, within the attempt
+ * limit and the deadline. The first acceptable response is piped to the client as it arrives.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Request, Response } from 'express';
+import type { GatewaySettings } from '../shared/config/schema.ts';
+import type { AcquireResult, Lease, Store } from '../shared/store/types.ts';
+import { errors, sendError, type AzureError } from './errors.ts';
+import type { AttemptOutcome, Forwarder } from './forwarder.ts';
+import { CountedFailure, type Health } from './health.ts';
+import type { LeaseKeeper } from './leases.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+import type { Deployment } from './pools.ts';
+import type { ProxiedRequest } from './request.ts';
+import { retryAfterMs } from './retry-after.ts';
+import { UsageTail, type Usage } from './usage.ts';
+
+/** Statuses after which another deployment may well succeed. 400/401/403 and a client's 404 are the client's. */
+const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+/** Statuses that count against a destination's circuit (a 429 is a cooldown, not a fault). */
+const FAULT_STATUS = new Set([408, 500, 502, 503, 504]);
+/** How long a deployment that Azure says does not exist stays out of rotation. */
+const MISCONFIGURED_COOLDOWN_MS = 60_000;
+/** A failed attempt's body is kept to hand to the client if no other deployment succeeds. */
+const FAILED_BODY_LIMIT = 64 * 1024;
+/** Upstream response headers that describe one deployment or one hop, not what the client addressed. */
+const DROPPED_RESPONSE_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'proxy-authenticate',
+  'set-cookie',
+  'x-ratelimit-remaining-requests',
+  'x-ratelimit-remaining-tokens',
+  'x-ratelimit-limit-requests',
+  'x-ratelimit-limit-tokens',
+  'x-ratelimit-reset-requests',
+  'x-ratelimit-reset-tokens',
+  'azure-openai-deployment-utilization',
+]);
+
+interface FailedAttempt {
+  deployment: string;
+  status?: number;
+  headers?: IncomingMessage['headers'];
+  body?: Buffer;
+  timedOut?: boolean;
+  /** Epoch ms the deployment's cooldown ends, after a 429. */
+  cooldownUntil?: number;
+}
+
+export interface DispatcherDeps {
+  settings: GatewaySettings;
+  store: Store;
+  /** Used while the shared store does not answer, so the gateway degrades to this instance's own view. */
+  fallbackStore: Store;
+  forwarder: Forwarder;
+  health: Health;
+  leases: LeaseKeeper;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+interface RequestLog {
+  deployment?: string;
+  attempts: number;
+  status?: number;
+  outcome: string;
+  usage?: Usage;
+  firstByteMs?: number;
+}
+
+export class Dispatcher {
+  private readonly deps: DispatcherDeps;
+
+  constructor(deps: DispatcherDeps) {
+    this.deps = deps;
+  }
+
+  async handle(req: Request, res: Response, request: ProxiedRequest): Promise<void> {
+    const log: RequestLog = { attempts: 0, outcome: 'pending' };
+    this.deps.metrics.inFlight.inc();
+    try {
+      await this.route(req, res, request, log);
+    } catch (error) {
+      log.outcome = 'error';
+      this.deps.logger.error('request failed inside the gateway', { requestId: request.requestId, error: (error as Error).message });
+      if (!res.headersSent) sendError(res, errors.internal());
+      else res.destroy();
+    } finally {
+      this.deps.metrics.inFlight.dec();
+      if (log.outcome === 'pending') log.outcome = 'client-closed';
+      this.logRequest(request, log, res);
+    }
+  }
+
+  private async route(req: Request, res: Response, request: ProxiedRequest, log: RequestLog): Promise<void> {
+    const { settings } = this.deps;
+    const deadline = request.startedAt + settings.deadlineMs;
+    const tried: string[] = [];
+    let lastFailure: FailedAttempt | undefined;
+
+    while (log.attempts < settings.maxAttempts && Date.now() < deadline) {
+      if (res.destroyed) return;
+      const acquired = await this.acquire(request, tried);
+      if (res.destroyed) {
+        if (acquired.result.ok) await this.release(acquired.store, acquired.result.lease);
+        return;
+      }
+      if (!acquired.result.ok) {
+        this.reject(res, request, log, this.whenNothingIsEligible(request, acquired.result, lastFailure));
+        return;
+      }
+      const { lease } = acquired.result;
+      const deployment = request.pool.deployments.get(lease.deploymentId);
+      if (!deployment) {
+        await this.release(acquired.store, lease);
+        throw new Error(`store chose unknown deployment ${lease.deploymentId}`);
+      }
+      this.deps.leases.track(lease);
+      log.attempts += 1;
+      log.deployment = deployment.config.id;
+      tried.push(deployment.config.id);
+
+      const guarded = await this.deps.health.guard(deployment, lease, async () => {
+        const outcome = await this.deps.forwarder.attempt(req, res, {
+          target: deployment.origin,
+          path: this.upstreamPath(request, deployment),
+          body: request.body,
+          headers: { 'api-key': deployment.config.apiKey, 'x-request-id': request.requestId },
+          headersTimeoutMs: Math.max(1, Math.min(settings.upstreamTimeoutMs, deadline - Date.now())),
+        });
+        if (!res.destroyed && isFault(outcome)) throw new CountedFailure(outcome);
+        return outcome;
+      });
+      if (!guarded) {
+        // This instance's breaker refused; the store will hear of the open circuit shortly. Not an attempt.
+        log.attempts -= 1;
+        await this.finishLease(acquired.store, lease);
+        continue;
+      }
+      const { outcome } = guarded;
+      if (res.destroyed) {
+        if (outcome.kind === 'response') outcome.response.destroy();
+        await this.finishLease(acquired.store, lease);
+        return;
+      }
+      this.countAttempt(deployment, outcome);
+
+      if (outcome.kind === 'error') {
+        await this.finishLease(acquired.store, lease);
+        lastFailure = { deployment: deployment.config.id, timedOut: outcome.timedOut };
+        this.deps.logger.warn('upstream attempt failed', {
+          requestId: request.requestId,
+          pool: request.pool.name,
+          deployment: deployment.config.id,
+          error: outcome.timedOut ? 'timeout' : (outcome.error.code ?? 'error'),
+        });
+        continue;
+      }
+
+      const { response } = outcome;
+      const status = response.statusCode ?? 502;
+      if (RETRYABLE_STATUS.has(status) || status === 404) {
+        const body = await readLimited(response, FAILED_BODY_LIMIT);
+        await this.finishLease(acquired.store, lease);
+        const failure: FailedAttempt = { deployment: deployment.config.id, status, headers: response.headers, body };
+        if (status === 404) {
+          if (!body.includes('DeploymentNotFound')) {
+            // A 404 about the request itself (an unknown route or api-version): the client's to see.
+            this.answer(res, request, log, failure);
+            return;
+          }
+          // Our config names a deployment Azure does not have: our fault, not the client's. Fail over.
+          this.deps.logger.error('deployment not found upstream: check the config', { pool: deployment.pool, deployment: deployment.config.id });
+          failure.cooldownUntil = await this.deps.health.throttled(deployment, MISCONFIGURED_COOLDOWN_MS);
+        }
+        if (status === 429) failure.cooldownUntil = await this.deps.health.throttled(deployment, retryAfterMs(response.headers));
+        lastFailure = failure;
+        continue;
+      }
+
+      await this.pipe(response, res, request, deployment, log, () => this.finishLease(acquired.store, lease));
+      return;
+    }
+
+    if (lastFailure) this.replayFailure(res, request, log, lastFailure);
+    else this.reject(res, request, log, errors.upstreamTimeout());
+  }
+
+  private async acquire(request: ProxiedRequest, tried: readonly string[]): Promise<{ store: Store; result: AcquireResult }> {
+    const input = {
+      pool: request.pool.layout,
+      leaseId: randomUUID(),
+      leaseMs: this.deps.settings.leaseMs,
+      estimatedTokens: request.estimatedTokens,
+      exclude: tried,
+    };
+    try {
+      return { store: this.deps.store, result: await this.deps.store.acquire(input) };
+    } catch (error) {
+      this.deps.metrics.storeErrors.inc();
+      this.deps.logger.warn('store unavailable: routing on this instance’s own view', { error: (error as Error).message });
+      return { store: this.deps.fallbackStore, result: await this.deps.fallbackStore.acquire(input) };
+    }
+  }
+
+  /** What to answer when no deployment can take the request now. */
+  private whenNothingIsEligible(
+    request: ProxiedRequest,
+    result: Extract<AcquireResult, { ok: false }>,
+    lastFailure: FailedAttempt | undefined,
+  ): AzureError {
+    if (lastFailure && lastFailure.status !== 429 && lastFailure.status !== 404) {
+      // Every other deployment is out too, and the last one failed: that failure is the truth to tell.
+      return lastFailure.timedOut ? errors.upstreamTimeout() : errors.upstreamUnreachable();
+    }
+    let retryAfter = result.retryAfterMs;
+    if (lastFailure?.cooldownUntil !== undefined) retryAfter = Math.min(retryAfter, Math.max(1, lastFailure.cooldownUntil - Date.now()));
+    const detail = result.reason === 'no-budget' && !lastFailure ? 'at its token or request budget' : 'throttled or unavailable';
+    return errors.saturated(request.pool.name, retryAfter, detail);
+  }
+
+  private replayFailure(res: Response, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt): void {
+    if (failure.status === undefined || failure.status === 404) {
+      this.reject(res, request, log, failure.timedOut ? errors.upstreamTimeout() : errors.upstreamUnreachable());
+      return;
+    }
+    if (failure.status === 429) {
+      const retryAfter = failure.cooldownUntil !== undefined ? failure.cooldownUntil - Date.now() : this.deps.settings.defaultCooldownMs;
+      this.reject(res, request, log, errors.saturated(request.pool.name, Math.max(1, retryAfter), 'throttled or unavailable'));
+      return;
+    }
+    this.answer(res, request, log, failure);
+  }
+
+  /** Sends an upstream error response that was read whole: the deployment's own Azure-shaped body. */
+  private answer(res: Response, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt): void {
+    log.outcome = 'upstream-error';
+    log.status = failure.status;
+    // The body may have been cut at FAILED_BODY_LIMIT, so its length is recomputed rather than copied.
+    const { 'content-length': _length, ...headers } = failure.headers ?? {};
+    this.writeHead(res, failure.status ?? 502, headers, request, log.deployment, log.attempts);
+    res.end(failure.body);
+  }
+
+  private reject(res: Response, request: ProxiedRequest, log: RequestLog, error: AzureError): void {
+    log.outcome = error.status === 429 ? 'saturated' : 'failed';
+    log.status = error.status;
+    if (log.attempts > 0) {
+      res.setHeader('x-gateway-attempts', String(log.attempts));
+      if (log.deployment) res.setHeader('x-gateway-deployment', log.deployment);
+    }
+    sendError(res, error);
+  }
+
+  private async pipe(
+    response: IncomingMessage,
+    res: Response,
+    request: ProxiedRequest,
+    deployment: Deployment,
+    log: RequestLog,
+    done: () => Promise<void>,
+  ): Promise<void> {
+    const status = response.statusCode ?? 502;
+    log.status = status;
+    log.outcome = 'streaming';
+    log.firstByteMs = Date.now() - request.startedAt;
+    this.deps.metrics.latency.observe({ pool: request.pool.name }, log.firstByteMs / 1000);
+    this.writeHead(res, status, response.headers, request, deployment.config.id, log.attempts);
+
+    const tail = new UsageTail();
+    const idle = setTimeout(() => response.destroy(new Error('upstream stream went idle')), this.deps.settings.streamIdleTimeoutMs);
+    response.on('data', (chunk: Buffer) => {
+      tail.push(chunk);
+      idle.refresh();
+    });
+    await new Promise<void>((resolve) => {
+      const settle = () => {
+        clearTimeout(idle);
+        resolve();
+      };
+      response.once('end', settle);
+      response.once('close', settle);
+      res.once('close', settle);
+      response.pipe(res);
+    });
+    log.usage = tail.usage();
+    log.outcome = response.complete && !res.destroyed ? 'ok' : res.destroyed && !res.writableFinished ? 'client-closed-mid-response' : 'upstream-broke';
+    if (log.outcome === 'upstream-broke' && !res.destroyed) res.destroy();
+    if (log.usage) {
+      const labels = { pool: request.pool.name, deployment: deployment.config.id };
+      this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, log.usage.promptTokens);
+      this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, log.usage.completionTokens);
+    }
+    await done();
+  }
+
+  private writeHead(
+    res: Response,
+    status: number,
+    headers: IncomingMessage['headers'],
+    request: ProxiedRequest,
+    deployment: string | undefined,
+    attempts: number,
+  ): void {
+    for (const [name, value] of Object.entries(headers)) {
+      if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name)) continue;
+      res.setHeader(name, value);
+    }
+    res.setHeader('x-request-id', request.requestId);
+    if (deployment) res.setHeader('x-gateway-deployment', deployment);
+    res.setHeader('x-gateway-attempts', String(attempts));
+    res.status(status);
+    res.flushHeaders();
+  }
+
+  private upstreamPath(request: ProxiedRequest, deployment: Deployment): string {
+    const version = deployment.config.apiVersion ?? request.apiVersion ?? DEFAULT_API_VERSION;
+    return `${deployment.basePath}/openai/deployments/${encodeURIComponent(deployment.config.deployment)}/${request.operation}?api-version=${encodeURIComponent(version)}`;
+  }
+
+  private async finishLease(store: Store, lease: Lease): Promise<void> {
+    this.deps.leases.untrack(lease);
+    await this.release(store, lease);
+  }
+
+  private async release(store: Store, lease: Lease): Promise<void> {
+    try {
+      await store.release(lease);
+    } catch (error) {
+      // The lease expires on its own within leaseMs.
+      this.deps.logger.warn('lease release failed', { error: (error as Error).message });
+    }
+  }
+
+  private countAttempt(deployment: Deployment, outcome: AttemptOutcome): void {
+    const result = outcome.kind === 'response' ? String(outcome.response.statusCode) : outcome.timedOut ? 'timeout' : 'error';
+    this.deps.metrics.attempts.inc({ pool: deployment.pool, deployment: deployment.config.id, outcome: result });
+  }
+
+  private logRequest(request: ProxiedRequest, log: RequestLog, res: Response): void {
+    const status = log.status ?? res.statusCode;
+    this.deps.metrics.requests.inc({ pool: request.pool.name, status: String(status) });
+    this.deps.logger.info('request', {
+      requestId: request.requestId,
+      client: request.client,
+      pool: request.pool.name,
+      operation: request.operation,
+      deployment: log.deployment,
+      attempts: log.attempts,
+      status,
+      outcome: log.outcome,
+      stream: request.stream,
+      latencyMs: Date.now() - request.startedAt,
+      firstByteMs: log.firstByteMs,
+      estimatedTokens: request.estimatedTokens,
+      promptTokens: log.usage?.promptTokens,
+      completionTokens: log.usage?.completionTokens,
+      totalTokens: log.usage?.totalTokens,
+    });
+  }
+}
+
+/** The latest GA api-version, for OpenAI-style requests that name none. */
+export const DEFAULT_API_VERSION = '2024-10-21';
+
+function isFault(outcome: AttemptOutcome): boolean {
+  return outcome.kind === 'error' || FAULT_STATUS.has(outcome.response.statusCode ?? 0);
+}
+
+/** Reads a (small) error body; stops at `limit` bytes so a misbehaving upstream cannot fill memory. */
+async function readLimited(response: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of response as AsyncIterable<Buffer>) {
+      if (size < limit) chunks.push(chunk.subarray(0, limit - size));
+      size += chunk.length;
+    }
+  } catch {
+    // A reset while reading an error body: what was read is all there is.
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,62 @@
+/**
+ * Azure-shaped error responses. Every error a client sees goes through here, so none carries a stack
+ * trace, an upstream key or an internal URL.
+ */
+import type { Response } from 'express';
+
+export interface AzureError {
+  status: number;
+  code: string;
+  message: string;
+  headers?: Record<string, string>;
+}
+
+export function sendError(res: Response, error: AzureError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  for (const [name, value] of Object.entries(error.headers ?? {})) res.setHeader(name, value);
+  res.status(error.status).json({ error: { code: error.code, message: error.message } });
+}
+
+export const errors = {
+  notFound: (): AzureError => ({ status: 404, code: '404', message: 'Resource not found' }),
+  unknownPool: (pool: string): AzureError => ({
+    status: 404,
+    code: 'DeploymentNotFound',
+    message: `The API deployment ${JSON.stringify(pool)} does not exist on this gateway.`,
+  }),
+  unauthorized: (): AzureError => ({
+    status: 401,
+    code: '401',
+    message: 'Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.',
+  }),
+  badRequest: (message: string): AzureError => ({ status: 400, code: 'invalid_request_error', message }),
+  tooLarge: (limit: number): AzureError => ({
+    status: 413,
+    code: 'RequestEntityTooLarge',
+    message: `The request body exceeds the gateway's limit of ${limit} bytes.`,
+  }),
+  saturated: (pool: string, retryAfterMs: number, detail: string): AzureError => {
+    const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    return {
+      status: 429,
+      code: '429',
+      message: `Every deployment of ${pool} is ${detail}. Please retry after ${seconds} second${seconds === 1 ? '' : 's'}.`,
+      headers: { 'retry-after': String(seconds), 'retry-after-ms': String(Math.max(1, Math.ceil(retryAfterMs))) },
+    };
+  },
+  upstreamUnreachable: (): AzureError => ({
+    status: 502,
+    code: 'BadGateway',
+    message: 'No deployment could be reached; the gateway gave up after the allowed retries.',
+  }),
+  upstreamTimeout: (): AzureError => ({
+    status: 504,
+    code: 'GatewayTimeout',
+    message: 'No deployment answered in time; the gateway gave up after the allowed retries.',
+  }),
+  unavailable: (message: string): AzureError => ({ status: 503, code: 'ServiceUnavailable', message }),
+  internal: (): AzureError => ({ status: 500, code: 'InternalServerError', message: 'The gateway failed to process the request.' }),
+};

@@ -1,0 +1,49 @@
+/** The config's pools as the request path uses them: lookups by name and id, and the store's view of each. */
+import type { DeploymentConfig, GatewayConfig, PoolConfig } from '../shared/config/schema.ts';
+import type { PoolLayout } from '../shared/store/types.ts';
+
+export interface Pool {
+  name: string;
+  config: PoolConfig;
+  layout: PoolLayout;
+  deployments: ReadonlyMap<string, Deployment>;
+}
+
+export interface Deployment {
+  pool: string;
+  config: DeploymentConfig;
+  /** Origin of the endpoint; the path is built per request. */
+  origin: URL;
+  /** Base path under the endpoint (usually empty). */
+  basePath: string;
+  /** `pool/id`: names the destination in metrics, logs and breakers. */
+  key: string;
+}
+
+export function buildPools(config: GatewayConfig): ReadonlyMap<string, Pool> {
+  const pools = new Map<string, Pool>();
+  for (const [name, poolConfig] of Object.entries(config.pools)) {
+    const deployments = new Map<string, Deployment>();
+    for (const deployment of poolConfig.deployments) {
+      const url = new URL(deployment.endpoint);
+      deployments.set(deployment.id, {
+        pool: name,
+        config: deployment,
+        origin: new URL(url.origin),
+        basePath: url.pathname.replace(/\/+$/, ''),
+        key: `${name}/${deployment.id}`,
+      });
+    }
+    pools.set(name, {
+      name,
+      config: poolConfig,
+      deployments,
+      layout: {
+        name,
+        strategy: poolConfig.strategy,
+        deployments: poolConfig.deployments.map((d) => ({ id: d.id, priority: d.priority, weight: d.weight, tpm: d.tpm, rpm: d.rpm })),
+      },
+    });
+  }
+  return pools;
+}

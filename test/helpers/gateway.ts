@@ -1,0 +1,123 @@
+/**
+ * Starts gateway instances for tests: in process on port 0 (several may share one Redis), or as a
+ * real child process (`node gateway/main.ts`) when a test must kill one with SIGKILL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { stringify } from 'yaml';
+import { configSchema, type GatewayConfig } from '../../shared/config/schema.ts';
+import { createStore } from '../../shared/store/index.ts';
+import type { Store } from '../../shared/store/types.ts';
+import { createGateway, type Gateway } from '../../gateway/app.ts';
+import { createLogger } from '../../gateway/logger.ts';
+
+export const UPSTREAM_KEY = 'upstream-test-key';
+export const CLIENT_KEY = 'client-test-key';
+
+export interface DeploymentInput {
+  id: string;
+  endpoint: string;
+  deployment?: string;
+  apiKey?: string;
+  tpm?: number;
+  rpm?: number;
+  priority?: number;
+  weight?: number;
+  apiVersion?: string;
+  model?: string;
+}
+
+/** A validated config from plain objects; deployments default to the simulator's key and own name. */
+export function testConfig(input: {
+  pools: Record<string, { strategy?: string; deployments: DeploymentInput[]; [key: string]: unknown }>;
+  gateway?: Record<string, unknown>;
+  clients?: { name: string; apiKey: string; tpm?: number; rpm?: number }[] | null;
+}): GatewayConfig {
+  const pools = Object.fromEntries(
+    Object.entries(input.pools).map(([name, pool]) => [
+      name,
+      { ...pool, deployments: pool.deployments.map((d) => ({ deployment: d.id, apiKey: UPSTREAM_KEY, ...d })) },
+    ]),
+  );
+  const clients = input.clients === null ? undefined : (input.clients ?? [{ name: 'tests', apiKey: CLIENT_KEY }]);
+  return configSchema.parse({ gateway: input.gateway ?? {}, pools, ...(clients ? { clients } : {}) });
+}
+
+export interface RunningGateway {
+  url: string;
+  gateway: Gateway;
+  store: Store;
+  close(): Promise<void>;
+}
+
+/** One in-process instance against the test run's Redis (or the memory store with `memory: true`). */
+export async function startGateway(config: GatewayConfig, options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string } = {}): Promise<RunningGateway> {
+  const store = createStore({ redisUrl: options.memory ? undefined : process.env.REDIS_URL, keyPrefix: options.keyPrefix });
+  const logger = createLogger('error', process.env.SPILLWAY_TEST_LOGS !== '1');
+  const gateway = createGateway({ config, store, logger, adminApiKey: options.adminApiKey });
+  const { url } = await gateway.listen(0);
+  return {
+    url,
+    gateway,
+    store,
+    async close() {
+      await gateway.close();
+      await store.close();
+    },
+  };
+}
+
+export interface GatewayProcess {
+  url: string;
+  child: ChildProcess;
+  /** Every JSON log line the process wrote so far. */
+  logs: Record<string, unknown>[];
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** A real `node gateway/main.ts` process with the config written to a temporary file. */
+export async function spawnGateway(config: GatewayConfig, env: Record<string, string> = {}): Promise<GatewayProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'spillway-gw-'));
+  const file = join(dir, 'gateway.yaml');
+  writeFileSync(file, stringify(config));
+  const child = spawn(process.execPath, ['gateway/main.ts'], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', GATEWAY_CONFIG: file, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start in 10 s: ${stderr}`)), 10_000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry.message === 'gateway listening') {
+          clearTimeout(timer);
+          resolve(String(entry.url));
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`gateway exited with ${code}: ${stderr}`));
+    });
+  });
+  return {
+    url,
+    child,
+    logs,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
