@@ -43,6 +43,20 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'azure-openai-deployment-utilization',
 ]);
 
+/** What the attempts of one request ran into, to tell the client the truth when none succeeds. */
+class AttemptHistory {
+  last: FailedAttempt | undefined;
+  /** True while every failure was a throttle (429) or a misconfigured deployment: the pool is full, not broken. */
+  onlyThrottled = true;
+  soonestCooldownUntil: number | undefined;
+
+  record(failure: FailedAttempt): void {
+    this.last = failure;
+    if (failure.cooldownUntil === undefined) this.onlyThrottled = false;
+    else this.soonestCooldownUntil = Math.min(this.soonestCooldownUntil ?? Number.POSITIVE_INFINITY, failure.cooldownUntil);
+  }
+}
+
 interface FailedAttempt {
   deployment: string;
   status?: number;
@@ -102,7 +116,7 @@ export class Dispatcher {
     const { settings } = this.deps;
     const deadline = request.startedAt + settings.deadlineMs;
     const tried: string[] = [];
-    let lastFailure: FailedAttempt | undefined;
+    const history = new AttemptHistory();
 
     while (log.attempts < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return;
@@ -112,7 +126,9 @@ export class Dispatcher {
         return;
       }
       if (!acquired.result.ok) {
-        this.reject(res, request, log, this.whenNothingIsEligible(request, acquired.result, lastFailure));
+        const answer = this.whenNothingIsEligible(request, acquired.result, tried, history);
+        if ('deployment' in answer) this.replayFailure(res, request, log, answer, history);
+        else this.reject(res, request, log, answer);
         return;
       }
       const { lease } = acquired.result;
@@ -153,7 +169,7 @@ export class Dispatcher {
 
       if (outcome.kind === 'error') {
         await this.finishLease(acquired.store, lease);
-        lastFailure = { deployment: deployment.config.id, timedOut: outcome.timedOut };
+        history.record({ deployment: deployment.config.id, timedOut: outcome.timedOut });
         this.deps.logger.warn('upstream attempt failed', {
           requestId: request.requestId,
           pool: request.pool.name,
@@ -180,7 +196,7 @@ export class Dispatcher {
           failure.cooldownUntil = await this.deps.health.throttled(deployment, MISCONFIGURED_COOLDOWN_MS);
         }
         if (status === 429) failure.cooldownUntil = await this.deps.health.throttled(deployment, retryAfterMs(response.headers));
-        lastFailure = failure;
+        history.record(failure);
         continue;
       }
 
@@ -188,7 +204,7 @@ export class Dispatcher {
       return;
     }
 
-    if (lastFailure) this.replayFailure(res, request, log, lastFailure);
+    if (history.last) this.replayFailure(res, request, log, history.last, history);
     else this.reject(res, request, log, errors.upstreamTimeout());
   }
 
@@ -213,26 +229,28 @@ export class Dispatcher {
   private whenNothingIsEligible(
     request: ProxiedRequest,
     result: Extract<AcquireResult, { ok: false }>,
-    lastFailure: FailedAttempt | undefined,
-  ): AzureError {
-    if (lastFailure && lastFailure.status !== 429 && lastFailure.status !== 404) {
-      // Every other deployment is out too, and the last one failed: that failure is the truth to tell.
-      return lastFailure.timedOut ? errors.upstreamTimeout() : errors.upstreamUnreachable();
-    }
-    let retryAfter = result.retryAfterMs;
-    if (lastFailure?.cooldownUntil !== undefined) retryAfter = Math.min(retryAfter, Math.max(1, lastFailure.cooldownUntil - Date.now()));
-    const detail = result.reason === 'no-budget' && !lastFailure ? 'at its token or request budget' : 'throttled or unavailable';
-    return errors.saturated(request.pool.name, retryAfter, detail);
+    tried: readonly string[],
+    history: AttemptHistory,
+  ): AzureError | FailedAttempt {
+    if (history.last && !history.onlyThrottled) return history.last;
+    // Deployments this request already tried are excluded from the store's answer, so their own
+    // cooldowns are folded in; when it tried every one, the store's figure is about none of them.
+    const untried = tried.length < request.pool.deployments.size;
+    let retryAfter = untried ? result.retryAfterMs : Number.POSITIVE_INFINITY;
+    if (history.soonestCooldownUntil !== undefined) retryAfter = Math.min(retryAfter, history.soonestCooldownUntil - Date.now());
+    if (!Number.isFinite(retryAfter)) retryAfter = this.deps.settings.defaultCooldownMs;
+    const detail = result.reason === 'no-budget' && !history.last ? 'at its token or request budget' : 'throttled or unavailable';
+    return errors.saturated(request.pool.name, Math.max(1, retryAfter), detail);
   }
 
-  private replayFailure(res: Response, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt): void {
-    if (failure.status === undefined || failure.status === 404) {
-      this.reject(res, request, log, failure.timedOut ? errors.upstreamTimeout() : errors.upstreamUnreachable());
+  private replayFailure(res: Response, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt, history: AttemptHistory): void {
+    if (history.onlyThrottled) {
+      const retryAfter = (history.soonestCooldownUntil ?? Date.now() + this.deps.settings.defaultCooldownMs) - Date.now();
+      this.reject(res, request, log, errors.saturated(request.pool.name, Math.max(1, retryAfter), 'throttled or unavailable'));
       return;
     }
-    if (failure.status === 429) {
-      const retryAfter = failure.cooldownUntil !== undefined ? failure.cooldownUntil - Date.now() : this.deps.settings.defaultCooldownMs;
-      this.reject(res, request, log, errors.saturated(request.pool.name, Math.max(1, retryAfter), 'throttled or unavailable'));
+    if (failure.status === undefined || failure.status === 404) {
+      this.reject(res, request, log, failure.timedOut ? errors.upstreamTimeout() : errors.upstreamUnreachable());
       return;
     }
     this.answer(res, request, log, failure);
