@@ -1,0 +1,45 @@
+/**
+ * Numbers both stores share. The Lua includes repeat them (lua/includes/*.lua); change both together.
+ */
+
+/** A usage window is cut into this many buckets: 1 s buckets for the production 60 s window. */
+export const WINDOW_BUCKETS = 60;
+
+/** The short request window (Azure's 10 s RPM window) is the last sixth of the buckets. */
+export const SHORT_WINDOW_BUCKETS = 10;
+
+/** How many requests the short window admits for an `rpm` budget. */
+export function shortWindowLimit(rpm: number): number {
+  return Math.ceil(rpm / 6);
+}
+
+/**
+ * How long a half-open circuit is remembered after its open period ended when nobody probes or closes
+ * it. Without a limit an idle pool would keep circuit state in Redis forever.
+ */
+export const HALF_OPEN_MEMORY_MS = 24 * 60 * 60 * 1000;
+
+export const DEFAULT_WINDOW_MS = 60_000;
+export const DEFAULT_KEY_PREFIX = 'spillway:';
+
+/** Window keys and the round-robin cursor expire after this many windows without bookings. */
+export const IDLE_WINDOWS_BEFORE_EXPIRY = 2;
+
+/** Buckets must be whole milliseconds so that both stores and Lua compute bucket edges exactly alike. */
+export function validWindowMs(windowMs: number | undefined): number {
+  const value = windowMs ?? DEFAULT_WINDOW_MS;
+  if (!Number.isSafeInteger(value) || value <= 0 || value % WINDOW_BUCKETS !== 0) {
+    throw new Error(`store windowMs must be a positive multiple of ${WINDOW_BUCKETS} ms, got ${String(windowMs)}`);
+  }
+  return value;
+}
+
+/** Token counts are booked as whole, non-negative numbers. */
+export function wholeTokens(tokens: number): number {
+  return Number.isFinite(tokens) && tokens > 0 ? Math.ceil(tokens) : 0;
+}
+
+/** Durations are whole milliseconds; anything not a positive number counts as 0. */
+export function wholeMs(durationMs: number): number {
+  return Number.isFinite(durationMs) && durationMs > 0 ? Math.ceil(durationMs) : 0;
+}

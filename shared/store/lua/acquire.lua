@@ -1,0 +1,176 @@
+--[[
+  Choose a deployment of one pool by the pool's strategy and lease it, in one atomic step.
+
+  Reaps dead leases of every deployment, drops eligibility for deployments that are excluded, cooling
+  down, open, half-open with a probe in flight, or short of budget; takes the best priority tier with
+  an eligible deployment and picks inside it. The pick gets a lease and a reservation in its window.
+
+  KEYS[1]          round-robin cursor of the pool
+  KEYS[3i - 1]     deployment i: state hash            (i = 1 .. n, in config order)
+  KEYS[3i]         deployment i: leases ZSET
+  KEYS[3i + 1]     deployment i: usage window hash
+
+  ARGV[1]          lease id
+  ARGV[2]          lease time (ms)
+  ARGV[3]          estimated tokens (whole number >= 0)
+  ARGV[4]          window length (ms, multiple of 60)
+  ARGV[5]          strategy: least-requests | round-robin | random | power-of-two | weighted
+  ARGV[6], ARGV[7] random numbers in [0, 1) from the caller (script math.random is deterministic)
+  ARGV[8 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
+
+  Output:
+    { 1, i, bucket, probe }         granted deployment i; bucket booked into; probe 1 when half-open probe
+    { 0, reason, retryAfterMs }     reason 1 = unavailable, 2 = no-budget
+]]
+--- @include "includes/time.lua"
+--- @include "includes/leases.lua"
+--- @include "includes/state.lua"
+--- @include "includes/window.lua"
+
+local nowMs = redisNowMs()
+local leaseId = ARGV[1]
+local leaseMs = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local windowMs = tonumber(ARGV[4])
+local strategy = ARGV[5]
+local random1 = tonumber(ARGV[6])
+local random2 = tonumber(ARGV[7])
+local bucketMs = windowMs / WINDOW_BUCKETS
+local nowBucket = math.floor(nowMs / bucketMs)
+local deploymentCount = (#KEYS - 1) / 3
+
+local deployments = {}
+for i = 1, deploymentCount do
+  local arg = 8 + 5 * (i - 1)
+  local d = {
+    index = i,
+    stateKey = KEYS[3 * i - 1],
+    leasesKey = KEYS[3 * i],
+    windowKey = KEYS[3 * i + 1],
+    priority = tonumber(ARGV[arg]),
+    weight = tonumber(ARGV[arg + 1]) or 0,
+    tpm = tonumber(ARGV[arg + 2]),
+    rpm = tonumber(ARGV[arg + 3]),
+    excluded = ARGV[arg + 4] == '1',
+    blockedUntil = 0,
+    halfOpen = false,
+    eligible = false,
+  }
+  d.inFlight = reapLeases(d.leasesKey, nowMs)
+  if not d.excluded then
+    local cooldownUntil, openUntil, _, probeDeadline = readState(d.stateKey)
+    if cooldownUntil > nowMs then d.blockedUntil = cooldownUntil end
+    if openUntil > nowMs then
+      d.blockedUntil = math.max(d.blockedUntil, openUntil)
+    elseif openUntil > 0 then
+      d.halfOpen = true
+      if probeDeadline > nowMs then d.blockedUntil = math.max(d.blockedUntil, probeDeadline) end
+    end
+    -- A deployment without budgets needs its window only if chosen (to book usage for snapshots).
+    d.budgeted = d.tpm ~= nil or d.rpm ~= nil
+    if d.budgeted then
+      d.newestBucket, d.windowTokens, d.windowRequests, d.shortRequests = advanceWindow(d.windowKey, nowBucket)
+    end
+    d.eligible = d.blockedUntil == 0
+      and (not d.budgeted or fitsBudget(tokens, d.tpm, d.rpm, d.windowTokens, d.windowRequests, d.shortRequests))
+  end
+  deployments[i] = d
+end
+
+local bestPriority = nil
+for _, d in ipairs(deployments) do
+  if d.eligible and (bestPriority == nil or d.priority < bestPriority) then bestPriority = d.priority end
+end
+
+if bestPriority == nil then
+  -- Nothing can take it now: tell the caller the soonest moment any deployment could.
+  local reason = 1
+  local soonest = nil
+  for _, d in ipairs(deployments) do
+    if not d.excluded then
+      if d.blockedUntil == 0 then reason = 2 end
+      local wait = 0
+      if d.budgeted then
+        wait = windowWaitMs(d.windowKey, d.newestBucket, nowMs, bucketMs, tokens, d.tpm, d.rpm,
+          d.windowTokens, d.windowRequests, d.shortRequests)
+      end
+      if wait >= 0 then
+        local at = math.max(d.blockedUntil, nowMs + wait)
+        if soonest == nil or at < soonest then soonest = at end
+      end
+    end
+  end
+  local retryAfterMs = windowMs
+  if soonest ~= nil then retryAfterMs = soonest - nowMs end
+  return { 0, reason, math.max(1, math.ceil(retryAfterMs)) }
+end
+
+local candidates = {}
+for _, d in ipairs(deployments) do
+  if d.eligible and d.priority == bestPriority then candidates[#candidates + 1] = d end
+end
+
+-- 1-based index in [1, n] from a random number in [0, 1).
+local function randomIndex(n, random)
+  return math.min(n, math.floor(random * n) + 1)
+end
+
+local function choose()
+  local n = #candidates
+  if strategy == 'round-robin' then
+    -- One cursor per pool for every instance, so N instances together still rotate in order.
+    local cursor = redis.call('INCR', KEYS[1])
+    redis.call('PEXPIRE', KEYS[1], 2 * windowMs)
+    return candidates[(cursor - 1) % n + 1]
+  elseif strategy == 'random' then
+    return candidates[randomIndex(n, random1)]
+  elseif strategy == 'power-of-two' then
+    if n == 1 then return candidates[1] end
+    local first = randomIndex(n, random1)
+    local second = randomIndex(n - 1, random2)
+    if second >= first then second = second + 1 end
+    if candidates[second].inFlight < candidates[first].inFlight then return candidates[second] end
+    return candidates[first]
+  elseif strategy == 'weighted' then
+    local total = 0
+    for _, d in ipairs(candidates) do total = total + math.max(0, d.weight) end
+    if total <= 0 then return candidates[randomIndex(n, random1)] end
+    local point = random1 * total
+    local last = nil
+    for _, d in ipairs(candidates) do
+      if d.weight > 0 then
+        last = d
+        point = point - d.weight
+        if point < 0 then return d end
+      end
+    end
+    return last
+  end
+  -- least-requests: fewest live leases, ties broken at random.
+  local fewest = nil
+  local tied = {}
+  for _, d in ipairs(candidates) do
+    if fewest == nil or d.inFlight < fewest then
+      fewest = d.inFlight
+      tied = { d }
+    elseif d.inFlight == fewest then
+      tied[#tied + 1] = d
+    end
+  end
+  return tied[randomIndex(#tied, random1)]
+end
+
+local chosen = choose()
+if not chosen.budgeted then chosen.newestBucket = advanceWindow(chosen.windowKey, nowBucket) end
+local deadline = nowMs + leaseMs
+redis.call('ZADD', chosen.leasesKey, deadline, leaseId)
+keepLeasesUntil(chosen.leasesKey, deadline, nowMs)
+bookWindow(chosen.windowKey, chosen.newestBucket, tokens, windowMs)
+local probe = 0
+if chosen.halfOpen then
+  -- The single cluster-wide probe: the marker expires with the lease if its holder dies.
+  redis.call('HSET', chosen.stateKey, 'pl', leaseId, 'pd', deadline)
+  expireStateWhenIdle(chosen.stateKey, nowMs)
+  probe = 1
+end
+return { 1, chosen.index, chosen.newestBucket, probe }

@@ -1,0 +1,25 @@
+--[[
+  Deployment state hash: cd = cooldown until, ou = circuit open until (absent when closed),
+  pl = lease id of the half-open probe in flight, pd = that probe's deadline. All times epoch ms.
+]]
+-- Same as HALF_OPEN_MEMORY_MS in shared/store/constants.ts.
+local HALF_OPEN_MEMORY_MS = 86400000
+
+local function readState(stateKey)
+  local values = redis.call('HMGET', stateKey, 'cd', 'ou', 'pl', 'pd')
+  return tonumber(values[1]) or 0, tonumber(values[2]) or 0, values[3], tonumber(values[4]) or 0
+end
+
+-- Keep the hash only while something in it still matters, so idle pools leave no garbage.
+local function expireStateWhenIdle(stateKey, nowMs)
+  local cooldownUntil, openUntil, _, probeDeadline = readState(stateKey)
+  local keepUntil = math.max(cooldownUntil, probeDeadline)
+  if openUntil > 0 then
+    keepUntil = math.max(keepUntil, openUntil + HALF_OPEN_MEMORY_MS)
+  end
+  if keepUntil <= nowMs then
+    redis.call('DEL', stateKey)
+  else
+    redis.call('PEXPIRE', stateKey, keepUntil - nowMs)
+  end
+end

@@ -1,0 +1,8 @@
+--[[
+  Milliseconds since the epoch by the Redis server's clock, never the client's, so that instances
+  whose clocks disagree still agree on windows, deadlines and cooldowns.
+]]
+local function redisNowMs()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end

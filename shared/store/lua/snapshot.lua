@@ -1,0 +1,39 @@
+--[[
+  Live state of every deployment of a pool (reaps dead leases and advances windows first).
+
+  KEYS[3i - 2]  deployment i: state hash          (i = 1 .. n)
+  KEYS[3i - 1]  deployment i: leases ZSET
+  KEYS[3i]      deployment i: usage window hash
+
+  ARGV[1]  window length (ms)
+
+  Output: per deployment, 6 numbers in a row:
+    in flight, tokens in window, requests in window, cooldown until (0 when past),
+    circuit (0 closed, 1 open, 2 half-open), circuit open until (0 when closed)
+]]
+--- @include "includes/time.lua"
+--- @include "includes/leases.lua"
+--- @include "includes/state.lua"
+--- @include "includes/window.lua"
+
+local nowMs = redisNowMs()
+local windowMs = tonumber(ARGV[1])
+local nowBucket = math.floor(nowMs / (windowMs / WINDOW_BUCKETS))
+local out = {}
+for i = 1, #KEYS / 3 do
+  local stateKey, leasesKey, windowKey = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local inFlight = reapLeases(leasesKey, nowMs)
+  local _, tokens, requests = advanceWindow(windowKey, nowBucket)
+  local cooldownUntil, openUntil = readState(stateKey)
+  if cooldownUntil <= nowMs then cooldownUntil = 0 end
+  local circuit = 0
+  if openUntil > nowMs then circuit = 1 elseif openUntil > 0 then circuit = 2 end
+  local base = #out
+  out[base + 1] = inFlight
+  out[base + 2] = tokens
+  out[base + 3] = requests
+  out[base + 4] = cooldownUntil
+  out[base + 5] = circuit
+  out[base + 6] = openUntil
+end
+return out

@@ -1,0 +1,106 @@
+/**
+ * In-process twin of lua/includes/window.lua: per-bucket token and request counts with running
+ * totals, exact at bucket granularity and O(1) amortized per touch. Keep the two in step.
+ */
+import { SHORT_WINDOW_BUCKETS, WINDOW_BUCKETS, shortWindowLimit } from './constants.ts';
+
+interface BucketCounts {
+  tokens: number;
+  requests: number;
+}
+
+export interface WindowCounts {
+  tokens: number;
+  requests: number;
+  shortRequests: number;
+}
+
+/** Whether a request of `tokens` fits budgets tpm / rpm (undefined = unlimited) given the window's counts. */
+export function fitsBudget(tokens: number, tpm: number | undefined, rpm: number | undefined, counts: WindowCounts): boolean {
+  if (tpm !== undefined && counts.tokens + tokens > tpm) return false;
+  if (rpm !== undefined && (counts.requests + 1 > rpm || counts.shortRequests + 1 > shortWindowLimit(rpm))) return false;
+  return true;
+}
+
+export class SlidingWindow {
+  /** Newest bucket; undefined while nothing is booked (the Lua hash does not exist). */
+  #head: number | undefined;
+  #tokens = 0;
+  #requests = 0;
+  readonly #buckets = new Map<number, BucketCounts>();
+
+  /** Moves the window to nowBucket, dropping buckets that left it; returns the newest bucket. */
+  advance(nowBucket: number): number {
+    const head = this.#head;
+    if (head === undefined) return nowBucket;
+    if (nowBucket <= head) return head;
+    if (nowBucket - head >= WINDOW_BUCKETS) {
+      this.#reset();
+      return nowBucket;
+    }
+    for (let bucket = head - WINDOW_BUCKETS + 1; bucket <= nowBucket - WINDOW_BUCKETS; bucket++) {
+      const counts = this.#buckets.get(bucket);
+      if (!counts) continue;
+      this.#tokens -= counts.tokens;
+      this.#requests -= counts.requests;
+      this.#buckets.delete(bucket);
+    }
+    this.#tokens = Math.max(0, this.#tokens);
+    this.#requests = Math.max(0, this.#requests);
+    this.#head = nowBucket;
+    return nowBucket;
+  }
+
+  read(newestBucket: number): WindowCounts {
+    let shortRequests = 0;
+    for (let bucket = newestBucket - SHORT_WINDOW_BUCKETS + 1; bucket <= newestBucket; bucket++) {
+      shortRequests += this.#buckets.get(bucket)?.requests ?? 0;
+    }
+    return { tokens: this.#tokens, requests: this.#requests, shortRequests };
+  }
+
+  book(newestBucket: number, tokens: number): void {
+    const counts = this.#buckets.get(newestBucket) ?? { tokens: 0, requests: 0 };
+    counts.tokens += tokens;
+    counts.requests += 1;
+    this.#buckets.set(newestBucket, counts);
+    this.#tokens += tokens;
+    this.#requests += 1;
+    this.#head = newestBucket;
+  }
+
+  /** Adds delta to a bucket still inside the window and to the total, never below zero. */
+  adjust(newestBucket: number, bucket: number, delta: number): void {
+    if (delta === 0 || this.#head === undefined || bucket > newestBucket || bucket <= newestBucket - WINDOW_BUCKETS) return;
+    const counts = this.#buckets.get(bucket) ?? { tokens: 0, requests: 0 };
+    const adjusted = Math.max(0, counts.tokens + delta);
+    this.#tokens = Math.max(0, this.#tokens + adjusted - counts.tokens);
+    counts.tokens = adjusted;
+    this.#buckets.set(bucket, counts);
+  }
+
+  /** Milliseconds until the window admits the request if nothing else is booked; 0 now, -1 never. */
+  waitMs(newestBucket: number, nowMs: number, bucketMs: number, tokens: number, tpm?: number, rpm?: number): number {
+    if (tpm !== undefined && tokens > tpm) return -1;
+    if (rpm !== undefined && rpm < 1) return -1;
+    const counts = this.read(newestBucket);
+    for (let future = newestBucket; future <= newestBucket + WINDOW_BUCKETS; future++) {
+      if (future > newestBucket) {
+        const leaving = this.#buckets.get(future - WINDOW_BUCKETS);
+        counts.tokens -= leaving?.tokens ?? 0;
+        counts.requests -= leaving?.requests ?? 0;
+        const leavingShort = future - SHORT_WINDOW_BUCKETS;
+        if (leavingShort <= newestBucket) counts.shortRequests -= this.#buckets.get(leavingShort)?.requests ?? 0;
+      }
+      if (fitsBudget(tokens, tpm, rpm, counts)) return Math.max(0, future * bucketMs - nowMs);
+    }
+    return -1;
+  }
+
+  #reset(): void {
+    this.#head = undefined;
+    this.#tokens = 0;
+    this.#requests = 0;
+    this.#buckets.clear();
+  }
+}

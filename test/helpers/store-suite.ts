@@ -1,0 +1,520 @@
+/**
+ * The one contract both stores keep (shared/store/types.ts), run against each of them. Every test gets
+ * a fresh key prefix, so tests never see each other's state even on one Redis.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AcquireInput, AcquireResult, DeploymentBudget, Lease, PoolLayout, Store, StoreOptions, Strategy } from '../../shared/store/types.ts';
+
+/**
+ * Opens `instances` stores over one fresh state: separate clients sharing one Redis for RedisStore,
+ * the same object for MemoryStore (one process is all it serves).
+ */
+export type OpenStores = (options: StoreOptions, instances: number) => Store[];
+
+export function pool(name: string, strategy: Strategy, deployments: Array<Partial<DeploymentBudget> & { id: string }>): PoolLayout {
+  return { name, strategy, deployments: deployments.map((d) => ({ priority: 1, weight: 1, ...d })) };
+}
+
+export function granted(result: AcquireResult): Lease {
+  assert.ok(result.ok, `expected a lease, got ${JSON.stringify(result)}`);
+  return result.lease;
+}
+
+export function refused(result: AcquireResult): { reason: string; retryAfterMs: number } {
+  assert.ok(!result.ok, `expected a refusal, got ${JSON.stringify(result)}`);
+  return result;
+}
+
+export function countBy<T>(items: readonly T[]): Map<T, number> {
+  const counts = new Map<T, number>();
+  for (const item of items) counts.set(item, (counts.get(item) ?? 0) + 1);
+  return counts;
+}
+
+/**
+ * Waits as a client told `retryAfterMs` would. Node measures a timer from the event loop's cached time,
+ * which may lag the clock by a millisecond, so a bare setTimeout can fire a hair before the moment.
+ */
+export function honour(retryAfterMs: number): Promise<void> {
+  return sleep(retryAfterMs + 2);
+}
+
+export function uniquePrefix(): string {
+  return `test:${randomUUID()}:`;
+}
+
+export function defineStoreSuite(name: string, openStores: OpenStores): void {
+  describe(`store contract: ${name}`, () => {
+    const opened: Store[] = [];
+
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((store) => store.close()));
+    });
+
+    function open(options: Omit<StoreOptions, 'keyPrefix'> = {}, instances = 1): Store[] {
+      const stores = openStores({ ...options, keyPrefix: uniquePrefix() }, instances);
+      opened.push(...stores);
+      return stores;
+    }
+
+    function openOne(options: Omit<StoreOptions, 'keyPrefix'> = {}): Store {
+      const [store] = open(options, 1);
+      assert.ok(store);
+      return store;
+    }
+
+    let leaseCounter = 0;
+    function attempt(layout: PoolLayout, extra: Partial<AcquireInput> = {}): AcquireInput {
+      leaseCounter += 1;
+      return { pool: layout, leaseId: `lease-${leaseCounter}-${randomUUID()}`, leaseMs: 30_000, estimatedTokens: 0, ...extra };
+    }
+
+    /** Acquires (and optionally releases at once) `count` times, in parallel batches to keep Redis runs short. */
+    async function picks(store: Store, layout: PoolLayout, count: number, releaseEach = false): Promise<string[]> {
+      const chosen: string[] = [];
+      const batch = releaseEach ? 1 : 100;
+      for (let done = 0; done < count; done += batch) {
+        const results = await Promise.all(
+          Array.from({ length: Math.min(batch, count - done) }, () => store.acquire(attempt(layout))),
+        );
+        for (const result of results) {
+          const lease = granted(result);
+          chosen.push(lease.deploymentId);
+          if (releaseEach) await store.release(lease);
+        }
+      }
+      return chosen;
+    }
+
+    /** Holds `count` leases on `deploymentId` by excluding every other deployment. */
+    async function load(store: Store, layout: PoolLayout, deploymentId: string, count: number, leaseMs = 30_000): Promise<Lease[]> {
+      const exclude = layout.deployments.map((d) => d.id).filter((id) => id !== deploymentId);
+      const leases: Lease[] = [];
+      for (let i = 0; i < count; i++) {
+        const lease = granted(await store.acquire(attempt(layout, { exclude, leaseMs })));
+        assert.equal(lease.deploymentId, deploymentId);
+        leases.push(lease);
+      }
+      return leases;
+    }
+
+    async function inFlight(store: Store, layout: PoolLayout): Promise<Record<string, number>> {
+      const snapshot = await store.snapshot(layout);
+      return Object.fromEntries(snapshot.map((d) => [d.id, d.inFlight]));
+    }
+
+    describe('strategies', () => {
+      test('least-requests picks the deployment with fewest live leases, ties at random', async () => {
+        const store = openOne();
+        const layout = pool('lr', 'least-requests', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+        await load(store, layout, 'a', 2);
+        await load(store, layout, 'c', 1);
+        assert.equal(granted(await store.acquire(attempt(layout))).deploymentId, 'b');
+        // Now a:2 b:1 c:1 — b and c tie; both must come up over repeated acquire+release.
+        const chosen = countBy(await picks(store, layout, 40, true));
+        assert.equal(chosen.get('a'), undefined);
+        assert.ok((chosen.get('b') ?? 0) > 0 && (chosen.get('c') ?? 0) > 0, `ties broken at random: ${[...chosen]}`);
+      });
+
+      test('round-robin rotates in config order across instances sharing the state', async () => {
+        const [first, second] = open({}, 2);
+        assert.ok(first && second);
+        const layout = pool('rr', 'round-robin', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+        const order: string[] = [];
+        for (let i = 0; i < 9; i++) {
+          const store = i % 2 === 0 ? first : second;
+          order.push(granted(await store.acquire(attempt(layout))).deploymentId);
+        }
+        assert.deepEqual(order, ['a', 'b', 'c', 'a', 'b', 'c', 'a', 'b', 'c']);
+      });
+
+      test('round-robin rotates over the eligible deployments only', async () => {
+        const store = openOne();
+        const layout = pool('rr-eligible', 'round-robin', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+        await store.cooldown('rr-eligible', 'b', 30_000);
+        const order: string[] = [];
+        for (let i = 0; i < 4; i++) order.push(granted(await store.acquire(attempt(layout))).deploymentId);
+        assert.deepEqual(order, ['a', 'c', 'a', 'c']);
+      });
+
+      test('random spreads uniformly', async () => {
+        const store = openOne();
+        const layout = pool('random', 'random', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+        const chosen = countBy(await picks(store, layout, 900));
+        // Expected 300 each; σ ≈ 14, so ±80 fails only when the choice is biased.
+        for (const id of ['a', 'b', 'c']) assert.ok(Math.abs((chosen.get(id) ?? 0) - 300) <= 80, `${id}: ${chosen.get(id)}`);
+      });
+
+      test('power-of-two never picks the busiest and favours the least busy', async () => {
+        const store = openOne();
+        const layout = pool('p2c', 'power-of-two', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+        await load(store, layout, 'b', 1);
+        await load(store, layout, 'c', 2);
+        const chosen = countBy(await picks(store, layout, 150, true));
+        assert.equal(chosen.get('c'), undefined, 'the busiest loses every pairing');
+        // a wins 2 of the 3 pairings, b only against c.
+        assert.ok((chosen.get('a') ?? 0) > (chosen.get('b') ?? 0), `a should dominate: ${[...chosen]}`);
+        assert.ok((chosen.get('b') ?? 0) > 0, 'b wins its pairing with c');
+      });
+
+      test('weighted picks in proportion to weight', async () => {
+        const store = openOne();
+        const layout = pool('weighted', 'weighted', [
+          { id: 'a', weight: 1 },
+          { id: 'b', weight: 2 },
+          { id: 'c', weight: 3 },
+          { id: 'never', weight: 0 },
+        ]);
+        const chosen = countBy(await picks(store, layout, 3000));
+        // Expected 500 / 1000 / 1500 with σ ≈ 20 / 26 / 27: ±100 is about 4σ.
+        assert.ok(Math.abs((chosen.get('a') ?? 0) - 500) <= 100, `a: ${chosen.get('a')}`);
+        assert.ok(Math.abs((chosen.get('b') ?? 0) - 1000) <= 100, `b: ${chosen.get('b')}`);
+        assert.ok(Math.abs((chosen.get('c') ?? 0) - 1500) <= 100, `c: ${chosen.get('c')}`);
+        assert.equal(chosen.get('never'), undefined);
+      });
+    });
+
+    describe('eligibility', () => {
+      test('the best priority tier takes everything while any of it is eligible; spill-over only then', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('tiers', 'least-requests', [
+          { id: 'a', priority: 1, tpm: 100 },
+          { id: 'b', priority: 1, tpm: 100 },
+          { id: 'spill', priority: 2 },
+        ]);
+        const firstTier = await picks(store, layout, 10, true);
+        assert.ok(firstTier.every((id) => id !== 'spill'), `spill used while tier 1 was eligible: ${firstTier}`);
+        assert.equal(granted(await store.acquire(attempt(layout, { exclude: ['a', 'b'] }))).deploymentId, 'spill');
+
+        await store.cooldown('tiers', 'a', 30_000);
+        assert.equal(granted(await store.acquire(attempt(layout))).deploymentId, 'b', 'one eligible in tier 1 still takes it');
+        await store.cooldown('tiers', 'b', 30_000);
+        assert.equal(granted(await store.acquire(attempt(layout))).deploymentId, 'spill');
+
+        // Budget: a fresh pool whose tier 1 is spent goes to tier 2.
+        const budgeted = pool('tiers-budget', 'least-requests', [
+          { id: 'a', priority: 1, tpm: 100 },
+          { id: 'spill', priority: 5 },
+        ]);
+        assert.equal(granted(await store.acquire(attempt(budgeted, { estimatedTokens: 100 }))).deploymentId, 'a');
+        assert.equal(granted(await store.acquire(attempt(budgeted, { estimatedTokens: 1 }))).deploymentId, 'spill');
+      });
+
+      test('excluded deployments are never chosen; excluding all is unavailable', async () => {
+        const store = openOne({ windowMs: 600 });
+        const layout = pool('exclude', 'random', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+        for (let i = 0; i < 30; i++) {
+          assert.notEqual(granted(await store.acquire(attempt(layout, { exclude: ['a'] }))).deploymentId, 'a');
+        }
+        const none = refused(await store.acquire(attempt(layout, { exclude: ['a', 'b', 'c'] })));
+        assert.equal(none.reason, 'unavailable');
+        assert.equal(none.retryAfterMs, 600, 'nothing can ever take it: one window');
+      });
+
+      test('cooldown takes a deployment out, never shortens, and sets retryAfterMs to the soonest end', async () => {
+        const store = openOne();
+        const layout = pool('cool', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        const long = await store.cooldown('cool', 'a', 5000);
+        const kept = await store.cooldown('cool', 'a', 100);
+        assert.equal(kept, long, 'a shorter cooldown does not shorten a longer one');
+        assert.ok(Math.abs(long - 5000 - Date.now()) < 1000, 'until is epoch ms');
+        for (let i = 0; i < 5; i++) assert.equal(granted(await store.acquire(attempt(layout))).deploymentId, 'b');
+
+        const started = performance.now();
+        await store.cooldown('cool', 'b', 200);
+        const none = refused(await store.acquire(attempt(layout)));
+        const elapsed = performance.now() - started;
+        assert.equal(none.reason, 'unavailable');
+        assert.ok(none.retryAfterMs <= 200 && none.retryAfterMs >= 200 - elapsed - 2, `retryAfterMs ${none.retryAfterMs}`);
+
+        const [snapshotA] = await store.snapshot(layout);
+        assert.equal(snapshotA?.cooldownUntil, long);
+        await honour(none.retryAfterMs);
+        assert.equal(granted(await store.acquire(attempt(layout))).deploymentId, 'b', 'b is back once its cooldown ends');
+      });
+
+      test('circuit: open excludes, half-open lets exactly one probe through, close restores', async () => {
+        const store = openOne();
+        const layout = pool('circuit', 'least-requests', [{ id: 'a' }]);
+        // Generous times: every step that must land inside one of them is a single store call.
+        const leaseMs = 300;
+
+        await store.openCircuit('circuit', 'a', 200);
+        const open = refused(await store.acquire(attempt(layout, { leaseMs })));
+        assert.equal(open.reason, 'unavailable');
+        assert.ok(open.retryAfterMs <= 200, `retryAfterMs ${open.retryAfterMs}`);
+        assert.equal((await store.snapshot(layout))[0]?.circuit, 'open');
+
+        await honour(open.retryAfterMs);
+        const [halfOpen] = await store.snapshot(layout);
+        assert.equal(halfOpen?.circuit, 'half-open');
+        assert.ok((halfOpen?.circuitOpenUntil ?? 0) > 0);
+
+        const probe = granted(await store.acquire(attempt(layout, { leaseMs })));
+        assert.equal(probe.probe, true);
+        const busy = refused(await store.acquire(attempt(layout, { leaseMs })));
+        assert.equal(busy.reason, 'unavailable', 'one probe at a time');
+        assert.ok(busy.retryAfterMs <= leaseMs, 'the probe marker lasts a lease');
+
+        await store.release(probe);
+        assert.equal((await store.snapshot(layout))[0]?.circuit, 'half-open', 'releasing a probe does not close the circuit');
+        const secondProbe = granted(await store.acquire(attempt(layout, { leaseMs })));
+        assert.equal(secondProbe.probe, true);
+
+        // A probe whose holder vanished: its marker expires with the lease.
+        await sleep(leaseMs + 20);
+        const thirdProbe = granted(await store.acquire(attempt(layout, { leaseMs })));
+        assert.equal(thirdProbe.probe, true);
+
+        // Re-opening forgets the probe in flight: once open again ends, a new probe may go.
+        await store.openCircuit('circuit', 'a', 150);
+        assert.equal(refused(await store.acquire(attempt(layout, { leaseMs }))).reason, 'unavailable');
+        await sleep(170);
+        assert.equal(granted(await store.acquire(attempt(layout, { leaseMs }))).probe, true);
+
+        await store.closeCircuit('circuit', 'a');
+        const [closed] = await store.snapshot(layout);
+        assert.equal(closed?.circuit, 'closed');
+        assert.equal(closed?.circuitOpenUntil, 0);
+        const normal = granted(await store.acquire(attempt(layout, { leaseMs })));
+        assert.equal(normal.probe, false);
+        assert.equal(granted(await store.acquire(attempt(layout, { leaseMs }))).probe, false);
+      });
+
+      test('an open circuit sends traffic to the others', async () => {
+        const store = openOne();
+        const layout = pool('circuit-spread', 'round-robin', [{ id: 'a' }, { id: 'b' }]);
+        await store.openCircuit('circuit-spread', 'a', 30_000);
+        const chosen = await picks(store, layout, 6, true);
+        assert.deepEqual(chosen, ['b', 'b', 'b', 'b', 'b', 'b']);
+      });
+    });
+
+    describe('budgets', () => {
+      test('tpm admits exactly up to the token', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('tpm', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const first = granted(await store.acquire(attempt(layout, { estimatedTokens: 600 })));
+        assert.equal(first.tokens, 600);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 400 })));
+        const full = refused(await store.acquire(attempt(layout, { estimatedTokens: 1 })));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs > 0 && full.retryAfterMs <= 60_000, `retryAfterMs ${full.retryAfterMs}`);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 0 })));
+      });
+
+      test('an estimate above tpm can never fit: no-budget, retry after a window', async () => {
+        const store = openOne({ windowMs: 6000 });
+        const layout = pool('too-big', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const never = refused(await store.acquire(attempt(layout, { estimatedTokens: 1001 })));
+        assert.deepEqual(never, { ok: false, reason: 'no-budget', retryAfterMs: 6000 });
+      });
+
+      test('rpm also holds per sixth of the window: rpm 12 admits 2 per short window', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('rpm', 'least-requests', [{ id: 'a', rpm: 12 }]);
+        granted(await store.acquire(attempt(layout)));
+        granted(await store.acquire(attempt(layout)));
+        const full = refused(await store.acquire(attempt(layout)));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs > 8000 && full.retryAfterMs <= 10_000, `short window (10 s) frees first: ${full.retryAfterMs}`);
+      });
+
+      test('no-budget wins over unavailable when some deployment lacks only budget', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('mixed', 'least-requests', [{ id: 'a', tpm: 100 }, { id: 'b' }]);
+        await store.cooldown('mixed', 'b', 2000);
+        const full = refused(await store.acquire(attempt(layout, { estimatedTokens: 500 })));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs <= 2000 && full.retryAfterMs > 1500, 'the cooldown end is sooner than never');
+      });
+
+      test('usage leaves the window bucket by bucket, and all of it after a long gap', async () => {
+        const store = openOne({ windowMs: 900 });
+        const layout = pool('slide', 'least-requests', [{ id: 'a', tpm: 1000, rpm: 600 }]);
+        const usage = async (): Promise<[number, number]> => {
+          const [a] = await store.snapshot(layout);
+          return [a?.tokensInWindow ?? -1, a?.requestsInWindow ?? -1];
+        };
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await sleep(450);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 50 })));
+        assert.deepEqual(await usage(), [150, 2]);
+        await sleep(550); // the first booking has left, the second not yet
+        assert.deepEqual(await usage(), [50, 1]);
+        await sleep(1000); // longer than a window since the last booking
+        assert.deepEqual(await usage(), [0, 0]);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 1000 })));
+        assert.deepEqual(await usage(), [1000, 1]);
+      });
+
+      test('honouring retryAfterMs for tokens succeeds', async () => {
+        const store = openOne({ windowMs: 600 });
+        const layout = pool('tpm-retry', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const first = granted(await store.acquire(attempt(layout, { estimatedTokens: 600 })));
+        await sleep(300);
+        const second = granted(await store.acquire(attempt(layout, { estimatedTokens: 400 })));
+        assert.ok(second.bucket > first.bucket);
+        const full = refused(await store.acquire(attempt(layout, { estimatedTokens: 500 })));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs <= 300, `only the first booking must leave: ${full.retryAfterMs}`);
+        await honour(full.retryAfterMs);
+        const third = granted(await store.acquire(attempt(layout, { estimatedTokens: 500 })));
+        assert.ok(third.bucket >= first.bucket + 60, 'admitted once the 600 left the window');
+        const [snapshot] = await store.snapshot(layout);
+        assert.equal(snapshot?.tokensInWindow, 900);
+      });
+
+      test('honouring retryAfterMs for requests succeeds, and requests never exceed rpm in any window', async () => {
+        // rpm 7 → 2 per short window (10 buckets) and 7 per window (60 buckets); buckets are 10 ms.
+        const store = openOne({ windowMs: 600 });
+        const layout = pool('rpm-retry', 'least-requests', [{ id: 'a', rpm: 7 }]);
+        const buckets: number[] = [];
+        let refusals = 0;
+        for (let i = 0; i < 40 && buckets.length < 10; i++) {
+          const result = await store.acquire(attempt(layout));
+          if (result.ok) {
+            buckets.push(result.lease.bucket);
+            continue;
+          }
+          refusals += 1;
+          assert.equal(result.reason, 'no-budget');
+          await honour(result.retryAfterMs);
+          // Right after waiting as told, the request fits.
+          buckets.push(granted(await store.acquire(attempt(layout))).bucket);
+        }
+        assert.equal(buckets.length, 10);
+        assert.ok(refusals >= 4, 'the budgets did refuse');
+        for (const bucket of buckets) {
+          const inWindow = buckets.filter((b) => b > bucket - 60 && b <= bucket).length;
+          const inShort = buckets.filter((b) => b > bucket - 10 && b <= bucket).length;
+          assert.ok(inWindow <= 7, `${inWindow} requests in the window ending at ${bucket}`);
+          assert.ok(inShort <= 2, `${inShort} requests in the short window ending at ${bucket}`);
+        }
+      });
+    });
+
+    describe('leases', () => {
+      test('release with the real charge reconciles the window both ways, never below zero', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('charge', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const big = granted(await store.acquire(attempt(layout, { estimatedTokens: 800 })));
+        await store.release(big, 300);
+        assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 300);
+        const fill = granted(await store.acquire(attempt(layout, { estimatedTokens: 700 })));
+        assert.equal(refused(await store.acquire(attempt(layout, { estimatedTokens: 1 }))).reason, 'no-budget');
+        await store.release(fill, 0);
+        assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 300);
+
+        const small = granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await store.release(small, 600);
+        assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 900, 'charged more consumes more');
+        refused(await store.acquire(attempt(layout, { estimatedTokens: 200 })));
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+
+        const otherLayout = pool('charge-floor', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const lease = granted(await store.acquire(attempt(otherLayout, { estimatedTokens: 500 })));
+        await store.release({ ...lease, tokens: 900 }, 0);
+        const [floor] = await store.snapshot(otherLayout);
+        assert.equal(floor?.tokensInWindow, 0, 'never negative');
+        assert.equal(floor?.requestsInWindow, 1, 'the request still counts');
+        granted(await store.acquire(attempt(otherLayout, { estimatedTokens: 1000 })));
+      });
+
+      test('release without a charge keeps the reservation; release is idempotent', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('idempotent', 'least-requests', [{ id: 'a' }]);
+        const kept = granted(await store.acquire(attempt(layout, { estimatedTokens: 250 })));
+        await store.release(kept);
+        const lease = granted(await store.acquire(attempt(layout, { estimatedTokens: 500 })));
+        await load(store, layout, 'a', 1);
+        assert.equal((await store.snapshot(layout))[0]?.inFlight, 2);
+        await store.release(lease, 100);
+        await store.release(lease, 900);
+        await store.release(lease);
+        const [after] = await store.snapshot(layout);
+        assert.equal(after?.inFlight, 1, 'the other lease is untouched');
+        assert.equal(after?.tokensInWindow, 250 + 100);
+      });
+
+      test('leases expire without release (a dead instance) and acquire reaps them', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('reap', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        const dead = await load(store, layout, 'a', 3, 300);
+        await load(store, layout, 'b', 1);
+        assert.deepEqual(await inFlight(store, layout), { a: 3, b: 1 });
+        await sleep(320);
+        assert.equal(granted(await store.acquire(attempt(layout))).deploymentId, 'a', 'a counted 0 after reaping');
+        assert.deepEqual(await inFlight(store, layout), { a: 1, b: 1 });
+        // Releasing a reaped lease changes nothing, not even with a charge.
+        const tokensBefore = (await store.snapshot(layout))[0]?.tokensInWindow;
+        await store.release(dead[0] as Lease, 5000);
+        const [a] = await store.snapshot(layout);
+        assert.equal(a?.inFlight, 1);
+        assert.equal(a?.tokensInWindow, tokensBefore);
+      });
+
+      test('renew keeps leases alive past their first deadline, in any pools, and does not revive dead ones', async () => {
+        const store = openOne();
+        const first = pool('renew-1', 'least-requests', [{ id: 'a' }]);
+        const second = pool('renew-2', 'least-requests', [{ id: 'x' }, { id: 'y' }]);
+        const kept = [
+          granted(await store.acquire(attempt(first, { leaseMs: 300 }))),
+          granted(await store.acquire(attempt(second, { leaseMs: 300 }))),
+          granted(await store.acquire(attempt(second, { leaseMs: 300 }))),
+        ];
+        const dying = granted(await store.acquire(attempt(first, { leaseMs: 40 })));
+        await sleep(100);
+        await store.renew([...kept, dying], 600);
+        await sleep(300); // past the original 300 ms deadline, within the renewed one
+        assert.deepEqual(await inFlight(store, first), { a: 1 });
+        assert.deepEqual(await inFlight(store, second), { x: 1, y: 1 });
+        await sleep(450);
+        assert.deepEqual(await inFlight(store, first), { a: 0 });
+        assert.deepEqual(await inFlight(store, second), { x: 0, y: 0 });
+      });
+
+      test('renewing a probe keeps other probes out', async () => {
+        const store = openOne();
+        const layout = pool('renew-probe', 'least-requests', [{ id: 'a' }]);
+        await store.openCircuit('renew-probe', 'a', 0);
+        const probe = granted(await store.acquire(attempt(layout, { leaseMs: 200 })));
+        assert.equal(probe.probe, true);
+        await store.renew([probe], 800);
+        await sleep(250);
+        assert.equal(refused(await store.acquire(attempt(layout))).reason, 'unavailable');
+        await store.release(probe);
+        assert.equal(granted(await store.acquire(attempt(layout))).probe, true);
+      });
+    });
+
+    test('snapshot reports live values of every deployment', async () => {
+      const store = openOne({ windowMs: 60_000 });
+      const layout = pool('snap', 'least-requests', [{ id: 'a', tpm: 5000 }, { id: 'b' }, { id: 'c' }]);
+      await load(store, layout, 'a', 2);
+      const [lease] = await load(store, layout, 'b', 1);
+      await store.release(lease as Lease, 42);
+      const until = await store.cooldown('snap', 'c', 10_000);
+      await store.openCircuit('snap', 'b', 10_000);
+      const snapshot = await store.snapshot(layout);
+      assert.deepEqual(
+        snapshot.map(({ circuitOpenUntil: _, ...rest }) => rest),
+        [
+          { id: 'a', inFlight: 2, tokensInWindow: 0, requestsInWindow: 2, cooldownUntil: 0, circuit: 'closed' },
+          { id: 'b', inFlight: 0, tokensInWindow: 42, requestsInWindow: 1, cooldownUntil: 0, circuit: 'open' },
+          { id: 'c', inFlight: 0, tokensInWindow: 0, requestsInWindow: 0, cooldownUntil: until, circuit: 'closed' },
+        ],
+      );
+      assert.equal(snapshot[0]?.circuitOpenUntil, 0);
+      assert.ok(Math.abs((snapshot[1]?.circuitOpenUntil ?? 0) - (until - 10_000) - 10_000) < 1000);
+      assert.deepEqual(await store.snapshot(pool('empty', 'random', [])), []);
+    });
+
+    test('ping answers true while the store is up', async () => {
+      assert.equal(await openOne().ping(), true);
+    });
+  });
+}
