@@ -12,7 +12,7 @@ import type { Store } from '../shared/store/types.ts';
 import { ClientAuth, keyMatches, presentedKey, type ClientIdentity } from './auth.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { errors, sendError } from './errors.ts';
-import { estimateFor } from './estimate.ts';
+import { estimateTokens } from './estimate.ts';
 import { Forwarder } from './forwarder.ts';
 import { Health } from './health.ts';
 import { LeaseKeeper } from './leases.ts';
@@ -20,6 +20,8 @@ import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
 import { buildPools, type Pool } from './pools.ts';
 import type { Operation } from './request.ts';
+import { withUsageRequested } from './usage-stream.ts';
+import { warmUpTokenizers } from '../shared/tokens/index.ts';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -45,9 +47,11 @@ export function createGateway(options: GatewayOptions): Gateway {
   const { config, store, logger } = options;
   const settings = config.gateway;
   const pools = buildPools(config);
+  // Building a tokenizer blocks for a few hundred ms: pay it at start, not on a client's request.
+  warmUpTokenizers([...new Set([...pools.values()].map((pool) => pool.encoding))]);
   const metrics = new Metrics(options.defaultMetrics ?? false);
   const auth = new ClientAuth(config.clients);
-  const fallbackStore = new MemoryStore({});
+  const fallbackStore = new MemoryStore({ windowMs: settings.windowMs });
   const forwarder = new Forwarder();
   const health = new Health(() => store, settings, logger, metrics);
   const leases = new LeaseKeeper(() => store, settings.leaseMs, logger);
@@ -122,13 +126,14 @@ export function createGateway(options: GatewayOptions): Gateway {
     const apiVersion = typeof req.query['api-version'] === 'string' ? req.query['api-version'] : undefined;
     await dispatcher.handle(req, res, {
       requestId: locals.requestId,
-      client: locals.client.name,
+      client: locals.client,
       pool,
       operation,
       apiVersion,
       body: raw,
+      bodyWithUsage: operation === 'embeddings' ? undefined : withUsageRequested(body),
       stream: body.stream === true,
-      estimatedTokens: estimateFor(pool, operation, body),
+      estimatedTokens: estimateTokens(pool.encoding, pool.config, operation, body),
       startedAt: Date.now(),
     });
   };

@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Request, Response } from 'express';
 import type { GatewaySettings } from '../shared/config/schema.ts';
-import type { AcquireResult, Lease, Store } from '../shared/store/types.ts';
+import type { AcquireInput, AcquireResult, Lease, QuotaLease, Store, WindowObservation } from '../shared/store/types.ts';
+import { deploymentCharge, isProvisioned, observe } from './accounting.ts';
 import { errors, sendError, type AzureError } from './errors.ts';
 import type { AttemptOutcome, Forwarder } from './forwarder.ts';
 import { CountedFailure, type Health } from './health.ts';
@@ -18,6 +19,7 @@ import type { Deployment } from './pools.ts';
 import type { ProxiedRequest } from './request.ts';
 import { retryAfterMs } from './retry-after.ts';
 import { UsageTail, type Usage } from './usage.ts';
+import { UsageStripper, acceptsStreamOptions } from './usage-stream.ts';
 
 /** Statuses after which another deployment may well succeed. 400/401/403 and a client's 404 are the client's. */
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
@@ -25,6 +27,11 @@ const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const FAULT_STATUS = new Set([408, 500, 502, 503, 504]);
 /** How long a deployment that Azure says does not exist stays out of rotation. */
 const MISCONFIGURED_COOLDOWN_MS = 60_000;
+/** Polling bounds while a request waits for room (maxWaitMs). */
+const MIN_POLL_MS = 10;
+const MAX_POLL_MS = 100;
+/** A waiter that stops polling (its instance died) loses its place after this. */
+const QUEUE_TICKET_TTL_MS = 1_000;
 /** A failed attempt's body is kept to hand to the client if no other deployment succeeds. */
 const FAILED_BODY_LIMIT = 64 * 1024;
 /** Upstream response headers that describe one deployment or one hop, not what the client addressed. */
@@ -113,20 +120,68 @@ export class Dispatcher {
   }
 
   private async route(req: Request, res: Response, request: ProxiedRequest, log: RequestLog): Promise<void> {
+    const quota = await this.admitClient(res, request, log);
+    if (quota === 'rejected') return;
+    try {
+      await this.routeToDeployments(req, res, request, log);
+    } finally {
+      // The client's quota is exact: real usage when known, nothing when no deployment was reached.
+      if (quota) await this.settleQuota(quota, log.usage?.totalTokens ?? (log.attempts === 0 ? 0 : undefined));
+    }
+  }
+
+  /** Books the request against its client's quota; answers 429 itself when the client is over it. */
+  private async admitClient(res: Response, request: ProxiedRequest, log: RequestLog): Promise<QuotaLease | undefined | 'rejected'> {
+    const { client } = request;
+    if (client.tpm === undefined && client.rpm === undefined) return undefined;
+    let result;
+    try {
+      result = await this.deps.store.acquireQuota({ subject: client.name, tpm: client.tpm, rpm: client.rpm, estimatedTokens: request.estimatedTokens });
+    } catch (error) {
+      // Quotas are a fairness tool; with the store gone the client is let through rather than refused.
+      this.deps.logger.warn('client quota unavailable: request admitted unchecked', { client: client.name, error: (error as Error).message });
+      return undefined;
+    }
+    if (result.remainingTokens !== undefined) res.setHeader('x-ratelimit-remaining-tokens', String(result.remainingTokens));
+    if (result.remainingRequests !== undefined) res.setHeader('x-ratelimit-remaining-requests', String(result.remainingRequests));
+    if (result.ok) return result.lease;
+    this.reject(res, request, log, errors.clientQuota(client.name, result.reason, result.retryAfterMs));
+    log.outcome = 'client-quota';
+    return 'rejected';
+  }
+
+  private async settleQuota(lease: QuotaLease, chargedTokens: number | undefined): Promise<void> {
+    try {
+      await this.deps.store.releaseQuota(lease, chargedTokens);
+    } catch (error) {
+      this.deps.logger.warn('client quota settlement failed', { error: (error as Error).message });
+    }
+  }
+
+  private async routeToDeployments(req: Request, res: Response, request: ProxiedRequest, log: RequestLog): Promise<void> {
     const { settings } = this.deps;
     const deadline = request.startedAt + settings.deadlineMs;
+    const waitUntil = request.startedAt + request.pool.config.maxWaitMs;
+    const ticket = request.pool.config.maxWaitMs > 0 ? randomUUID() : undefined;
     const tried: string[] = [];
     const history = new AttemptHistory();
 
     while (log.attempts < settings.maxAttempts && Date.now() < deadline) {
-      if (res.destroyed) return;
-      const acquired = await this.acquire(request, tried);
+      if (res.destroyed) return this.leaveQueue(request, ticket);
+      const acquired = await this.acquire(request, tried, ticket);
       if (res.destroyed) {
         if (acquired.result.ok) await this.release(acquired.store, acquired.result.lease);
-        return;
+        return this.leaveQueue(request, ticket);
       }
       if (!acquired.result.ok) {
-        const answer = this.whenNothingIsEligible(request, acquired.result, tried, history);
+        const { result } = acquired;
+        // Saturated (not broken): with maxWaitMs, wait in the pool's first-come-first-served queue.
+        if (ticket && history.onlyThrottled && Date.now() < waitUntil) {
+          await sleep(Math.max(MIN_POLL_MS, Math.min(result.retryAfterMs, MAX_POLL_MS, waitUntil - Date.now())));
+          continue;
+        }
+        await this.leaveQueue(request, ticket);
+        const answer = this.whenNothingIsEligible(request, result, tried, history);
         if ('deployment' in answer) this.replayFailure(res, request, log, answer, history);
         else this.reject(res, request, log, answer);
         return;
@@ -142,11 +197,13 @@ export class Dispatcher {
       log.deployment = deployment.config.id;
       tried.push(deployment.config.id);
 
+      const apiVersion = deployment.config.apiVersion ?? request.apiVersion ?? DEFAULT_API_VERSION;
+      const askedForUsage = request.bodyWithUsage !== undefined && acceptsStreamOptions(apiVersion);
       const guarded = await this.deps.health.guard(deployment, lease, async () => {
         const outcome = await this.deps.forwarder.attempt(req, res, {
           target: deployment.origin,
-          path: this.upstreamPath(request, deployment),
-          body: request.body,
+          path: this.upstreamPath(deployment, request.operation, apiVersion),
+          body: askedForUsage && request.bodyWithUsage ? request.bodyWithUsage : request.body,
           headers: { 'api-key': deployment.config.apiKey, 'x-request-id': request.requestId },
           headersTimeoutMs: Math.max(1, Math.min(settings.upstreamTimeoutMs, deadline - Date.now())),
         });
@@ -183,7 +240,7 @@ export class Dispatcher {
       const status = response.statusCode ?? 502;
       if (RETRYABLE_STATUS.has(status) || status === 404) {
         const body = await readLimited(response, FAILED_BODY_LIMIT);
-        await this.finishLease(acquired.store, lease);
+        await this.finishLease(acquired.store, lease, undefined, observe(response.headers, deployment.config));
         const failure: FailedAttempt = { deployment: deployment.config.id, status, headers: response.headers, body };
         if (status === 404) {
           if (!body.includes('DeploymentNotFound')) {
@@ -200,7 +257,9 @@ export class Dispatcher {
         continue;
       }
 
-      await this.pipe(response, res, request, deployment, log, () => this.finishLease(acquired.store, lease));
+      await this.pipe(response, res, request, deployment, log, askedForUsage);
+      const charge = log.outcome === 'ok' ? deploymentCharge(lease, log.usage, isProvisioned(response.headers)) : undefined;
+      await this.finishLease(acquired.store, lease, charge, observe(response.headers, deployment.config));
       return;
     }
 
@@ -208,8 +267,9 @@ export class Dispatcher {
     else this.reject(res, request, log, errors.upstreamTimeout());
   }
 
-  private async acquire(request: ProxiedRequest, tried: readonly string[]): Promise<{ store: Store; result: AcquireResult }> {
-    const input = {
+  private async acquire(request: ProxiedRequest, tried: readonly string[], ticket: string | undefined): Promise<{ store: Store; result: AcquireResult }> {
+    const input: AcquireInput = {
+      queue: ticket ? { ticket, ttlMs: QUEUE_TICKET_TTL_MS } : undefined,
       pool: request.pool.layout,
       leaseId: randomUUID(),
       leaseMs: this.deps.settings.leaseMs,
@@ -236,7 +296,10 @@ export class Dispatcher {
     // Deployments this request already tried are excluded from the store's answer, so their own
     // cooldowns are folded in; when it tried every one, the store's figure is about none of them.
     const untried = tried.length < request.pool.deployments.size;
-    let retryAfter = untried ? result.retryAfterMs : Number.POSITIVE_INFINITY;
+    // Budget frees bucket by bucket; Azure's own buckets need not line up with ours (a request booked
+    // at the end of our bucket may land in Azure's next one), so a budget wait gets one bucket more.
+    const margin = result.reason === 'no-budget' ? this.deps.settings.windowMs / 60 : 0;
+    let retryAfter = untried ? result.retryAfterMs + margin : Number.POSITIVE_INFINITY;
     if (history.soonestCooldownUntil !== undefined) retryAfter = Math.min(retryAfter, history.soonestCooldownUntil - Date.now());
     if (!Number.isFinite(retryAfter)) retryAfter = this.deps.settings.defaultCooldownMs;
     const detail = result.reason === 'no-budget' && !history.last ? 'at its token or request budget' : 'throttled or unavailable';
@@ -282,7 +345,7 @@ export class Dispatcher {
     request: ProxiedRequest,
     deployment: Deployment,
     log: RequestLog,
-    done: () => Promise<void>,
+    askedForUsage: boolean,
   ): Promise<void> {
     const status = response.statusCode ?? 502;
     log.status = status;
@@ -297,25 +360,38 @@ export class Dispatcher {
       tail.push(chunk);
       idle.refresh();
     });
+    // A usage chunk the client did not ask for is taken back out of its stream.
+    const stripper = askedForUsage ? new UsageStripper() : undefined;
+    // Done when the client's response is: finished, or closed (client gone, or cut because upstream
+    // broke or went idle: the proxy destroys the client's response when its upstream dies early).
+    // Whichever side closes first decides the outcome: the other side's close follows from it.
+    let clientGone = false;
+    let upstreamBroke = false;
     await new Promise<void>((resolve) => {
       const settle = () => {
         clearTimeout(idle);
         resolve();
       };
-      response.once('end', settle);
-      response.once('close', settle);
-      res.once('close', settle);
-      response.pipe(res);
+      res.once('finish', settle);
+      res.once('close', () => {
+        if (!res.writableFinished && !upstreamBroke) clientGone = true;
+        settle();
+      });
+      response.once('close', () => {
+        if (response.complete || clientGone) return;
+        upstreamBroke = true;
+        if (!res.destroyed) res.destroy();
+      });
+      if (stripper) response.pipe(stripper).pipe(res);
+      else response.pipe(res);
     });
-    log.usage = tail.usage();
-    log.outcome = response.complete && !res.destroyed ? 'ok' : res.destroyed && !res.writableFinished ? 'client-closed-mid-response' : 'upstream-broke';
-    if (log.outcome === 'upstream-broke' && !res.destroyed) res.destroy();
+    log.usage = stripper?.usage ?? tail.usage();
+    log.outcome = upstreamBroke ? 'upstream-broke' : clientGone ? 'client-closed-mid-response' : 'ok';
     if (log.usage) {
       const labels = { pool: request.pool.name, deployment: deployment.config.id };
       this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, log.usage.promptTokens);
       this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, log.usage.completionTokens);
     }
-    await done();
   }
 
   private writeHead(
@@ -337,19 +413,23 @@ export class Dispatcher {
     res.flushHeaders();
   }
 
-  private upstreamPath(request: ProxiedRequest, deployment: Deployment): string {
-    const version = deployment.config.apiVersion ?? request.apiVersion ?? DEFAULT_API_VERSION;
-    return `${deployment.basePath}/openai/deployments/${encodeURIComponent(deployment.config.deployment)}/${request.operation}?api-version=${encodeURIComponent(version)}`;
+  private upstreamPath(deployment: Deployment, operation: string, apiVersion: string): string {
+    return `${deployment.basePath}/openai/deployments/${encodeURIComponent(deployment.config.deployment)}/${operation}?api-version=${encodeURIComponent(apiVersion)}`;
   }
 
-  private async finishLease(store: Store, lease: Lease): Promise<void> {
+  private async finishLease(store: Store, lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
     this.deps.leases.untrack(lease);
-    await this.release(store, lease);
+    await this.release(store, lease, chargedTokens, observed);
   }
 
-  private async release(store: Store, lease: Lease): Promise<void> {
+  private async leaveQueue(request: ProxiedRequest, ticket: string | undefined): Promise<void> {
+    if (!ticket) return;
+    await this.deps.store.leaveQueue(request.pool.name, ticket).catch((error: Error) => this.deps.logger.warn('could not leave the wait queue', { error: error.message }));
+  }
+
+  private async release(store: Store, lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
     try {
-      await store.release(lease);
+      await store.release(lease, chargedTokens, observed);
     } catch (error) {
       // The lease expires on its own within leaseMs.
       this.deps.logger.warn('lease release failed', { error: (error as Error).message });
@@ -366,7 +446,7 @@ export class Dispatcher {
     this.deps.metrics.requests.inc({ pool: request.pool.name, status: String(status) });
     this.deps.logger.info('request', {
       requestId: request.requestId,
-      client: request.client,
+      client: request.client.name,
       pool: request.pool.name,
       operation: request.operation,
       deployment: log.deployment,
@@ -386,6 +466,8 @@ export class Dispatcher {
 
 /** The latest GA api-version, for OpenAI-style requests that name none. */
 export const DEFAULT_API_VERSION = '2024-10-21';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function isFault(outcome: AttemptOutcome): boolean {
   return outcome.kind === 'error' || FAULT_STATUS.has(outcome.response.statusCode ?? 0);

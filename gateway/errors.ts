@@ -47,6 +47,15 @@ export const errors = {
       headers: { 'retry-after': String(seconds), 'retry-after-ms': String(Math.max(1, Math.ceil(retryAfterMs))) },
     };
   },
+  clientQuota: (client: string, exhausted: 'tokens' | 'requests', retryAfterMs: number): AzureError => {
+    const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    return {
+      status: 429,
+      code: '429',
+      message: `Client ${client} has exceeded its ${exhausted === 'tokens' ? 'token' : 'request'} rate limit on this gateway. Please retry after ${seconds} second${seconds === 1 ? '' : 's'}.`,
+      headers: { 'retry-after': String(seconds), 'retry-after-ms': String(Math.max(1, Math.ceil(retryAfterMs))) },
+    };
+  },
   upstreamUnreachable: (): AzureError => ({
     status: 502,
     code: 'BadGateway',

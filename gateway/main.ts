@@ -21,7 +21,7 @@ async function main(): Promise<void> {
     demo = await startDemo();
     config = demo.config;
   }
-  const store = createStore({ redisUrl: env.REDIS_URL });
+  const store = createStore({ redisUrl: env.REDIS_URL, windowMs: config.gateway.windowMs });
   if (!env.REDIS_URL) logger.warn('no REDIS_URL: in-memory store, so run a single instance');
   const gateway = createGateway({ config, store, logger, adminApiKey: env.ADMIN_API_KEY, defaultMetrics: true });
   const { url } = await gateway.listen(env.PORT, env.HOST);

@@ -1,12 +1,16 @@
 /** The config's pools as the request path uses them: lookups by name and id, and the store's view of each. */
 import type { DeploymentConfig, GatewayConfig, PoolConfig } from '../shared/config/schema.ts';
 import type { PoolLayout } from '../shared/store/types.ts';
+import type { Encoding } from '../shared/tokens/index.ts';
+import { encodingOfPool } from './estimate.ts';
 
 export interface Pool {
   name: string;
   config: PoolConfig;
   layout: PoolLayout;
   deployments: ReadonlyMap<string, Deployment>;
+  /** Tokenizer of the arrival estimate. */
+  encoding: Encoding;
 }
 
 export interface Deployment {
@@ -38,6 +42,7 @@ export function buildPools(config: GatewayConfig): ReadonlyMap<string, Pool> {
       name,
       config: poolConfig,
       deployments,
+      encoding: encodingOfPool(name, poolConfig),
       layout: {
         name,
         strategy: poolConfig.strategy,

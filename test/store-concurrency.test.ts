@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { RedisStore } from '../shared/store/redis-store.ts';
-import type { AcquireResult, PoolLayout } from '../shared/store/types.ts';
-import { countBy, pool, uniquePrefix } from './helpers/store-suite.ts';
+import type { AcquireResult, PoolLayout, QuotaInput, QuotaResult } from '../shared/store/types.ts';
+import { countBy, granted, pool, uniquePrefix } from './helpers/store-suite.ts';
 
 const redisUrl = process.env.REDIS_URL;
 if (!redisUrl) throw new Error('REDIS_URL is not set: run through `npm test` or set it to a Redis the tests may write to');
@@ -87,6 +87,67 @@ describe('RedisStore with 8 clients racing', () => {
     const probes = results.filter((r) => r.ok);
     assert.equal(probes.length, 1);
     assert.ok(probes[0]?.ok && probes[0].lease.probe);
+  });
+
+  /** `perInstance` quota bookings from every store at once. */
+  function raceQuota(input: QuotaInput, perInstance: number): Promise<QuotaResult[]> {
+    return Promise.all(stores.flatMap((store) => Array.from({ length: perInstance }, () => store.acquireQuota(input))));
+  }
+
+  test('client quotas hold exactly: parallel bookings grant exactly what fits', async () => {
+    const tokens = await raceQuota({ subject: 'race-tpm', tpm: 10_000, estimatedTokens: 100 }, 30); // 240 × 100 against 10 000
+    const tokenGrants = tokens.flatMap((r) => (r.ok ? [r] : []));
+    assert.equal(tokenGrants.length, 100);
+    // Every grant saw its own state: the remaining figures are 9 900, 9 800, …, 0, each once.
+    assert.deepEqual(
+      tokenGrants.map((r) => r.remainingTokens).sort((x, y) => (x ?? 0) - (y ?? 0)),
+      Array.from({ length: 100 }, (_, i) => i * 100),
+    );
+    for (const r of tokens) if (!r.ok) assert.deepEqual([r.reason, r.remainingTokens], ['tokens', 0]);
+
+    const requests = await raceQuota({ subject: 'race-rpm', rpm: 50, estimatedTokens: 10 }, 10); // 80 against 50
+    const requestGrants = requests.flatMap((r) => (r.ok ? [r] : []));
+    assert.equal(requestGrants.length, 50);
+    assert.deepEqual(
+      requestGrants.map((r) => r.remainingRequests).sort((x, y) => (x ?? 0) - (y ?? 0)),
+      Array.from({ length: 50 }, (_, i) => i),
+    );
+    for (const r of requests) if (!r.ok) assert.deepEqual([r.reason, r.remainingRequests], ['requests', 0]);
+  });
+
+  test('the wait queue serves waiters on different instances in arrival order, one per freed room', async () => {
+    const name = 'race-queue';
+    const layout = pool(name, 'least-requests', [{ id: 'a', tpm: 800 }]);
+    const held = await Promise.all(
+      stores.map(async (store) => granted(await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100 }))),
+    );
+    const tickets = stores.map((_, i) => `waiter-${i}`);
+    const poll = (i: number): Promise<AcquireResult> =>
+      stores[i]!.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100, queue: { ticket: tickets[i]!, ttlMs: 30_000 } });
+
+    // All join at once; Redis serialises them, and that order is the one to keep.
+    const joined = await Promise.all(stores.map((_, i) => poll(i)));
+    assert.ok(joined.every((r) => !r.ok));
+    const order = await stores[0]!.client.zrange(`${keyPrefix}{pool:${name}}:queue`, 0, -1);
+    assert.deepEqual([...order].sort(), [...tickets].sort());
+    const headFirst = joined.map((r, i) => [tickets[i], r.ok ? 'granted' : r.reason]);
+    assert.deepEqual(countBy(headFirst.map(([, reason]) => reason)), new Map([['no-budget', 1], ['queued', 7]]));
+    assert.deepEqual(headFirst.find(([, reason]) => reason === 'no-budget')?.[0], order[0], 'the first to arrive was told the truth');
+
+    const served: string[] = [];
+    let waiting = stores.map((_, i) => i);
+    for (const lease of held) {
+      await stores[0]!.release(lease, 0); // room for one more
+      const results = await Promise.all(waiting.map((i) => poll(i)));
+      const grantedNow = waiting.filter((_, k) => results[k]?.ok);
+      assert.equal(grantedNow.length, 1, `exactly one waiter served per room: ${JSON.stringify(results)}`);
+      served.push(tickets[grantedNow[0]!]!);
+      const reasons = new Set(results.flatMap((r) => (r.ok ? [] : [r.reason])));
+      // The next head finds no room; everyone behind it is queued.
+      assert.ok([...reasons].every((reason) => reason === 'queued' || reason === 'no-budget'), `${[...reasons]}`);
+      waiting = waiting.filter((i) => i !== grantedNow[0]);
+    }
+    assert.deepEqual(served, order);
   });
 
   test('round-robin stays fair across instances acquiring at once', async () => {

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { createStore } from '../shared/store/index.ts';
 import { RedisStore } from '../shared/store/redis-store.ts';
 import { startRedisServer } from './helpers/redis-server.ts';
-import { defineStoreSuite, granted, pool, uniquePrefix } from './helpers/store-suite.ts';
+import { defineStoreSuite, granted, pool, quotaGranted, refused, uniquePrefix } from './helpers/store-suite.ts';
 
 const redisUrl = process.env.REDIS_URL;
 if (!redisUrl) throw new Error('REDIS_URL is not set: run through `npm test` or set it to a Redis the tests may write to');
@@ -55,6 +55,45 @@ describe('RedisStore specifics', () => {
     assert.equal(await admin.exists(`${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`), 0, 'nothing left to remember');
     await store.close();
     assert.equal(admin.status, 'ready', 'a shared client is not closed by the store');
+  });
+
+  test('queue keys sit under the pool hash tag, quota windows under the client tag, and both expire', async () => {
+    const keyPrefix = uniquePrefix();
+    const store = new RedisStore(admin, { keyPrefix, windowMs: 1200 });
+    const layout = pool('gpt-4o', 'least-requests', [{ id: 'a', tpm: 100 }]);
+    granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 500, estimatedTokens: 100 }));
+    const queue = { ticket: 'w:1', ttlMs: 5000 };
+    refused(await store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 500, estimatedTokens: 100, queue }));
+    refused(await store.acquire({ pool: layout, leaseId: 'l3', leaseMs: 500, estimatedTokens: 100, queue: { ticket: 'w:2', ttlMs: 3000 } }));
+    quotaGranted(await store.acquireQuota({ subject: 'team:a', tpm: 10, estimatedTokens: 5 }));
+
+    const keys = (await admin.keys(`${keyPrefix}*`)).sort();
+    assert.deepEqual(keys, [
+      `${keyPrefix}{client:team%3Aa}:win`,
+      `${keyPrefix}{pool:gpt-4o}:dep:a:leases`,
+      `${keyPrefix}{pool:gpt-4o}:dep:a:win`,
+      `${keyPrefix}{pool:gpt-4o}:queue`,
+      `${keyPrefix}{pool:gpt-4o}:queue:deadlines`,
+    ]);
+    const order = `${keyPrefix}{pool:gpt-4o}:queue`;
+    const deadlines = `${keyPrefix}{pool:gpt-4o}:queue:deadlines`;
+    assert.deepEqual(await admin.zrange(order, 0, -1), ['w:1', 'w:2']);
+    const [timeSeconds, timeMicros] = await admin.time();
+    const nowMs = Number(timeSeconds) * 1000 + Math.floor(Number(timeMicros) / 1000);
+    const [, firstEnqueued] = await admin.zrange(order, 0, 0, 'WITHSCORES');
+    assert.ok(Math.abs(Number(firstEnqueued) / 1000 - nowMs) < 1000, `enqueue time in µs: ${firstEnqueued}`);
+    const deadline = Number(await admin.zscore(deadlines, 'w:1'));
+    assert.ok(deadline > nowMs + 4000 && deadline <= nowMs + 5000, `deadline ${deadline}`);
+    for (const key of [order, deadlines]) {
+      const ttl = await admin.pttl(key);
+      assert.ok(ttl > 4000 && ttl <= 5000, `${key}: the latest deadline (${ttl})`);
+    }
+    const clientTtl = await admin.pttl(`${keyPrefix}{client:team%3Aa}:win`);
+    assert.ok(clientTtl > 0 && clientTtl <= 2400, 'quota window: two windows');
+
+    await store.leaveQueue('gpt-4o', 'w:1');
+    await store.leaveQueue('gpt-4o', 'w:2');
+    assert.equal(await admin.exists(order, deadlines), 0, 'an empty queue leaves no keys');
   });
 
   test('lease buckets follow the Redis TIME clock', async () => {

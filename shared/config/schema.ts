@@ -75,6 +75,11 @@ const gatewaySchema = z.strictObject({
   quotaExhaustedAfterMs: positiveInt.default(5 * 60_000),
   /** Lease length; live leases are renewed every third of it, a dead instance's expire after it. */
   leaseMs: z.number().int().min(1000).default(30_000),
+  /**
+   * Length of the sliding usage window that tpm/rpm budget. Azure's is a minute; shorter only to
+   * run simulations and benchmarks in scaled time (the simulator's windowMs must match).
+   */
+  windowMs: z.number().int().min(600).refine((ms) => ms % 60 === 0, 'must be a multiple of 60').default(60_000),
   breaker: breakerSchema.default(() => breakerSchema.parse({})),
 });
 

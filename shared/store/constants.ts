@@ -43,3 +43,13 @@ export function wholeTokens(tokens: number): number {
 export function wholeMs(durationMs: number): number {
   return Number.isFinite(durationMs) && durationMs > 0 ? Math.ceil(durationMs) : 0;
 }
+
+/**
+ * What a deployment's own counter says is used of `limit` when `remaining` is left (Azure's
+ * x-ratelimit-remaining-* headers): a whole number >= 0, or undefined when either figure is missing or
+ * not a finite number. A negative remaining counts as 0; a remaining above the limit means nothing used.
+ */
+export function observedUse(limit: number | undefined, remaining: number | undefined): number | undefined {
+  if (limit === undefined || remaining === undefined || !Number.isFinite(limit) || !Number.isFinite(remaining)) return undefined;
+  return Math.max(0, Math.ceil(limit - Math.max(0, remaining)));
+}

@@ -5,7 +5,18 @@
  */
 import { readFileSync } from 'node:fs';
 
-export const SCRIPT_NAMES = ['acquire', 'release', 'renew', 'cooldown', 'open-circuit', 'close-circuit', 'snapshot'] as const;
+export const SCRIPT_NAMES = [
+  'acquire',
+  'release',
+  'renew',
+  'cooldown',
+  'open-circuit',
+  'close-circuit',
+  'snapshot',
+  'leave-queue',
+  'acquire-quota',
+  'release-quota',
+] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 const INCLUDE_LINE = /^--- @include "([\w./-]+)"\s*$/gm;

@@ -3,7 +3,16 @@
  * Every method mirrors its Lua script in lua/; the shared test suite holds both to one contract.
  */
 import { chooseCandidate } from './choose.ts';
-import { HALF_OPEN_MEMORY_MS, IDLE_WINDOWS_BEFORE_EXPIRY, WINDOW_BUCKETS, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
+import {
+  HALF_OPEN_MEMORY_MS,
+  IDLE_WINDOWS_BEFORE_EXPIRY,
+  WINDOW_BUCKETS,
+  observedUse,
+  shortWindowLimit,
+  validWindowMs,
+  wholeMs,
+  wholeTokens,
+} from './constants.ts';
 import { SlidingWindow, fitsBudget } from './sliding-window.ts';
 import type {
   AcquireInput,
@@ -12,8 +21,12 @@ import type {
   DeploymentSnapshot,
   Lease,
   PoolLayout,
+  QuotaInput,
+  QuotaLease,
+  QuotaResult,
   Store,
   StoreOptions,
+  WindowObservation,
 } from './types.ts';
 
 export interface MemoryStoreOptions extends StoreOptions {
@@ -38,6 +51,8 @@ interface PoolState {
   cursor: number;
   cursorExpiresAt: number;
   deployments: Map<string, DeploymentState>;
+  /** Wait queue: ticket → deadline (epoch ms), in first-enqueue order (a Map keeps insertion order on update). */
+  queue: Map<string, number>;
 }
 
 interface Assessment {
@@ -57,6 +72,8 @@ export class MemoryStore implements Store {
   readonly #now: () => number;
   readonly #random: () => number;
   readonly #pools = new Map<string, PoolState>();
+  /** Clients' quota windows. */
+  readonly #clients = new Map<string, SlidingWindow>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#windowMs = validWindowMs(options.windowMs);
@@ -72,6 +89,17 @@ export class MemoryStore implements Store {
     const nowBucket = this.#bucketOf(nowMs);
     const tokens = wholeTokens(input.estimatedTokens);
     const excluded = new Set(input.exclude ?? []);
+    // An empty ticket is no ticket, as in acquire.lua.
+    const ticket = input.queue && input.queue.ticket !== '' ? input.queue.ticket : undefined;
+    const queue = this.#pool(pool.name).queue;
+    // Another live ticket is ahead of this one: nothing is granted to it now.
+    let behind = false;
+    if (ticket !== undefined) {
+      reapQueue(queue, nowMs);
+      const head = queue.keys().next();
+      behind = !head.done && head.value !== ticket;
+    }
+    const ticketDeadline = nowMs + Math.max(1, wholeMs(input.queue?.ttlMs ?? 0));
     const assessed = pool.deployments.map((budget, index): Assessment | undefined => {
       const state = this.#deployment(pool.name, budget.id, nowMs);
       const inFlight = reapLeases(state, nowMs);
@@ -90,7 +118,28 @@ export class MemoryStore implements Store {
     });
     const considered = assessed.filter((a): a is Assessment => a !== undefined);
     const eligible = considered.filter((a) => a.eligible);
-    if (eligible.length === 0) return this.#refusal(considered, nowMs, tokens);
+    if (behind && ticket !== undefined) {
+      const { reason, soonest } = this.#soonestRoom(considered, nowMs, tokens);
+      if (soonest === undefined) {
+        // Never servable: waiting would only block the others.
+        queue.delete(ticket);
+        return { ok: false, reason, retryAfterMs: this.#windowMs };
+      }
+      queue.set(ticket, ticketDeadline);
+      let wait = soonest - nowMs;
+      // Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
+      if (wait <= 0) wait = (nowBucket + 1) * this.#bucketMs - nowMs;
+      return { ok: false, reason: 'queued', retryAfterMs: Math.max(1, Math.ceil(wait)) };
+    }
+    if (eligible.length === 0) {
+      const { reason, soonest } = this.#soonestRoom(considered, nowMs, tokens);
+      if (ticket !== undefined) {
+        if (soonest === undefined) queue.delete(ticket);
+        else queue.set(ticket, ticketDeadline);
+      }
+      const retryAfterMs = soonest === undefined ? this.#windowMs : soonest - nowMs;
+      return { ok: false, reason, retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)) };
+    }
 
     const bestPriority = Math.min(...eligible.map((a) => a.budget.priority));
     const candidates = eligible.filter((a) => a.budget.priority === bestPriority);
@@ -102,6 +151,7 @@ export class MemoryStore implements Store {
     const chosen = candidates[chosenIndex];
     if (!chosen) throw new Error(`store acquire chose candidate #${chosenIndex} of ${candidates.length}`);
 
+    if (ticket !== undefined) queue.delete(ticket);
     const deadline = nowMs + Math.max(1, wholeMs(input.leaseMs));
     chosen.state.leases.set(input.leaseId, deadline);
     chosen.state.window.book(chosen.newestBucket, tokens);
@@ -122,16 +172,69 @@ export class MemoryStore implements Store {
     };
   }
 
-  async release(lease: Lease, chargedTokens?: number): Promise<void> {
+  async release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
     const nowMs = this.#now();
+    const nowBucket = this.#bucketOf(nowMs);
     const state = this.#deployment(lease.pool, lease.deploymentId, nowMs);
     if (state.probeLeaseId === lease.leaseId) clearProbe(state);
     // Like ZREM on the leases ZSET: a lease past its deadline but not yet reaped still counts as present.
     const wasPresent = state.leases.delete(lease.leaseId);
     if (wasPresent && chargedTokens !== undefined) {
-      const newestBucket = state.window.advance(this.#bucketOf(nowMs));
+      const newestBucket = state.window.advance(nowBucket);
       state.window.adjust(newestBucket, lease.bucket, wholeTokens(chargedTokens) - lease.tokens);
     }
+
+    // What the deployment reported, lease live or not: book where it used more than our window holds.
+    const usedTokens = observedUse(observed?.tpm, observed?.remainingTokens);
+    const rpm = observed?.rpm;
+    const usedRequests = rpm === undefined ? undefined : observedUse(shortWindowLimit(rpm), observed?.remainingRequests);
+    if (usedTokens === undefined && usedRequests === undefined) return;
+    const newestBucket = state.window.advance(nowBucket);
+    const counts = state.window.read(newestBucket);
+    const tokenDeficit = usedTokens === undefined ? 0 : Math.max(0, usedTokens - counts.tokens);
+    const requestDeficit = usedRequests === undefined ? 0 : Math.max(0, usedRequests - counts.shortRequests);
+    if (tokenDeficit > 0 || requestDeficit > 0) state.window.add(newestBucket, tokenDeficit, requestDeficit);
+  }
+
+  async leaveQueue(pool: string, ticket: string): Promise<void> {
+    this.#pools.get(pool)?.queue.delete(ticket);
+  }
+
+  async acquireQuota(input: QuotaInput): Promise<QuotaResult> {
+    const nowMs = this.#now();
+    const tokens = wholeTokens(input.estimatedTokens);
+    const { tpm, rpm } = input;
+    let window = this.#clients.get(input.subject);
+    if (!window) {
+      window = new SlidingWindow();
+      this.#clients.set(input.subject, window);
+    }
+    const newestBucket = window.advance(this.#bucketOf(nowMs));
+    const counts = window.read(newestBucket);
+    if (fitsBudget(tokens, tpm, rpm, counts, false)) {
+      window.book(newestBucket, tokens);
+      return {
+        ok: true,
+        lease: { subject: input.subject, bucket: newestBucket, tokens },
+        ...remainingFigures(tpm, counts.tokens + tokens, rpm, counts.requests + 1),
+      };
+    }
+    const reason = tpm !== undefined && counts.tokens + tokens > tpm ? 'tokens' : 'requests';
+    const wait = window.waitMs(newestBucket, nowMs, this.#bucketMs, tokens, tpm, rpm, false);
+    return {
+      ok: false,
+      reason,
+      retryAfterMs: wait < 0 ? this.#windowMs : Math.max(1, Math.ceil(wait)),
+      ...remainingFigures(tpm, counts.tokens, rpm, counts.requests),
+    };
+  }
+
+  async releaseQuota(lease: QuotaLease, chargedTokens?: number): Promise<void> {
+    if (chargedTokens === undefined) return;
+    const window = this.#clients.get(lease.subject);
+    if (!window) return;
+    const newestBucket = window.advance(this.#bucketOf(this.#now()));
+    window.adjust(newestBucket, lease.bucket, wholeTokens(chargedTokens) - lease.tokens);
   }
 
   async renew(leases: readonly Lease[], leaseMs: number): Promise<void> {
@@ -192,10 +295,19 @@ export class MemoryStore implements Store {
 
   async close(): Promise<void> {
     this.#pools.clear();
+    this.#clients.clear();
   }
 
-  /** Same rule as the refusal branch of acquire.lua. */
-  #refusal(considered: readonly Assessment[], nowMs: number, tokens: number): AcquireResult {
+  /**
+   * Same rule as soonestRoom in acquire.lua: the soonest moment (epoch ms) any deployment considered could
+   * take the request if nothing else were booked meanwhile (nowMs when one can now; undefined when none
+   * ever can), and why none can now when none can.
+   */
+  #soonestRoom(
+    considered: readonly Assessment[],
+    nowMs: number,
+    tokens: number,
+  ): { reason: 'unavailable' | 'no-budget'; soonest: number | undefined } {
     let reason: 'unavailable' | 'no-budget' = 'unavailable';
     let soonest = Infinity;
     for (const a of considered) {
@@ -203,8 +315,7 @@ export class MemoryStore implements Store {
       const wait = a.state.window.waitMs(a.newestBucket, nowMs, this.#bucketMs, tokens, a.budget.tpm, a.budget.rpm);
       if (wait >= 0) soonest = Math.min(soonest, Math.max(a.blockedUntil, nowMs + wait));
     }
-    const retryAfterMs = Number.isFinite(soonest) ? soonest - nowMs : this.#windowMs;
-    return { ok: false, reason, retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)) };
+    return { reason, soonest: Number.isFinite(soonest) ? soonest : undefined };
   }
 
   #bucketOf(nowMs: number): number {
@@ -214,7 +325,7 @@ export class MemoryStore implements Store {
   #pool(name: string): PoolState {
     let pool = this.#pools.get(name);
     if (!pool) {
-      pool = { cursor: 0, cursorExpiresAt: 0, deployments: new Map() };
+      pool = { cursor: 0, cursorExpiresAt: 0, deployments: new Map(), queue: new Map() };
       this.#pools.set(name, pool);
     }
     return pool;
@@ -246,6 +357,26 @@ export class MemoryStore implements Store {
     forgetIdleState(state, nowMs);
     return state;
   }
+}
+
+/** Drops waiters whose deadline has come (they stopped polling). */
+function reapQueue(queue: Map<string, number>, nowMs: number): void {
+  for (const [ticket, deadline] of queue) {
+    if (deadline <= nowMs) queue.delete(ticket);
+  }
+}
+
+/** A quota's remaining figures (0 at least), left out where the budget is unlimited. */
+function remainingFigures(
+  tpm: number | undefined,
+  tokens: number,
+  rpm: number | undefined,
+  requests: number,
+): { remainingTokens?: number; remainingRequests?: number } {
+  const figures: { remainingTokens?: number; remainingRequests?: number } = {};
+  if (tpm !== undefined) figures.remainingTokens = Math.max(0, tpm - tokens);
+  if (rpm !== undefined) figures.remainingRequests = Math.max(0, rpm - requests);
+  return figures;
 }
 
 /** Live leases after dropping those whose deadline has come. */

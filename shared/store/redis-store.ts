@@ -4,7 +4,7 @@
  * keys.ts, scripts with their KEYS/ARGV in lua/.
  */
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
-import { DEFAULT_KEY_PREFIX, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
+import { DEFAULT_KEY_PREFIX, observedUse, shortWindowLimit, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
 import { KeyLayout } from './keys.ts';
 import { luaScripts, SCRIPT_NAMES, type ScriptName } from './lua-scripts.ts';
 import type {
@@ -14,8 +14,12 @@ import type {
   DeploymentSnapshot,
   Lease,
   PoolLayout,
+  QuotaInput,
+  QuotaLease,
+  QuotaResult,
   Store,
   StoreOptions,
+  WindowObservation,
 } from './types.ts';
 
 type ScriptArg = string | number;
@@ -36,7 +40,8 @@ export const STORE_REDIS_OPTIONS: RedisOptions = {
 /** How long ping waits before reporting the store as not answering. */
 const PING_TIMEOUT_MS = 1000;
 
-const REASONS = { 1: 'unavailable', 2: 'no-budget' } as const;
+const REASONS = { 1: 'unavailable', 2: 'no-budget', 3: 'queued' } as const;
+const QUOTA_REASONS = { 1: 'tokens', 2: 'requests' } as const;
 const CIRCUITS: Record<number, CircuitState> = { 0: 'closed', 1: 'open', 2: 'half-open' };
 const SNAPSHOT_FIELDS = 6;
 
@@ -48,6 +53,19 @@ function commandName(script: ScriptName): string {
 function numbers(reply: unknown): number[] {
   if (!Array.isArray(reply)) throw new Error(`store script returned ${typeof reply}, expected an array`);
   return reply.map(Number);
+}
+
+/** A budget as a script argument: '' when unlimited. */
+function budgetArg(budget: number | undefined): ScriptArg {
+  return budget ?? '';
+}
+
+/** Remaining figures of acquire-quota.lua: -1 means unlimited, which the result leaves out. */
+function remainingFigures(tokens: number | undefined, requests: number | undefined): { remainingTokens?: number; remainingRequests?: number } {
+  const figures: { remainingTokens?: number; remainingRequests?: number } = {};
+  if (tokens !== undefined && tokens >= 0) figures.remainingTokens = tokens;
+  if (requests !== undefined && requests >= 0) figures.remainingRequests = requests;
+  return figures;
 }
 
 export class RedisStore implements Store {
@@ -84,23 +102,25 @@ export class RedisStore implements Store {
     if (pool.deployments.length === 0) return { ok: false, reason: 'unavailable', retryAfterMs: this.#windowMs };
     const excluded = new Set(input.exclude ?? []);
     const tokens = wholeTokens(input.estimatedTokens);
-    const keys = [this.#keys.cursor(pool.name)];
+    const queue = this.#keys.queue(pool.name);
+    const keys = [this.#keys.cursor(pool.name), queue.order, queue.deadlines];
     const args: ScriptArg[] = [input.leaseId, Math.max(1, wholeMs(input.leaseMs)), tokens, this.#windowMs, pool.strategy];
     args.push(Math.random(), Math.random());
+    args.push(input.queue?.ticket ?? '', input.queue ? Math.max(1, wholeMs(input.queue.ttlMs)) : 0);
     for (const deployment of pool.deployments) {
       const { state, leases, window } = this.#keys.deployment(pool.name, deployment.id);
       keys.push(state, leases, window);
       args.push(
         deployment.priority,
         deployment.weight,
-        deployment.tpm ?? '',
-        deployment.rpm ?? '',
+        budgetArg(deployment.tpm),
+        budgetArg(deployment.rpm),
         excluded.has(deployment.id) ? 1 : 0,
       );
     }
     const [granted = 0, first = 0, second = 0, probe = 0] = numbers(await this.#run('acquire', keys, args));
     if (granted !== 1) {
-      return { ok: false, reason: REASONS[first as 1 | 2] ?? 'unavailable', retryAfterMs: second };
+      return { ok: false, reason: REASONS[first as 1 | 2 | 3] ?? 'unavailable', retryAfterMs: second };
     }
     const deployment = pool.deployments[first - 1];
     if (!deployment) throw new Error(`store acquire chose deployment #${first} of ${pool.deployments.length}`);
@@ -110,10 +130,52 @@ export class RedisStore implements Store {
     };
   }
 
-  async release(lease: Lease, chargedTokens?: number): Promise<void> {
+  async release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
     const { state, leases, window } = this.#keys.deployment(lease.pool, lease.deploymentId);
     const charged = chargedTokens === undefined ? '' : wholeTokens(chargedTokens);
-    await this.#run('release', [leases, window, state], [lease.leaseId, lease.bucket, lease.tokens, charged, this.#windowMs]);
+    const usedTokens = observedUse(observed?.tpm, observed?.remainingTokens);
+    const rpm = observed?.rpm;
+    const usedRequests = rpm === undefined ? undefined : observedUse(shortWindowLimit(rpm), observed?.remainingRequests);
+    await this.#run(
+      'release',
+      [leases, window, state],
+      [lease.leaseId, lease.bucket, lease.tokens, charged, this.#windowMs, usedTokens ?? '', usedRequests ?? ''],
+    );
+  }
+
+  async leaveQueue(pool: string, ticket: string): Promise<void> {
+    const { order, deadlines } = this.#keys.queue(pool);
+    await this.#run('leave-queue', [order, deadlines], [ticket]);
+  }
+
+  async acquireQuota(input: QuotaInput): Promise<QuotaResult> {
+    const tokens = wholeTokens(input.estimatedTokens);
+    const reply = numbers(
+      await this.#run(
+        'acquire-quota',
+        [this.#keys.clientWindow(input.subject)],
+        [tokens, this.#windowMs, budgetArg(input.tpm), budgetArg(input.rpm)],
+      ),
+    );
+    const [granted = 0, first = 0, second = 0, third, fourth] = reply;
+    if (granted === 1) {
+      return { ok: true, lease: { subject: input.subject, bucket: first, tokens }, ...remainingFigures(second, third) };
+    }
+    return {
+      ok: false,
+      reason: QUOTA_REASONS[first as 1 | 2] ?? 'tokens',
+      retryAfterMs: second,
+      ...remainingFigures(third, fourth),
+    };
+  }
+
+  async releaseQuota(lease: QuotaLease, chargedTokens?: number): Promise<void> {
+    if (chargedTokens === undefined) return;
+    await this.#run(
+      'release-quota',
+      [this.#keys.clientWindow(lease.subject)],
+      [lease.bucket, lease.tokens, wholeTokens(chargedTokens), this.#windowMs],
+    );
   }
 
   async renew(leases: readonly Lease[], leaseMs: number): Promise<void> {

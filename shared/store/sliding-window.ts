@@ -15,10 +15,20 @@ export interface WindowCounts {
   shortRequests: number;
 }
 
-/** Whether a request of `tokens` fits budgets tpm / rpm (undefined = unlimited) given the window's counts. */
-export function fitsBudget(tokens: number, tpm: number | undefined, rpm: number | undefined, counts: WindowCounts): boolean {
+/**
+ * Whether a request of `tokens` fits budgets tpm / rpm (undefined = unlimited) given the window's counts.
+ * shortWindow false: rpm holds over the whole window only (client quotas).
+ */
+export function fitsBudget(
+  tokens: number,
+  tpm: number | undefined,
+  rpm: number | undefined,
+  counts: WindowCounts,
+  shortWindow = true,
+): boolean {
   if (tpm !== undefined && counts.tokens + tokens > tpm) return false;
-  if (rpm !== undefined && (counts.requests + 1 > rpm || counts.shortRequests + 1 > shortWindowLimit(rpm))) return false;
+  if (rpm !== undefined && counts.requests + 1 > rpm) return false;
+  if (rpm !== undefined && shortWindow && counts.shortRequests + 1 > shortWindowLimit(rpm)) return false;
   return true;
 }
 
@@ -59,13 +69,19 @@ export class SlidingWindow {
     return { tokens: this.#tokens, requests: this.#requests, shortRequests };
   }
 
+  /** Books one request of `tokens` into the newest bucket (the window must be advanced to it). */
   book(newestBucket: number, tokens: number): void {
+    this.add(newestBucket, tokens, 1);
+  }
+
+  /** Adds whole tokens and requests (>= 0) to the newest bucket (the window must be advanced to it). */
+  add(newestBucket: number, tokens: number, requests: number): void {
     const counts = this.#buckets.get(newestBucket) ?? { tokens: 0, requests: 0 };
     counts.tokens += tokens;
-    counts.requests += 1;
+    counts.requests += requests;
     this.#buckets.set(newestBucket, counts);
     this.#tokens += tokens;
-    this.#requests += 1;
+    this.#requests += requests;
     this.#head = newestBucket;
   }
 
@@ -79,8 +95,19 @@ export class SlidingWindow {
     this.#buckets.set(bucket, counts);
   }
 
-  /** Milliseconds until the window admits the request if nothing else is booked; 0 now, -1 never. */
-  waitMs(newestBucket: number, nowMs: number, bucketMs: number, tokens: number, tpm?: number, rpm?: number): number {
+  /**
+   * Milliseconds until the window admits the request if nothing else is booked; 0 now, -1 never.
+   * shortWindow false: rpm holds over the whole window only (client quotas).
+   */
+  waitMs(
+    newestBucket: number,
+    nowMs: number,
+    bucketMs: number,
+    tokens: number,
+    tpm?: number,
+    rpm?: number,
+    shortWindow = true,
+  ): number {
     if (tpm !== undefined && tokens > tpm) return -1;
     if (rpm !== undefined && rpm < 1) return -1;
     const counts = this.read(newestBucket);
@@ -92,7 +119,7 @@ export class SlidingWindow {
         const leavingShort = future - SHORT_WINDOW_BUCKETS;
         if (leavingShort <= newestBucket) counts.shortRequests -= this.#buckets.get(leavingShort)?.requests ?? 0;
       }
-      if (fitsBudget(tokens, tpm, rpm, counts)) return Math.max(0, future * bucketMs - nowMs);
+      if (fitsBudget(tokens, tpm, rpm, counts, shortWindow)) return Math.max(0, future * bucketMs - nowMs);
     }
     return -1;
   }

@@ -1,7 +1,8 @@
 /**
  * The store holds every piece of state that instances share: leases (in-flight requests), token and
- * request usage windows, 429 cooldowns and published circuit state. Two implementations keep one
- * contract: RedisStore (atomic Lua scripts, time from Redis TIME) and MemoryStore (one process).
+ * request usage windows, 429 cooldowns and published circuit state, pools' first-come-first-served wait
+ * queues and clients' quota windows. Two implementations keep one contract: RedisStore (atomic Lua
+ * scripts, time from Redis TIME) and MemoryStore (one process).
  */
 
 export type Strategy = 'least-requests' | 'round-robin' | 'random' | 'power-of-two' | 'weighted';
@@ -37,6 +38,27 @@ export interface AcquireInput {
   estimatedTokens: number;
   /** Deployments this request has already tried; never chosen again. */
   exclude?: readonly string[];
+  /**
+   * Wait in the pool's first-come-first-served queue (pools with maxWaitMs). Expired tickets are reaped
+   * first; while another ticket is ahead, nothing is granted (`reason: 'queued'`) and this ticket joins
+   * the queue (keeping its place when already in) with its deadline refreshed. At the head, or with the
+   * queue empty, the normal choice runs: a grant takes the ticket out of the queue, a refusal puts it in
+   * (or keeps it) with its deadline refreshed. A request that no deployment could ever take (estimate above
+   * every tpm, every deployment excluded) is never queued: it gets its normal refusal and its ticket leaves.
+   * Absent: the queue is ignored entirely (neither consulted nor joined).
+   */
+  queue?: QueueTicket;
+}
+
+/** One waiting client request's place in a pool's wait queue. */
+export interface QueueTicket {
+  /** Unique per waiting client request (a UUID), the same on every poll of it; '' counts as no ticket. */
+  ticket: string;
+  /**
+   * The ticket stays in the queue this long after its latest poll, so a waiter whose instance died or that
+   * stopped polling stops blocking the others. Keep it above the interval between polls.
+   */
+  ttlMs: number;
 }
 
 /** A granted attempt. Hand it back to `release` exactly once. */
@@ -56,10 +78,71 @@ export type AcquireResult =
   | { ok: true; lease: Lease }
   | {
       ok: false;
-      /** Milliseconds until the soonest deployment could take this request (cooldown end, circuit retry, budget freeing). */
+      /**
+       * Milliseconds until the soonest deployment could take this request (cooldown end, circuit retry, budget
+       * freeing). For `queued`, a poll hint: that same moment, or the next bucket edge when there is room now
+       * (which is the head's); at least 1.
+       */
       retryAfterMs: number;
-      /** Why nothing was eligible: all cooling down / circuits open, or not enough budget in any window. */
-      reason: 'unavailable' | 'no-budget';
+      /**
+       * Why nothing was granted: all cooling down / circuits open, not enough budget in any window, or (only
+       * with `queue`) another ticket is ahead of this one in the pool's wait queue.
+       */
+      reason: 'unavailable' | 'no-budget' | 'queued';
+    };
+
+/**
+ * What a deployment's response said about its own rate-limit counters (Azure's x-ratelimit-* headers).
+ * Usage is raised to match it where ours is lower; an observation never lowers usage.
+ */
+export interface WindowObservation {
+  /** The deployment's budgets (the store does not keep them). */
+  tpm?: number;
+  rpm?: number;
+  /** From x-ratelimit-remaining-tokens: tokens left in the deployment's own sliding window. */
+  remainingTokens?: number;
+  /** From x-ratelimit-remaining-requests: requests left in its short window (Azure's 10 s window, limit ceil(rpm/6)). */
+  remainingRequests?: number;
+}
+
+/** A client's request to book into its own quota window (per client, across all pools). */
+export interface QuotaInput {
+  /** The client (its configured name). */
+  subject: string;
+  /** Tokens per sliding window. Absent: not limited. */
+  tpm?: number;
+  /** Requests per sliding window (no short window for clients). Absent: not limited. */
+  rpm?: number;
+  /** Tokens booked now (0 when unknown). */
+  estimatedTokens: number;
+}
+
+/** A granted quota booking. There is no in-flight tracking: hand it to `releaseQuota` once, or never. */
+export interface QuotaLease {
+  subject: string;
+  /** Window bucket the estimate was booked in. */
+  bucket: number;
+  /** Tokens booked. */
+  tokens: number;
+}
+
+export type QuotaResult =
+  | {
+      ok: true;
+      lease: QuotaLease;
+      /** Left in the window after this booking (0 at least); absent when that budget is unlimited. */
+      remainingTokens?: number;
+      remainingRequests?: number;
+    }
+  | {
+      ok: false;
+      /** The budget that does not fit; `tokens` when both do not. */
+      reason: 'tokens' | 'requests';
+      /** Milliseconds until enough bookings leave the window for this request to fit; a window when it never can. */
+      retryAfterMs: number;
+      /** Left in the window now (0 at least); absent when that budget is unlimited. */
+      remainingTokens?: number;
+      remainingRequests?: number;
     };
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
@@ -82,8 +165,14 @@ export interface Store {
   /**
    * End a lease. `chargedTokens` replaces the reservation in the window (the real cost once known);
    * undefined keeps the reservation as it was booked. Idempotent: a second release of the same lease is a no-op.
+   * `observed` (the deployment's rate-limit headers) is applied afterwards, even when the lease was already
+   * gone: with tpm and remainingTokens, the token deficit (tpm − remainingTokens) − tokens in our window is
+   * booked into the current bucket; with rpm and remainingRequests, the request deficit
+   * (ceil(rpm/6) − remainingRequests) − requests in our short window is booked there as requests (which
+   * also counts in the window). Only deficits above 0 are booked: an observation never lowers usage.
+   * Same round trip.
    */
-  release(lease: Lease, chargedTokens?: number): Promise<void>;
+  release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void>;
   /** Push the deadline of live leases (one round trip per call). Leases already reaped are not revived. */
   renew(leases: readonly Lease[], leaseMs: number): Promise<void>;
   /** Take a deployment out of rotation for every instance for `durationMs`; never shortens a longer cooldown. Returns the until (epoch ms). */
@@ -92,6 +181,18 @@ export interface Store {
   openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void>;
   /** Publish that a deployment is healthy again (a probe succeeded). */
   closeCircuit(pool: string, deploymentId: string): Promise<void>;
+  /** Take a waiter's ticket out of a pool's wait queue (it gave up: timeout, client gone). No-op when absent. */
+  leaveQueue(pool: string, ticket: string): Promise<void>;
+  /**
+   * Book a request into its client's quota window when it fits: tokens against tpm and requests against rpm,
+   * both over the sliding window. An estimate above tpm never fits (retry after a window). One round trip.
+   */
+  acquireQuota(input: QuotaInput): Promise<QuotaResult>;
+  /**
+   * Replace the booked estimate by the real charge in the bucket it was booked in (while that bucket is in the
+   * window), never below zero. No-op when `chargedTokens` is undefined. Not idempotent: call it once per lease.
+   */
+  releaseQuota(lease: QuotaLease, chargedTokens?: number): Promise<void>;
   /** Live state of every deployment of a pool, for /admin/pools and tests. */
   snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]>;
   /** True when the store answers (readiness). */

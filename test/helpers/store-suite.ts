@@ -6,7 +6,17 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { AcquireInput, AcquireResult, DeploymentBudget, Lease, PoolLayout, Store, StoreOptions, Strategy } from '../../shared/store/types.ts';
+import type {
+  AcquireInput,
+  AcquireResult,
+  DeploymentBudget,
+  Lease,
+  PoolLayout,
+  QuotaResult,
+  Store,
+  StoreOptions,
+  Strategy,
+} from '../../shared/store/types.ts';
 
 /**
  * Opens `instances` stores over one fresh state: separate clients sharing one Redis for RedisStore,
@@ -25,6 +35,16 @@ export function granted(result: AcquireResult): Lease {
 
 export function refused(result: AcquireResult): { reason: string; retryAfterMs: number } {
   assert.ok(!result.ok, `expected a refusal, got ${JSON.stringify(result)}`);
+  return result;
+}
+
+export function quotaGranted(result: QuotaResult): Extract<QuotaResult, { ok: true }> {
+  assert.ok(result.ok, `expected a quota booking, got ${JSON.stringify(result)}`);
+  return result;
+}
+
+export function quotaRefused(result: QuotaResult): Extract<QuotaResult, { ok: false }> {
+  assert.ok(!result.ok, `expected a quota refusal, got ${JSON.stringify(result)}`);
   return result;
 }
 
@@ -488,6 +508,264 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         assert.equal(refused(await store.acquire(attempt(layout))).reason, 'unavailable');
         await store.release(probe);
         assert.equal(granted(await store.acquire(attempt(layout))).probe, true);
+      });
+    });
+
+    describe('observations (release with the deployment rate-limit headers)', () => {
+      async function usage(store: Store, layout: PoolLayout): Promise<[number, number]> {
+        const [a] = await store.snapshot(layout);
+        return [a?.tokensInWindow ?? -1, a?.requestsInWindow ?? -1];
+      }
+
+      test('a token observation raises usage to tpm − remaining, never lowers it, and clamps silly values', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('observe-tokens', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const first = granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await store.release(first, 100, { tpm: 1000, remainingTokens: 700 });
+        assert.deepEqual(await usage(store, layout), [300, 1], 'others use the deployment too: the 200 we missed are booked');
+
+        const second = granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await store.release(second, 100, { tpm: 1000, remainingTokens: 950 });
+        assert.deepEqual(await usage(store, layout), [400, 2], 'an observation of less use never lowers ours');
+        await store.release(second, undefined, { tpm: 1000, remainingTokens: 1500 });
+        await store.release(second, undefined, { remainingTokens: 0 });
+        await store.release(second, undefined, { tpm: 1000 });
+        await store.release(second, undefined, { tpm: 1000, remainingTokens: Number.NaN });
+        assert.deepEqual(await usage(store, layout), [400, 2], 'above the budget, or half an observation: nothing');
+
+        const full = refused(await store.acquire(attempt(layout, { estimatedTokens: 601 })));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs > 50_000 && full.retryAfterMs <= 60_000, `the booked deficit leaves with its bucket: ${full.retryAfterMs}`);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 600 })));
+
+        const negative = pool('observe-negative', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const lease = granted(await store.acquire(attempt(negative, { estimatedTokens: 10 })));
+        await store.release(lease, 10, { tpm: 1000, remainingTokens: -50 });
+        assert.deepEqual(await usage(store, negative), [1000, 1], 'a negative remaining counts as none left');
+        assert.equal(refused(await store.acquire(attempt(negative, { estimatedTokens: 1 }))).reason, 'no-budget');
+      });
+
+      test('a request observation books the deficit into the short window, and acquire waits for it', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        // rpm 60: 10 per short window (10 s), 60 per window.
+        const layout = pool('observe-requests', 'least-requests', [{ id: 'a', rpm: 60 }]);
+        const started = performance.now();
+        const lease = granted(await store.acquire(attempt(layout)));
+        await store.release(lease, undefined, { rpm: 60, remainingRequests: 9 });
+        await store.release(lease, undefined, { rpm: 60, remainingRequests: 40 });
+        assert.deepEqual(await usage(store, layout), [0, 1], 'as we know it, or less: nothing booked');
+        await store.release(lease, undefined, { rpm: 60, remainingRequests: 0 });
+        assert.deepEqual(await usage(store, layout), [0, 10], 'the deficit counts in the window too');
+
+        const full = refused(await store.acquire(attempt(layout)));
+        const elapsed = performance.now() - started;
+        assert.equal(full.reason, 'no-budget');
+        // Our own request leaves the short window 10 buckets after its bucket; then 9 + 1 fit again.
+        assert.ok(full.retryAfterMs <= 10_000 && full.retryAfterMs > 9000 - elapsed, `retryAfterMs ${full.retryAfterMs}`);
+      });
+
+      test('an observation applies even when the lease is already gone', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('observe-gone', 'least-requests', [{ id: 'a', tpm: 1000, rpm: 600 }]);
+        const lease = granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await store.release(lease, 100);
+        await store.release(lease, 900, { tpm: 1000, remainingTokens: 500, rpm: 600, remainingRequests: 97 });
+        // The charge of a lease already ended changes nothing; the observation is still true.
+        assert.deepEqual(await usage(store, layout), [500, 3]);
+        const never = { ...lease, leaseId: 'never-acquired' };
+        await store.release(never, 50, { tpm: 1000, remainingTokens: 100 });
+        assert.deepEqual(await usage(store, layout), [900, 3]);
+        assert.equal((await store.snapshot(layout))[0]?.inFlight, 0);
+      });
+    });
+
+    describe('client quotas', () => {
+      test('tpm is exact to the token, with the remaining figures', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const quota = { subject: 'team-a', tpm: 1000, rpm: 10 };
+        const first = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 600 }));
+        assert.deepEqual(first.lease.subject, 'team-a');
+        assert.equal(first.lease.tokens, 600);
+        assert.deepEqual([first.remainingTokens, first.remainingRequests], [400, 9]);
+        const second = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 400 }));
+        assert.deepEqual([second.remainingTokens, second.remainingRequests], [0, 8]);
+        const full = quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 1 }));
+        assert.equal(full.reason, 'tokens');
+        assert.deepEqual([full.remainingTokens, full.remainingRequests], [0, 8]);
+        assert.ok(full.retryAfterMs > 50_000 && full.retryAfterMs <= 60_000, `retryAfterMs ${full.retryAfterMs}`);
+        const free = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 0 }));
+        assert.deepEqual([free.remainingTokens, free.remainingRequests], [0, 7]);
+
+        const unlimited = quotaGranted(await store.acquireQuota({ subject: 'team-free', estimatedTokens: 1_000_000 }));
+        assert.ok(!('remainingTokens' in unlimited) && !('remainingRequests' in unlimited), JSON.stringify(unlimited));
+      });
+
+      test('rpm is exact to the request over the whole window (no short window for clients)', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const quota = { subject: 'team-rpm', rpm: 3, estimatedTokens: 50 };
+        const started = performance.now();
+        const left: Array<number | undefined> = [];
+        for (let i = 0; i < 3; i++) {
+          const booked = quotaGranted(await store.acquireQuota(quota));
+          assert.ok(!('remainingTokens' in booked));
+          left.push(booked.remainingRequests);
+        }
+        assert.deepEqual(left, [2, 1, 0]);
+        const full = quotaRefused(await store.acquireQuota(quota));
+        const elapsed = performance.now() - started;
+        assert.equal(full.reason, 'requests');
+        assert.equal(full.remainingRequests, 0);
+        assert.ok(full.retryAfterMs <= 60_000 && full.retryAfterMs > 59_000 - elapsed, `the whole window: ${full.retryAfterMs}`);
+      });
+
+      test('an estimate above tpm never fits: tokens, retry after a window', async () => {
+        const store = openOne({ windowMs: 6000 });
+        const never = await store.acquireQuota({ subject: 'team-big', tpm: 1000, estimatedTokens: 1001 });
+        assert.deepEqual(never, { ok: false, reason: 'tokens', retryAfterMs: 6000, remainingTokens: 1000 });
+        const both = quotaRefused(await store.acquireQuota({ subject: 'team-none', tpm: 10, rpm: 0, estimatedTokens: 11 }));
+        assert.deepEqual(both, { ok: false, reason: 'tokens', retryAfterMs: 6000, remainingTokens: 10, remainingRequests: 0 });
+      });
+
+      test('releaseQuota replaces the estimate by the charge; without a charge the booking stays', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const quota = { subject: 'team-charge', tpm: 1000 };
+        const big = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 800 })).lease;
+        assert.equal(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 201 })).reason, 'tokens');
+        await store.releaseQuota(big, 300);
+        const fill = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 700 }));
+        assert.equal(fill.remainingTokens, 0, 'the 500 freed were room');
+        await store.releaseQuota(fill.lease);
+        assert.equal(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 1 })).remainingTokens, 0);
+        await store.releaseQuota(fill.lease, 0);
+        const after = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 0 }));
+        assert.equal(after.remainingTokens, 700);
+        const small = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 0 })).lease;
+        await store.releaseQuota(small, 2000);
+        assert.deepEqual(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 0 })).remainingTokens, 0, 'charged more consumes more');
+      });
+
+      test('honouring retryAfterMs for a quota succeeds', async () => {
+        const store = openOne({ windowMs: 1200 });
+        const quota = { subject: 'team-retry', tpm: 1000, rpm: 2 };
+        const first = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 600 }));
+        await sleep(300);
+        const second = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 300 }));
+        assert.ok(second.lease.bucket > first.lease.bucket);
+        const full = quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 50 }));
+        assert.equal(full.reason, 'requests', '950 tokens fit, a third request does not');
+        assert.ok(full.retryAfterMs <= 900, `only the first booking must leave: ${full.retryAfterMs}`);
+        await honour(full.retryAfterMs);
+        const third = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 50 }));
+        assert.ok(third.lease.bucket >= first.lease.bucket + 60, 'admitted once the first booking left the window');
+        assert.deepEqual([third.remainingTokens, third.remainingRequests], [650, 0]);
+      });
+
+      test('subjects are independent of each other and of pools', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        quotaGranted(await store.acquireQuota({ subject: 'team-a', tpm: 100, estimatedTokens: 100 }));
+        quotaRefused(await store.acquireQuota({ subject: 'team-a', tpm: 100, estimatedTokens: 1 }));
+        assert.equal(quotaGranted(await store.acquireQuota({ subject: 'team-b', tpm: 100, estimatedTokens: 100 })).remainingTokens, 0);
+        const layout = pool('team-a', 'least-requests', [{ id: 'team-a', tpm: 100 }]);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+      });
+    });
+
+    describe('wait queue (first come, first served)', () => {
+      /** A pool of one deployment with room for two requests of 500, both held: out of budget. */
+      async function fullPool(store: Store, name: string): Promise<{ layout: PoolLayout; held: Lease[] }> {
+        const layout = pool(name, 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const held = [
+          granted(await store.acquire(attempt(layout, { estimatedTokens: 500 }))),
+          granted(await store.acquire(attempt(layout, { estimatedTokens: 500 }))),
+        ];
+        return { layout, held };
+      }
+
+      function waiting(layout: PoolLayout, ticket: string, ttlMs = 30_000, estimatedTokens = 500): AcquireInput {
+        return attempt(layout, { estimatedTokens, queue: { ticket, ttlMs } });
+      }
+
+      test('waiters are served in arrival order as room frees, across instances', async () => {
+        const [first, second] = open({ windowMs: 60_000 }, 2);
+        assert.ok(first && second);
+        const { layout, held } = await fullPool(first, 'fifo');
+        const [heldA, heldB] = held as [Lease, Lease];
+
+        assert.equal(refused(await first.acquire(waiting(layout, 'A'))).reason, 'no-budget', 'the first waiter heads the queue');
+        const b = refused(await second.acquire(waiting(layout, 'B')));
+        assert.equal(b.reason, 'queued');
+        assert.ok(b.retryAfterMs > 50_000 && b.retryAfterMs <= 60_000, `until room for such a request: ${b.retryAfterMs}`);
+        assert.equal(refused(await first.acquire(waiting(layout, 'C'))).reason, 'queued');
+        assert.equal(refused(await second.acquire(waiting(layout, 'A'))).reason, 'no-budget', 'A keeps its place');
+
+        await first.release(heldA, 0); // room for one
+        const bAgain = refused(await second.acquire(waiting(layout, 'B')));
+        assert.equal(bAgain.reason, 'queued');
+        assert.ok(bAgain.retryAfterMs >= 1 && bAgain.retryAfterMs <= 1000, `room now is the head's: ${bAgain.retryAfterMs}`);
+        assert.equal(refused(await first.acquire(waiting(layout, 'C'))).reason, 'queued');
+        granted(await second.acquire(waiting(layout, 'A')));
+
+        assert.equal(refused(await second.acquire(waiting(layout, 'C'))).reason, 'queued', 'B is the head now');
+        assert.equal(refused(await first.acquire(waiting(layout, 'B'))).reason, 'no-budget');
+        await second.release(heldB, 0);
+        assert.equal(refused(await first.acquire(waiting(layout, 'C'))).reason, 'queued');
+        granted(await second.acquire(waiting(layout, 'B')));
+        assert.equal(refused(await first.acquire(waiting(layout, 'C'))).reason, 'no-budget', 'C heads the queue at last');
+      });
+
+      test('a waiter whose deadline passed is skipped; coming back, it queues anew', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const { layout, held } = await fullPool(store, 'fifo-deadline');
+        assert.equal(refused(await store.acquire(waiting(layout, 'A', 250))).reason, 'no-budget');
+        assert.equal(refused(await store.acquire(waiting(layout, 'B'))).reason, 'queued');
+        await sleep(300); // A stopped polling
+        await store.release(held[0] as Lease, 0);
+        granted(await store.acquire(waiting(layout, 'B')));
+        assert.equal(refused(await store.acquire(waiting(layout, 'C'))).reason, 'no-budget');
+        assert.equal(refused(await store.acquire(waiting(layout, 'A'))).reason, 'queued', 'A is behind C now');
+      });
+
+      test('leaveQueue takes a waiter out', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const { layout, held } = await fullPool(store, 'fifo-leave');
+        refused(await store.acquire(waiting(layout, 'A')));
+        assert.equal(refused(await store.acquire(waiting(layout, 'B'))).reason, 'queued');
+        await store.leaveQueue('fifo-leave', 'A');
+        await store.leaveQueue('fifo-leave', 'unknown');
+        await store.leaveQueue('no-such-pool', 'B');
+        await store.release(held[0] as Lease, 0);
+        granted(await store.acquire(waiting(layout, 'B')));
+      });
+
+      test('an acquire without a ticket ignores the queue; queues are per pool', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const { layout, held } = await fullPool(store, 'fifo-bypass');
+        refused(await store.acquire(waiting(layout, 'A')));
+        assert.equal(refused(await store.acquire(waiting(layout, 'B'))).reason, 'queued');
+        await store.release(held[0] as Lease, 0);
+        const bypass = granted(await store.acquire(attempt(layout, { estimatedTokens: 500 })));
+        assert.equal(refused(await store.acquire(waiting(layout, 'A'))).reason, 'no-budget', 'A still heads the queue');
+        assert.equal(refused(await store.acquire(waiting(layout, 'B'))).reason, 'queued');
+        const other = pool('fifo-other', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        granted(await store.acquire(waiting(other, 'B')));
+        await store.release(held[1] as Lease, 0);
+        await store.release(bypass, 0);
+        granted(await store.acquire(waiting(layout, 'A')));
+        granted(await store.acquire(waiting(layout, 'B')));
+      });
+
+      test('a request no deployment could ever take is never queued', async () => {
+        const store = openOne({ windowMs: 6000 });
+        const { layout, held } = await fullPool(store, 'fifo-never');
+        refused(await store.acquire(waiting(layout, 'A')));
+        const tooBig = await store.acquire(waiting(layout, 'BIG', 30_000, 1001));
+        assert.deepEqual(tooBig, { ok: false, reason: 'no-budget', retryAfterMs: 6000 }, 'told the truth at once, not queued');
+        await store.release(held[0] as Lease, 0);
+        granted(await store.acquire(waiting(layout, 'A')));
+        const allExcluded = await store.acquire({ ...waiting(layout, 'X', 30_000, 0), exclude: ['a'] });
+        assert.deepEqual(allExcluded, { ok: false, reason: 'unavailable', retryAfterMs: 6000 }, 'heading an empty queue');
+        await store.release(held[1] as Lease, 0);
+        granted(await store.acquire(waiting(layout, 'C')));
       });
     });
 

@@ -5,10 +5,20 @@
   down, open, half-open with a probe in flight, or short of budget; takes the best priority tier with
   an eligible deployment and picks inside it. The pick gets a lease and a reservation in its window.
 
+  With a queue ticket (first-come-first-served waiting): tickets whose deadline passed leave the pool's
+  wait queue first. While another ticket is ahead of this one nothing is granted (reason 3, queued): the
+  ticket joins the tail unless it is in already (it keeps its place) and its deadline is refreshed. At
+  the head, or with the queue empty, the normal choice runs: a grant takes the ticket out of the queue, a
+  refusal puts it in / keeps it with its deadline refreshed. A request that no deployment could ever take
+  (estimate above every tpm, all excluded) is never queued: normal refusal, and its ticket leaves.
+  Without a ticket the queue is neither read nor written.
+
   KEYS[1]          round-robin cursor of the pool
-  KEYS[3i - 1]     deployment i: state hash            (i = 1 .. n, in config order)
-  KEYS[3i]         deployment i: leases ZSET
-  KEYS[3i + 1]     deployment i: usage window hash
+  KEYS[2]          wait queue order ZSET: ticket -> enqueue time (us)   (includes/queue.lua)
+  KEYS[3]          wait queue deadlines ZSET: ticket -> deadline (epoch ms)
+  KEYS[3i + 1]     deployment i: state hash            (i = 1 .. n, in config order)
+  KEYS[3i + 2]     deployment i: leases ZSET
+  KEYS[3i + 3]     deployment i: usage window hash
 
   ARGV[1]          lease id
   ARGV[2]          lease time (ms)
@@ -16,18 +26,24 @@
   ARGV[4]          window length (ms, multiple of 60)
   ARGV[5]          strategy: least-requests | round-robin | random | power-of-two | weighted
   ARGV[6], ARGV[7] random numbers in [0, 1) from the caller (script math.random is deterministic)
-  ARGV[8 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
+  ARGV[8]          queue ticket ('' = ignore the queue)
+  ARGV[9]          the ticket's time to live from now (ms), when queued
+  ARGV[10 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
 
   Output:
     { 1, i, bucket, probe }         granted deployment i; bucket booked into; probe 1 when half-open probe
-    { 0, reason, retryAfterMs }     reason 1 = unavailable, 2 = no-budget
+    { 0, reason, retryAfterMs }     reason 1 = unavailable, 2 = no-budget, 3 = queued (another ticket ahead;
+                                    retryAfterMs: when this request could fit, or the next bucket edge when
+                                    it fits now, since that room is the head's)
 ]]
 --- @include "includes/time.lua"
 --- @include "includes/leases.lua"
 --- @include "includes/state.lua"
 --- @include "includes/window.lua"
+--- @include "includes/queue.lua"
 
-local nowMs = redisNowMs()
+local nowUs = redisNowUs()
+local nowMs = math.floor(nowUs / 1000)
 local leaseId = ARGV[1]
 local leaseMs = tonumber(ARGV[2])
 local tokens = tonumber(ARGV[3])
@@ -37,16 +53,28 @@ local random1 = tonumber(ARGV[6])
 local random2 = tonumber(ARGV[7])
 local bucketMs = windowMs / WINDOW_BUCKETS
 local nowBucket = math.floor(nowMs / bucketMs)
-local deploymentCount = (#KEYS - 1) / 3
+local queueKey, deadlinesKey = KEYS[2], KEYS[3]
+local ticket = ARGV[8]
+local hasTicket = ticket ~= ''
+local ticketDeadline = nowMs + (tonumber(ARGV[9]) or 0)
+local deploymentCount = (#KEYS - 3) / 3
+
+-- Another live ticket is ahead of this one: nothing is granted to it now.
+local behind = false
+if hasTicket then
+  reapQueue(queueKey, deadlinesKey, nowMs)
+  local head = queueHead(queueKey)
+  behind = head ~= nil and head ~= ticket
+end
 
 local deployments = {}
 for i = 1, deploymentCount do
-  local arg = 8 + 5 * (i - 1)
+  local arg = 10 + 5 * (i - 1)
   local d = {
     index = i,
-    stateKey = KEYS[3 * i - 1],
-    leasesKey = KEYS[3 * i],
-    windowKey = KEYS[3 * i + 1],
+    stateKey = KEYS[3 * i + 1],
+    leasesKey = KEYS[3 * i + 2],
+    windowKey = KEYS[3 * i + 3],
     priority = tonumber(ARGV[arg]),
     weight = tonumber(ARGV[arg + 1]) or 0,
     tpm = tonumber(ARGV[arg + 2]),
@@ -82,8 +110,10 @@ for _, d in ipairs(deployments) do
   if d.eligible and (bestPriority == nil or d.priority < bestPriority) then bestPriority = d.priority end
 end
 
-if bestPriority == nil then
-  -- Nothing can take it now: tell the caller the soonest moment any deployment could.
+-- The soonest moment (epoch ms) any deployment not excluded could take the request if nothing else were
+-- booked meanwhile (nowMs when one can now; nil when none ever can), and why none can now when none can:
+-- 1 unavailable (all blocked), 2 no-budget (some lacks only budget).
+local function soonestRoom()
   local reason = 1
   local soonest = nil
   for _, d in ipairs(deployments) do
@@ -100,8 +130,35 @@ if bestPriority == nil then
       end
     end
   end
+  return reason, soonest
+end
+
+if behind then
+  local reason, soonest = soonestRoom()
+  if soonest == nil then
+    -- Never servable: waiting would only block the others.
+    leaveQueue(queueKey, deadlinesKey, ticket)
+    return { 0, reason, windowMs }
+  end
+  waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs)
+  local wait = soonest - nowMs
+  -- Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
+  if wait <= 0 then wait = (nowBucket + 1) * bucketMs - nowMs end
+  return { 0, 3, math.max(1, math.ceil(wait)) }
+end
+
+if bestPriority == nil then
+  -- Nothing can take it now: tell the caller the soonest moment any deployment could.
+  local reason, soonest = soonestRoom()
   local retryAfterMs = windowMs
   if soonest ~= nil then retryAfterMs = soonest - nowMs end
+  if hasTicket then
+    if soonest == nil then
+      leaveQueue(queueKey, deadlinesKey, ticket)
+    else
+      waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs)
+    end
+  end
   return { 0, reason, math.max(1, math.ceil(retryAfterMs)) }
 end
 
@@ -161,6 +218,7 @@ local function choose()
 end
 
 local chosen = choose()
+if hasTicket then leaveQueue(queueKey, deadlinesKey, ticket) end
 if not chosen.budgeted then chosen.newestBucket = advanceWindow(chosen.windowKey, nowBucket) end
 local deadline = nowMs + leaseMs
 redis.call('ZADD', chosen.leasesKey, deadline, leaseId)

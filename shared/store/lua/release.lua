@@ -2,6 +2,9 @@
   End a lease. Idempotent: only a lease still present changes anything. With a charge, replaces the
   reservation in the bucket it was booked in by the real cost (while that bucket is in the window).
   Clears the half-open probe marker if this lease was the probe (the circuit itself stays as it is).
+  Then, lease live or not, applies what the deployment reported about its own counters: where it has
+  used more than our window holds, the deficit is booked into the current bucket (tokens; requests into
+  the short window, which also count in the window). Never lowers usage.
 
   KEYS[1]  deployment leases ZSET
   KEYS[2]  deployment usage window hash
@@ -12,6 +15,9 @@
   ARGV[3]  tokens reserved
   ARGV[4]  tokens charged ('' = keep the reservation)
   ARGV[5]  window length (ms)
+  ARGV[6]  observed tokens used in the deployment's window: tpm - remaining tokens ('' = not observed)
+  ARGV[7]  observed requests in its short window: ceil(rpm / 6) - remaining requests ('' = not observed)
+           (whole numbers >= 0, clamped by the caller)
 
   Output: 1 when the lease was live and is now ended, 0 when it was already gone.
 ]]
@@ -25,7 +31,10 @@ local bucket = tonumber(ARGV[2])
 local reserved = tonumber(ARGV[3])
 local charged = tonumber(ARGV[4])
 local windowMs = tonumber(ARGV[5])
+local observedTokens = tonumber(ARGV[6])
+local observedRequests = tonumber(ARGV[7])
 local nowMs = redisNowMs()
+local nowBucket = math.floor(nowMs / (windowMs / WINDOW_BUCKETS))
 
 if redis.call('HGET', stateKey, 'pl') == leaseId then
   redis.call('HDEL', stateKey, 'pl', 'pd')
@@ -34,7 +43,17 @@ end
 
 local removed = redis.call('ZREM', leasesKey, leaseId)
 if removed == 1 and charged then
-  local newestBucket = advanceWindow(windowKey, math.floor(nowMs / (windowMs / WINDOW_BUCKETS)))
+  local newestBucket = advanceWindow(windowKey, nowBucket)
   adjustWindow(windowKey, newestBucket, bucket, charged - reserved, windowMs)
+end
+
+if observedTokens or observedRequests then
+  local newestBucket, windowTokens, _, shortRequests = advanceWindow(windowKey, nowBucket)
+  local tokenDeficit, requestDeficit = 0, 0
+  if observedTokens then tokenDeficit = math.max(0, observedTokens - windowTokens) end
+  if observedRequests then requestDeficit = math.max(0, observedRequests - shortRequests) end
+  if tokenDeficit > 0 or requestDeficit > 0 then
+    addToWindow(windowKey, newestBucket, tokenDeficit, requestDeficit, windowMs)
+  end
 end
 return removed

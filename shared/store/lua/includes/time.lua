@@ -6,3 +6,9 @@ local function redisNowMs()
   local time = redis.call('TIME')
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
+
+-- Microseconds since the epoch (exact: about 2^51 in this century); math.floor(us / 1000) is the ms.
+local function redisNowUs()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000000 + tonumber(time[2])
+end

@@ -4,6 +4,8 @@
     t, r, s    running totals: tokens and requests in the window, requests in the short window
     t<k>, r<k> tokens / requests booked in the bucket b of the window with b % 60 = k
   A bucket is windowMs / 60 ms (1 s in production); bucket b covers [b * bucketMs, (b + 1) * bucketMs).
+  Deployments and clients' quotas share this layout; a quota passes no short-window count (nil) to
+  fitsBudget and windowWaitMs, so its rpm holds over the whole window only.
   Same constants and rules as shared/store/constants.ts and shared/store/sliding-window.ts.
 ]]
 local WINDOW_BUCKETS = 60
@@ -74,28 +76,39 @@ local function advanceWindow(windowKey, nowBucket)
 end
 
 -- Whether a request of `tokens` fits budgets tpm / rpm (nil = unlimited) given the window's totals.
+-- shortRequests nil: no short window (client quotas).
 local function fitsBudget(tokens, tpm, rpm, windowTokens, windowRequests, shortRequests)
   if tpm and windowTokens + tokens > tpm then return false end
-  if rpm and (windowRequests + 1 > rpm or shortRequests + 1 > math.ceil(rpm / 6)) then return false end
+  if rpm and windowRequests + 1 > rpm then return false end
+  if rpm and shortRequests and shortRequests + 1 > math.ceil(rpm / 6) then return false end
   return true
 end
 
--- Books one request of `tokens` into the newest bucket (the window must be advanced to it).
-local function bookWindow(windowKey, newestBucket, tokens, windowMs)
+-- Adds whole tokens and requests (>= 0) to the newest bucket (the window must be advanced to it).
+local function addToWindow(windowKey, newestBucket, tokens, requests, windowMs)
   local slot = slotOf(newestBucket)
-  redis.call('HINCRBY', windowKey, TOKEN_SLOTS[slot], tokens)
-  redis.call('HINCRBY', windowKey, REQUEST_SLOTS[slot], 1)
-  redis.call('HINCRBY', windowKey, 't', tokens)
-  redis.call('HINCRBY', windowKey, 'r', 1)
-  redis.call('HINCRBY', windowKey, 's', 1)
+  if tokens ~= 0 then
+    redis.call('HINCRBY', windowKey, TOKEN_SLOTS[slot], tokens)
+    redis.call('HINCRBY', windowKey, 't', tokens)
+  end
+  if requests ~= 0 then
+    redis.call('HINCRBY', windowKey, REQUEST_SLOTS[slot], requests)
+    redis.call('HINCRBY', windowKey, 'r', requests)
+    redis.call('HINCRBY', windowKey, 's', requests)
+  end
   redis.call('HSET', windowKey, 'h', newestBucket)
   -- Everything booked leaves the window after one window; two leave room for late reconciliation.
   redis.call('PEXPIRE', windowKey, 2 * windowMs)
 end
 
+-- Books one request of `tokens` into the newest bucket (the window must be advanced to it).
+local function bookWindow(windowKey, newestBucket, tokens, windowMs)
+  addToWindow(windowKey, newestBucket, tokens, 1, windowMs)
+end
+
 -- Milliseconds from nowMs until the window admits the request if nothing else is booked meanwhile:
 -- 0 when it fits now, -1 when it never can (estimate above tpm, or rpm below 1). Takes the totals
--- advanceWindow returned.
+-- advanceWindow returned; shortRequests nil for no short window (client quotas).
 local function windowWaitMs(windowKey, newestBucket, nowMs, bucketMs, tokens, tpm, rpm, windowTokens, windowRequests, shortRequests)
   if tpm and tokens > tpm then return -1 end
   if rpm and rpm < 1 then return -1 end
@@ -109,7 +122,7 @@ local function windowWaitMs(windowKey, newestBucket, nowMs, bucketMs, tokens, tp
       windowTokens = windowTokens - (tonumber(tokenSlots[leavingSlot]) or 0)
       windowRequests = windowRequests - (tonumber(requestSlots[leavingSlot]) or 0)
       local leavingShort = future - SHORT_WINDOW_BUCKETS
-      if leavingShort <= newestBucket then
+      if shortRequests and leavingShort <= newestBucket then
         shortRequests = shortRequests - (tonumber(requestSlots[slotOf(leavingShort)]) or 0)
       end
     end

@@ -1,0 +1,53 @@
+/**
+ * What a finished attempt costs in the windows, and what Azure told us about its own.
+ *
+ * Azure's Standard limiter charges each request its arrival estimate and keeps it (see
+ * ../shared/reference/azure-openai-api.md §2: "added to a running token count … reset each minute";
+ * rejected requests count too), so a Standard deployment's window keeps the reservation, raised to
+ * the real usage when that was larger. A provisioned (PTU) deployment corrects its utilization to the
+ * actual cost on completion, so there the real usage replaces the reservation. Failed and aborted
+ * attempts keep their reservation in both: Azure charged them on arrival. The client's quota is
+ * exact: the real usage when known, nothing when no deployment was ever reached.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Lease, WindowObservation } from '../shared/store/types.ts';
+import type { DeploymentConfig } from '../shared/config/schema.ts';
+import type { Usage } from './usage.ts';
+
+export const UTILIZATION_HEADER = 'azure-openai-deployment-utilization';
+
+function numberHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
+  const value = headers[name];
+  const text = Array.isArray(value) ? value[0] : value;
+  if (text === undefined || text.trim() === '') return undefined;
+  const parsed = Number(text.trim().replace(/%$/, ''));
+  return Number.isFinite(parsed) ? parsed : undefined;
+}
+
+/** True when the response came from a provisioned deployment (only PTU sends the utilization header). */
+export function isProvisioned(headers: IncomingHttpHeaders): boolean {
+  return headers[UTILIZATION_HEADER] !== undefined;
+}
+
+/** Charge for the deployment's window once the attempt is over; undefined keeps the reservation. */
+export function deploymentCharge(lease: Lease, usage: Usage | undefined, provisioned: boolean): number | undefined {
+  if (!usage) return undefined;
+  return provisioned ? usage.totalTokens : Math.max(lease.tokens, usage.totalTokens);
+}
+
+/**
+ * What the deployment's headers say about its window: `x-ratelimit-remaining-*` (Standard) or the
+ * PTU utilization percentage, as remaining tokens of its tpm. Other clients may share the deployment.
+ */
+export function observe(headers: IncomingHttpHeaders, deployment: DeploymentConfig): WindowObservation | undefined {
+  const { tpm, rpm } = deployment;
+  if (tpm === undefined && rpm === undefined) return undefined;
+  let remainingTokens = numberHeader(headers, 'x-ratelimit-remaining-tokens');
+  const remainingRequests = numberHeader(headers, 'x-ratelimit-remaining-requests');
+  const utilization = numberHeader(headers, UTILIZATION_HEADER);
+  if (remainingTokens === undefined && utilization !== undefined && tpm !== undefined) {
+    remainingTokens = Math.max(0, Math.floor(tpm * (1 - utilization / 100)));
+  }
+  if (remainingTokens === undefined && remainingRequests === undefined) return undefined;
+  return { tpm, rpm, remainingTokens, remainingRequests };
+}

@@ -1,0 +1,316 @@
+/**
+ * Local load driver: runs one scenario of loadtest/scenarios/ on this machine.
+ *
+ *   npm run loadtest -- --scenario steady-chat [--gateways 3] [--duration 20s] [--json out.json]
+ *
+ * Starts, all on loopback and as children of this process: a private redis-server, the AOAI
+ * simulator with the scenario's deployments (budgets, latency model), N gateway processes
+ * (gateway/main.ts, generated YAML config, REDIS_URL, LOG_LEVEL=warn so that the per-request info
+ * log stays off the hot path), nginx in front of them, and the load generator (a separate process,
+ * open-model arrivals). Prints a summary, writes JSON to loadtest/results/, checks the scenario's
+ * thresholds (exit code 99 when one fails, like k6), and stops every child on the way out.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { SimDeployment } from '../shared/simulator/types.ts';
+import { fmt, pct, statusLine, textTable } from './lib/format.ts';
+import { childPids, cpuMs, memoryMb, ProcessSet } from './lib/processes.ts';
+import type { PreparedRequest, RunResult, RunSpec } from './lib/protocol.ts';
+import { listScenarios, loadScenario, parseDuration, requestBody, scaleStages, simDeploymentName, type Scenario } from './lib/scenario.ts';
+import {
+  CLIENT_KEY,
+  gatewayConfig,
+  makeWorkDir,
+  NGINX_MISSING,
+  nginxBinary,
+  REPO_ROOT,
+  startGateway,
+  startGenerator,
+  startNginx,
+  startRedis,
+  startSimulatorProcess,
+  sumStats,
+  writeGatewayConfig,
+  type GatewayHandle,
+  type GatewayPoolInput,
+} from './lib/stack.ts';
+
+const HELP = `Local load driver
+
+  npm run loadtest -- --scenario NAME [options]
+
+  --scenario NAME      one of: ${listScenarios().join(', ')} (or a path to a scenario .json)
+  --gateways N         gateway processes behind nginx (default: the scenario's local.gateways)
+  --duration D         stretch/shrink the stages to this total, e.g. 10s, 2m (default: as written)
+  --rate-factor F      multiply every arrival rate by F (default 1)
+  --max-requests N     hard bound on requests sent (default: the scenario's local.maxRequests)
+  --memory             one gateway with the in-memory store, no Redis (implies --gateways 1)
+  --no-lb              no nginx: the load goes to the first gateway (only with one gateway)
+  --nginx-workers N    nginx worker_processes (default 1)
+  --log-level L        the gateways' LOG_LEVEL (default warn; info logs one JSON line per request)
+  --json FILE          also write the result here (always written to loadtest/results/)
+  --help               this text
+
+Exit codes: 0 thresholds passed, 99 a threshold failed (as k6), 2 setup or run failure, 3 nginx missing.
+`;
+
+interface Check {
+  name: string;
+  limit: string;
+  actual: string;
+  pass: boolean | null;
+}
+
+function evaluate(scenario: Scenario, result: RunResult): Check[] {
+  const t = scenario.thresholds;
+  const checks: Check[] = [{ name: 'error rate', limit: `< ${pct(t.maxErrorRate)}`, actual: pct(result.errorRate), pass: result.errorRate < t.maxErrorRate }];
+  const p95 = (summary: { p95: number } | null | undefined) => summary?.p95;
+  const add = (name: string, limit: number | undefined, actual: number | undefined) => {
+    if (limit === undefined) return;
+    checks.push({ name, limit: `< ${limit} ms`, actual: actual === undefined ? 'no samples' : `${fmt(actual)} ms`, pass: actual === undefined ? null : actual < limit });
+  };
+  add('p95 latency (200)', t.p95LatencyMs, p95(result.latencyByStatus['200']));
+  add('p95 TTFT (streams)', t.p95TtftMs, p95(result.ttft));
+  add('p95 latency (429)', t.p95ThrottledLatencyMs, p95(result.latencyByStatus['429']));
+  if (t.retryAfterOn429) checks.push({ name: '429 with retry-after', limit: 'all', actual: `${result.retryAfterMissing} missing`, pass: result.retryAfterMissing === 0 });
+  return checks;
+}
+
+/** The timeline folded into at most `rows` rows. */
+function timelineRows(result: RunResult, rows = 12): string[][] {
+  const points = result.timeline;
+  const step = Math.max(1, Math.ceil(points.length / rows));
+  const out: string[][] = [];
+  for (let start = 0; start < points.length; start += step) {
+    const slice = points.slice(start, start + step);
+    const seconds = slice.length;
+    const sum = (key: 'sent' | 'ok200' | 'throttled' | 'errors') => slice.reduce((acc, p) => acc + p[key], 0);
+    const p95s = slice.map((p) => p.p95).filter((v): v is number => v !== null);
+    out.push([
+      `${start}-${start + seconds}s`,
+      fmt(sum('sent') / seconds),
+      fmt(sum('ok200') / seconds),
+      fmt(sum('throttled') / seconds),
+      fmt(sum('errors') / seconds),
+      p95s.length ? fmt(Math.max(...p95s), 0) : '–',
+    ]);
+  }
+  return out;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      scenario: { type: 'string' },
+      gateways: { type: 'string' },
+      duration: { type: 'string' },
+      'rate-factor': { type: 'string' },
+      'max-requests': { type: 'string' },
+      memory: { type: 'boolean' },
+      'no-lb': { type: 'boolean' },
+      'nginx-workers': { type: 'string' },
+      'log-level': { type: 'string' },
+      json: { type: 'string' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help || !values.scenario) {
+    process.stdout.write(HELP);
+    return values.help ? 0 : 2;
+  }
+  const scenario = loadScenario(values.scenario);
+  const memory = values.memory ?? false;
+  const gateways = memory ? 1 : values.gateways ? Number(values.gateways) : scenario.local.gateways;
+  if (!Number.isInteger(gateways) || gateways < 1 || gateways > 16) throw new Error('--gateways must be 1..16');
+  const useLb = !values['no-lb'];
+  if (!useLb && gateways !== 1) throw new Error('--no-lb needs a single gateway');
+  if (useLb && !nginxBinary()) {
+    process.stderr.write(`${NGINX_MISSING}\n`);
+    return 3;
+  }
+  const rateFactor = values['rate-factor'] ? Number(values['rate-factor']) : 1;
+  const stages = scaleStages(scenario.load.stages, values.duration ? parseDuration(values.duration) : undefined, rateFactor);
+  const loadMs = stages.reduce((acc, s) => acc + s.durationMs, 0);
+  const requestTimeoutMs = parseDuration(scenario.load.requestTimeout);
+  const drainMs = Math.min(requestTimeoutMs, 60_000);
+  const maxRequests = values['max-requests'] ? Number(values['max-requests']) : scenario.local.maxRequests;
+  const logLevel = values['log-level'] ?? 'warn';
+
+  const processes = new ProcessSet();
+  // Hard cap: the stages, the drain, and two minutes for starting and stopping the stack.
+  const hardCapMs = loadMs + drainMs + 120_000;
+  const cap = setTimeout(() => {
+    process.stderr.write(`\nhard cap of ${Math.round(hardCapMs / 1000)} s reached: stopping everything\n`);
+    void processes.stopAll(2000).finally(() => process.exit(2));
+  }, hardCapMs);
+  cap.unref();
+
+  try {
+    const dir = makeWorkDir(processes);
+    const log = (line: string) => process.stdout.write(`${line}\n`);
+    log(`scenario ${scenario.name}: ${scenario.description}`);
+
+    // Simulated deployments and the gateway config that points at them.
+    const simDeployments: SimDeployment[] = [];
+    const pools: Record<string, GatewayPoolInput> = {};
+    for (const [poolName, pool] of Object.entries(scenario.local.pools)) {
+      pools[poolName] = { ...(pool.strategy ? { strategy: pool.strategy } : {}), deployments: [] };
+      for (const d of pool.deployments) {
+        const name = simDeploymentName(poolName, d.id);
+        simDeployments.push({
+          name,
+          ...(d.model ? { model: d.model } : {}),
+          ...(d.tpm ? { tpm: d.tpm } : {}),
+          ...(d.rpm ? { rpm: d.rpm } : {}),
+          ...(d.region ? { region: d.region } : {}),
+          ...(d.latency ? { latency: d.latency } : {}),
+          completionTokens: d.completionTokens ?? scenario.local.completionTokens,
+        });
+        pools[poolName].deployments.push({
+          id: d.id,
+          deployment: name,
+          ...(d.tpm ? { tpm: d.tpm } : {}),
+          ...(d.rpm ? { rpm: d.rpm } : {}),
+          ...(d.priority ? { priority: d.priority } : {}),
+          ...(d.weight ? { weight: d.weight } : {}),
+        });
+      }
+    }
+
+    const redis = memory ? undefined : await startRedis(processes, dir);
+    const simulator = await startSimulatorProcess(processes, dir, { deployments: simDeployments, windowMs: scenario.local.windowMs, latency: scenario.local.latency });
+    const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools));
+    const started: GatewayHandle[] = await Promise.all(
+      Array.from({ length: gateways }, (_, index) => startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, ...(redis ? { redisUrl: redis.url } : {}), logLevel })),
+    );
+    const nginx = useLb ? await startNginx(processes, dir, 'nginx', started.map((g) => g.port), values['nginx-workers'] ? Number(values['nginx-workers']) : 1) : undefined;
+    const target = nginx?.url ?? started[0]!.url;
+    const generator = await startGenerator(processes);
+    log(
+      `stack: ${gateways} gateway(s) [${started.map((g) => g.port).join(', ')}] ${redis ? `with Redis ${redis.url}` : 'with the in-memory store'}` +
+        `${nginx ? `, nginx ${nginx.url}` : ''}, simulator ${simulator.url} (${simDeployments.length} deployments), LOG_LEVEL=${logLevel}`,
+    );
+
+    const requests: PreparedRequest[] = scenario.requests.map((spec) => ({
+      name: spec.name,
+      path: `/openai/deployments/${encodeURIComponent(spec.pool)}/${spec.operation}?api-version=${scenario.apiVersion}`,
+      body: requestBody(spec),
+      stream: spec.stream,
+      weight: spec.weight,
+    }));
+
+    // Smoke: one request of each kind must succeed before the load starts; then a clean slate upstream.
+    for (const request of requests) {
+      const response = await fetch(`${target}${request.path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY }, body: request.body });
+      const text = await response.text();
+      if (response.status !== 200) throw new Error(`smoke request '${request.name}' got ${response.status}: ${text.slice(0, 300)}`);
+    }
+    await simulator.reset();
+
+    const spec: RunSpec = {
+      baseUrl: target,
+      apiKey: CLIENT_KEY,
+      requests,
+      mode: { kind: 'open', startRate: scenario.load.startRate * rateFactor, stages, maxInFlight: scenario.load.maxVUs },
+      maxRequests,
+      requestTimeoutMs,
+      drainMs,
+      okStatuses: scenario.thresholds.okStatuses ?? [200],
+    };
+    const peak = Math.max(spec.mode.kind === 'open' ? spec.mode.startRate : 0, ...stages.map((s) => s.target));
+    log(`load: ${stages.map((s) => `${fmt(s.durationMs / 1000)}s→${s.target}/s`).join(', ')} (peak ${peak}/s, max ${scenario.load.maxVUs} in flight, max ${maxRequests} requests)`);
+
+    const gatewayPids = started.map((g) => g.child.pid);
+    const nginxPids = nginx ? [nginx.child.pid, ...childPids(nginx.child.pid)] : [];
+    const cpuOf = (pids: number[]) => pids.reduce((acc, pid) => acc + cpuMs(pid), 0);
+    const before = { gateways: cpuOf(gatewayPids), nginx: cpuOf(nginxPids), simulator: cpuMs(simulator.child.pid), redis: redis ? cpuMs(redis.child.pid) : 0 };
+    let lastPrinted = 0;
+    const result = await generator.run(spec, (p) => {
+      if (p.elapsedMs - lastPrinted >= 5000) {
+        lastPrinted = p.elapsedMs;
+        log(`  ${fmt(p.elapsedMs / 1000, 0)}s: sent ${p.sent}, completed ${p.completed}, in flight ${p.inFlight}, errors ${p.errors}`);
+      }
+    });
+    const cpu = {
+      gateways: cpuOf(gatewayPids) - before.gateways,
+      nginx: cpuOf(nginxPids) - before.nginx,
+      simulator: cpuMs(simulator.child.pid) - before.simulator,
+      redis: redis ? cpuMs(redis.child.pid) - before.redis : 0,
+    };
+    const memoryByGateway = started.map((g) => ({ name: g.name, ...memoryMb(g.child.pid) }));
+    const upstreamByDeployment = await simulator.stats();
+    const upstream = sumStats(upstreamByDeployment);
+    const checks = evaluate(scenario, result);
+
+    // ---------------------------------------------------------------- report
+    const l200 = result.latencyByStatus['200'];
+    const l429 = result.latencyByStatus['429'];
+    const perReq = (ms: number) => (result.completed ? `${fmt(ms / result.completed, 2)} ms/request` : '–');
+    const rows: string[][] = [
+      ['requests', `sent ${result.sent}, completed ${result.completed}, dropped (max in flight) ${result.dropped}, unfinished ${result.unfinished}${result.capped ? ' (request cap hit)' : ''}`],
+      ['duration', `${fmt(result.loadMs / 1000)} s load + ${fmt(result.drainMs / 1000)} s drain`],
+      ['throughput', `${fmt(result.rps)} rps completed, ${fmt(((result.statuses['200'] ?? 0) / result.loadMs) * 1000)} rps served (200)`],
+      ['error rate', `${pct(result.errorRate)} (not in [${spec.okStatuses.join(', ')}], transport errors, unfinished streams)`],
+      ['statuses', statusLine(result.statuses)],
+      ['latency 200', l200 ? `p50 ${fmt(l200.p50)}  p95 ${fmt(l200.p95)}  p99 ${fmt(l200.p99)}  max ${fmt(l200.max)} ms` : '–'],
+      ['TTFT streams', result.ttft ? `p50 ${fmt(result.ttft.p50)}  p95 ${fmt(result.ttft.p95)}  p99 ${fmt(result.ttft.p99)}  max ${fmt(result.ttft.max)} ms` : '–'],
+      ['latency 429', l429 ? `p50 ${fmt(l429.p50)}  p95 ${fmt(l429.p95)}  p99 ${fmt(l429.p99)} ms; without retry-after: ${result.retryAfterMissing}` : '–'],
+      ['upstream', `received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}, aborted ${upstream.aborted}, peak concurrency/deployment ≤ ${Math.max(...Object.values(upstreamByDeployment).map((s) => s.peakConcurrency))}`],
+      ['CPU gateways', `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`],
+      ['CPU others', `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`],
+      ['schedule lag', result.lag ? `p50 ${fmt(result.lag.p50)}  p99 ${fmt(result.lag.p99)}  max ${fmt(result.lag.max)} ms (the generator's lateness; large = the machine is saturated)` : '–'],
+    ];
+    log('');
+    log(textTable(['', scenario.name], rows));
+    if (Object.keys(result.byRequest).length > 1) {
+      log('');
+      log(
+        textTable(
+          ['request', 'count', 'errors', 'p50 ms', 'p95 ms', 'p99 ms', 'TTFT p95'],
+          Object.entries(result.byRequest).map(([name, b]) => [name, String(b.count), String(b.errors), fmt(b.latency?.p50), fmt(b.latency?.p95), fmt(b.latency?.p99), fmt(b.ttft?.p95)]),
+        ),
+      );
+    }
+    log('');
+    log(textTable(['window', 'sent/s', '200/s', '429/s', 'errors/s', 'p95 ms'], timelineRows(result)));
+    log('');
+    log(
+      textTable(
+        ['threshold', 'limit', 'actual', 'result'],
+        checks.map((c) => [c.name, c.limit, c.actual, c.pass === null ? 'n/a' : c.pass ? 'PASS' : 'FAIL']),
+      ),
+    );
+
+    const output = {
+      scenario: scenario.name,
+      at: new Date().toISOString(),
+      setup: { gateways, store: redis ? 'redis' : 'memory', nginx: Boolean(nginx), logLevel, stages, maxRequests, rateFactor },
+      result,
+      upstream: { total: upstream, byDeployment: upstreamByDeployment },
+      cpuMs: cpu,
+      memoryMb: memoryByGateway,
+      thresholds: checks,
+    };
+    const resultsDir = join(REPO_ROOT, 'loadtest', 'results');
+    mkdirSync(resultsDir, { recursive: true });
+    const file = join(resultsDir, `${scenario.name}-${output.at.replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, JSON.stringify(output, null, 2));
+    if (values.json) writeFileSync(resolve(values.json), JSON.stringify(output, null, 2));
+    log(`\nresult: ${file}${values.json ? ` and ${resolve(values.json)}` : ''}`);
+
+    await generator.stop();
+    return checks.some((c) => c.pass === false) ? 99 : 0;
+  } finally {
+    await processes.stopAll();
+    clearTimeout(cap);
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`loadtest: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, test } from 'node:test';
+import type { Simulator } from '../shared/simulator/index.ts';
+import type { PoolLayout } from '../shared/store/types.ts';
+import { CLIENT_KEY, UPSTREAM_KEY, startGateway, testConfig, type RunningGateway } from './helpers/gateway.ts';
+import { chat, simulator, sleep, uniquePool, until } from './helpers/fixtures.ts';
+
+/** Scaled time: a 6 s "minute" for the simulator and the gateway alike. */
+const WINDOW_MS = 6000;
+/** "Hello!" costs ceil(6/4) = 2 prompt tokens in Azure's arrival estimate, 9 by the tokenizer (chat overhead included). */
+const PROMPT_TOKENS = 9;
+
+describe('token-aware admission', () => {
+  let sim: Simulator;
+  const running: RunningGateway[] = [];
+  before(async () => {
+    sim = await simulator(
+      [
+        { name: 'a', tpm: 1000, rpm: 600, completionTokens: 100 },
+        { name: 'b', tpm: 1000, rpm: 600, completionTokens: 100 },
+        { name: 'spill', tpm: 100_000, rpm: 6000, completionTokens: 100 },
+        { name: 'ptu', ptu: { tokensPerMinute: 100_000 }, completionTokens: 10 },
+      ],
+      { windowMs: WINDOW_MS },
+    );
+  });
+  afterEach(() => sim.reset());
+  after(async () => {
+    await Promise.all(running.map((g) => g.close()));
+    await sim.close();
+  });
+
+  async function gateway(pool: Record<string, unknown>, extra: { clients?: { name: string; apiKey: string; tpm?: number; rpm?: number }[] } = {}) {
+    const name = uniquePool();
+    const g = await startGateway(testConfig({ pools: { [name]: pool as never }, gateway: { windowMs: WINDOW_MS }, ...extra }));
+    running.push(g);
+    return { name, g };
+  }
+  const ab = (extra: Record<string, unknown> = {}) => [
+    { id: 'a', endpoint: '', tpm: 1000, rpm: 600, ...extra },
+    { id: 'b', endpoint: '', tpm: 1000, rpm: 600, ...extra },
+  ];
+  const withEndpoint = (deployments: ({ id: string } & Record<string, unknown>)[]) => deployments.map((d) => ({ ...d, endpoint: sim.url }));
+  const layoutOf = (name: string, ids: string[]): PoolLayout => ({ name, strategy: 'least-requests', deployments: ids.map((id) => ({ id, priority: 1, weight: 1 })) });
+
+  test('a deployment without room is not chosen: the gateway answers 429 before Azure would', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint(ab()) });
+    // Each request reserves 9 + 300 tokens: three fit in a 1000-token deployment, six in the pool.
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) statuses.push((await chat(g.url, name, { body: { max_tokens: 300 } })).status);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 200, 429, 429]);
+    assert.equal(sim.stats('a').throttled + sim.stats('b').throttled, 0, 'no upstream 429');
+    assert.equal(sim.stats('a').received + sim.stats('b').received, 6);
+  });
+
+  test('the saturation 429 names a retry time that works when honoured', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint(ab()) });
+    for (let i = 0; i < 6; i++) assert.equal((await chat(g.url, name, { body: { max_tokens: 300 } })).status, 200);
+    const refused = await chat(g.url, name, { body: { max_tokens: 300 } });
+    assert.equal(refused.status, 429);
+    const body = (await refused.json()) as { error: { message: string } };
+    assert.match(body.error.message, /token or request budget/);
+    const retryAfterMs = Number(refused.headers.get('retry-after-ms'));
+    assert.ok(retryAfterMs > 0 && retryAfterMs <= WINDOW_MS + WINDOW_MS / 60, `retry-after-ms ${retryAfterMs}: within a window and one bucket of margin`);
+    assert.equal(refused.headers.get('retry-after'), String(Math.ceil(retryAfterMs / 1000)));
+    await sleep(retryAfterMs + 50);
+    const honoured = await chat(g.url, name, { body: { max_tokens: 300 } });
+    assert.equal(honoured.status, 200);
+    assert.equal(sim.stats('a').throttled + sim.stats('b').throttled, 0);
+  });
+
+  test('priority tiers spill to the next tier when the preferred one lacks room, before any 429', async () => {
+    const { name, g } = await gateway({
+      deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600, priority: 1 }, { id: 'spill', tpm: 100_000, rpm: 6000, priority: 2 }]),
+    });
+    const served: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const response = await chat(g.url, name, { body: { max_tokens: 300 } });
+      assert.equal(response.status, 200);
+      served.push(String(response.headers.get('x-gateway-deployment')));
+    }
+    assert.deepEqual(served, ['a', 'a', 'a', 'spill', 'spill']);
+    assert.equal(sim.stats('a').throttled, 0);
+  });
+
+  test('with maxWaitMs a saturated request waits for room instead of failing', async () => {
+    const { name, g } = await gateway({ maxWaitMs: WINDOW_MS + 2000, deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) });
+    for (let i = 0; i < 3; i++) assert.equal((await chat(g.url, name, { body: { max_tokens: 300 } })).status, 200);
+    const started = Date.now();
+    const waited = await chat(g.url, name, { body: { max_tokens: 300 } });
+    assert.equal(waited.status, 200);
+    assert.ok(Date.now() - started >= 1000, 'it waited for budget to leave the window');
+    assert.equal(sim.stats('a').throttled, 0);
+  });
+
+  test('waiters are served first come, first served across instances', async () => {
+    const name = uniquePool();
+    const config = testConfig({ pools: { [name]: { maxWaitMs: 3 * WINDOW_MS, deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) } }, gateway: { windowMs: WINDOW_MS } });
+    const [one, two] = [await startGateway(config), await startGateway(config)];
+    running.push(one, two);
+    for (let i = 0; i < 3; i++) assert.equal((await chat(one.url, name, { body: { max_tokens: 300 } })).status, 200);
+    const order: string[] = [];
+    const waiter = async (label: string, url: string) => {
+      const response = await chat(url, name, { body: { max_tokens: 300 }, signal: AbortSignal.timeout(30_000) });
+      assert.equal(response.status, 200);
+      order.push(label);
+    };
+    const first = waiter('first', one.url);
+    await sleep(150);
+    const second = waiter('second', two.url);
+    await sleep(150);
+    const third = waiter('third', one.url);
+    await Promise.all([first, second, third]);
+    assert.deepEqual(order, ['first', 'second', 'third']);
+  });
+
+  test('a stream that did not ask for usage gets none, yet the window is charged exactly', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'ptu', tpm: 100_000 }]) });
+    const response = await chat(g.url, name, { stream: true, body: { max_tokens: 50 } });
+    const text = await response.text();
+    assert.ok(!text.includes('"usage"'), 'no usage chunk and no usage:null in the client stream');
+    assert.match(text, /"finish_reason":"length"|"finish_reason":"stop"/);
+    assert.ok(text.trimEnd().endsWith('data: [DONE]'));
+    const seen = sim.recentRequests('ptu').at(-1);
+    assert.equal(seen?.stream, true);
+    // PTU corrects to the actual cost: 9 prompt + 10 completion tokens, not the 59 reserved.
+    await until(async () => (await g.store.snapshot(layoutOf(name, ['ptu'])))[0]?.tokensInWindow === PROMPT_TOKENS + 10, 2000, 'the charge to be reconciled');
+  });
+
+  test('a client that asked for usage still gets it', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'ptu', tpm: 100_000 }]) });
+    const response = await chat(g.url, name, { stream: true, body: { max_tokens: 50, stream_options: { include_usage: true } } });
+    const text = await response.text();
+    assert.match(text, /"choices":\[\],.*"usage":\{"completion_tokens":10/);
+  });
+
+  test('a Standard deployment keeps the arrival reservation, as Azure charges it', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) });
+    assert.equal((await chat(g.url, name, { body: { max_tokens: 300 } })).status, 200);
+    const [a] = await g.store.snapshot(layoutOf(name, ['a']));
+    assert.equal(a?.tokensInWindow, PROMPT_TOKENS + 300);
+  });
+
+  test("Azure's x-ratelimit-remaining-tokens corrects the window when others use the deployment", async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) });
+    // Someone else spends 800 of a's tokens directly, past the gateway.
+    const direct = await fetch(`${sim.url}/openai/deployments/a/chat/completions?api-version=2024-10-21`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': UPSTREAM_KEY },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 798 }),
+    });
+    assert.equal(direct.status, 200);
+    assert.equal((await chat(g.url, name, { body: { max_tokens: 10 } })).status, 200);
+    const [a] = await g.store.snapshot(layoutOf(name, ['a']));
+    assert.ok(a && a.tokensInWindow >= 800 + 12, `window learned the other client's use: ${a?.tokensInWindow}`);
+    const refused = await chat(g.url, name, { body: { max_tokens: 300 } });
+    assert.equal(refused.status, 429, 'no room left: refused by the gateway, not by Azure');
+    assert.equal(sim.stats('a').throttled, 0);
+  });
+
+  test('a quota exhaustion (retry after a day) takes the deployment out for that long', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint(ab()) });
+    sim.setFault('a', { fault: { kind: 'storm-429', retryAfterMs: 86_400_000 } });
+    sim.setFault('b', { fault: { kind: 'storm-429', retryAfterMs: 86_400_000 } });
+    const response = await chat(g.url, name);
+    assert.equal(response.status, 429);
+    const [a] = await g.store.snapshot(layoutOf(name, ['a', 'b']));
+    assert.ok(a && a.cooldownUntil - Date.now() > 86_000_000, 'cooled down for a day');
+  });
+
+  test('a client over its quota gets 429 with its remaining figures; other clients are not starved', async () => {
+    const clients = [
+      { name: 'greedy', apiKey: 'greedy-client-key', tpm: 1000 },
+      { name: 'polite', apiKey: CLIENT_KEY },
+    ];
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'spill', tpm: 100_000, rpm: 6000 }]) }, { clients });
+    // Each request reserves 309 tokens and is charged its real 109 (9 prompt + 100 completion):
+    // after seven, 763 are used and the eighth's 309 no longer fit.
+    const greedy: Response[] = [];
+    for (let i = 0; i < 8; i++) {
+      greedy.push(await chat(g.url, name, { key: 'greedy-client-key', body: { max_tokens: 300 } }));
+      // The quota is settled just after the response ends; give that round trip time before the next.
+      await sleep(50);
+    }
+    assert.deepEqual(greedy.map((r) => r.status), [200, 200, 200, 200, 200, 200, 200, 429]);
+    assert.equal(greedy[0]?.headers.get('x-ratelimit-remaining-tokens'), String(1000 - (PROMPT_TOKENS + 300)));
+    assert.equal(greedy[1]?.headers.get('x-ratelimit-remaining-tokens'), String(1000 - (PROMPT_TOKENS + 100) - (PROMPT_TOKENS + 300)), 'the first was reconciled to its real usage');
+    const refused = greedy[7]!;
+    assert.ok(Number(refused.headers.get('retry-after-ms')) > 0);
+    assert.ok(refused.headers.get('x-ratelimit-remaining-tokens') !== null);
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /greedy has exceeded its token rate limit/);
+    assert.equal((await chat(g.url, name, { body: { max_tokens: 300 } })).status, 200, 'the other client is served');
+  });
+});
