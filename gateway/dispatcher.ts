@@ -409,8 +409,9 @@ export class Dispatcher {
     res.setHeader('x-request-id', request.requestId);
     if (deployment) res.setHeader('x-gateway-deployment', deployment);
     res.setHeader('x-gateway-attempts', String(attempts));
+    // No flushHeaders: the head goes out with the first body bytes, in one write (a whole JSON answer
+    // is then one packet, a stream's head leaves with its first event as Azure sends it).
     res.status(status);
-    res.flushHeaders();
   }
 
   private upstreamPath(deployment: Deployment, operation: string, apiVersion: string): string {

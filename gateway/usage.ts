@@ -12,10 +12,19 @@ const TAIL_BYTES = 4096;
 const USAGE = /"usage"\s*:\s*\{([^{}]|\{[^{}]*\})*\}/g;
 
 export class UsageTail {
-  private tail: Buffer = Buffer.alloc(0);
+  /** The most recent chunks, at least TAIL_BYTES of them once that much went by; joined only when read. */
+  private chunks: Buffer[] = [];
+  private size = 0;
 
   push(chunk: Buffer): void {
-    this.tail = chunk.length >= TAIL_BYTES ? chunk.subarray(chunk.length - TAIL_BYTES) : Buffer.concat([this.tail, chunk]).subarray(-TAIL_BYTES);
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.chunks.length > 1 && this.size - this.chunks[0]!.length >= TAIL_BYTES) this.size -= this.chunks.shift()!.length;
+  }
+
+  private get tail(): Buffer {
+    const joined = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    return joined.length > TAIL_BYTES ? joined.subarray(joined.length - TAIL_BYTES) : joined;
   }
 
   usage(): Usage | undefined {
