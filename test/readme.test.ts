@@ -1,0 +1,56 @@
+/**
+ * README's promise to a newcomer: with no configuration the gateway runs on its embedded defaults and
+ * the quick-start curl and openai SDK snippet work exactly as written (only the port differs here).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { freePort } from './helpers/redis-server.ts';
+import { until } from './helpers/fixtures.ts';
+
+const readme = readFileSync('README.md', 'utf8');
+const quickStart = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('## Tests'));
+const blocks = [...quickStart.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1], code: m[2]! }));
+
+describe('README quick start', () => {
+  let port: number;
+  let child: ReturnType<typeof spawn>;
+  before(async () => {
+    port = await freePort();
+    const env = { ...process.env, PORT: String(port), LOG_LEVEL: 'warn' };
+    delete env.GATEWAY_CONFIG;
+    delete env.REDIS_URL;
+    child = spawn(process.execPath, ['gateway/main.ts'], { env, stdio: 'ignore' });
+    await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, 15_000, 'the demo gateway');
+  });
+  after(() => {
+    child.kill('SIGTERM');
+  });
+  const onOurPort = (code: string) => code.replaceAll('localhost:8080', `localhost:${port}`);
+
+  test('the run and test commands are the ones package.json provides', () => {
+    assert.deepEqual(blocks[0]?.code.trim().split('\n'), ['npm ci', 'npm start']);
+    assert.ok(readme.includes('```sh\nnpm test\n```'));
+  });
+
+  test('the curl works as written', () => {
+    const curl = blocks.find((b) => b.lang === 'sh' && b.code.includes('curl'));
+    assert.ok(curl, 'README has a curl');
+    const out = execFileSync('bash', ['-c', onOurPort(curl.code)], { encoding: 'utf8', timeout: 15_000 });
+    const body = JSON.parse(out) as { object: string; choices: { message: { content: string } }[] };
+    assert.equal(body.object, 'chat.completion');
+    assert.ok(body.choices[0]!.message.content.length > 0);
+  });
+
+  test('the openai SDK snippet works as written', () => {
+    const snippet = blocks.find((b) => b.lang === 'js');
+    assert.ok(snippet, 'README has an SDK snippet');
+    // Inside node_modules so that `import ... from 'openai'` resolves to the project's package.
+    mkdirSync('node_modules/.cache/spillway', { recursive: true });
+    const file = 'node_modules/.cache/spillway/readme-snippet.mjs';
+    writeFileSync(file, onOurPort(snippet.code));
+    const out = execFileSync(process.execPath, [file], { encoding: 'utf8', timeout: 15_000 });
+    assert.ok(out.trim().split(/\s+/).length >= 5, `streamed words: ${out}`);
+  });
+});
