@@ -298,11 +298,11 @@ export class Dispatcher {
     const untried = tried.length < request.pool.deployments.size;
     // Budget frees bucket by bucket; Azure's own buckets need not line up with ours (a request booked
     // at the end of our bucket may land in Azure's next one), so a budget wait gets one bucket more.
-    const margin = result.reason === 'no-budget' ? this.deps.settings.windowMs / 60 : 0;
+    const margin = result.reason !== 'unavailable' ? this.deps.settings.windowMs / 60 : 0;
     let retryAfter = untried ? result.retryAfterMs + margin : Number.POSITIVE_INFINITY;
     if (history.soonestCooldownUntil !== undefined) retryAfter = Math.min(retryAfter, history.soonestCooldownUntil - Date.now());
     if (!Number.isFinite(retryAfter)) retryAfter = this.deps.settings.defaultCooldownMs;
-    const detail = result.reason === 'no-budget' && !history.last ? 'at its token or request budget' : 'throttled or unavailable';
+    const detail = result.reason !== 'unavailable' && !history.last ? 'at its token or request budget' : 'throttled or unavailable';
     return errors.saturated(request.pool.name, Math.max(1, retryAfter), detail);
   }
 

@@ -18,7 +18,7 @@ describe('README quick start', () => {
   let child: ReturnType<typeof spawn>;
   before(async () => {
     port = await freePort();
-    const env = { ...process.env, PORT: String(port), LOG_LEVEL: 'warn' };
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), LOG_LEVEL: 'warn' };
     delete env.GATEWAY_CONFIG;
     delete env.REDIS_URL;
     child = spawn(process.execPath, ['gateway/main.ts'], { env, stdio: 'ignore' });

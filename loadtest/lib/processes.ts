@@ -170,3 +170,14 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
+
+/** CPU time every process on the machine used so far (user, nice, system, irq, softirq, steal), in ms, from /proc/stat. */
+export function machineBusyMs(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
+    return (((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}

@@ -147,17 +147,24 @@ export function sumStats(all: Record<string, DeploymentStats>): DeploymentStats 
 
 export interface GatewayPoolInput {
   strategy?: string;
+  /** Wait up to this long for room before answering 429 (the gateway's default when absent: 0). */
+  maxWaitMs?: number;
   deployments: { id: string; deployment: string; tpm?: number; rpm?: number; priority?: number; weight?: number; model?: string }[];
 }
 
-/** A gateway config (plain data, validated against the gateway's own schema) pointing at the simulator. */
-export function gatewayConfig(simulatorUrl: string, pools: Record<string, GatewayPoolInput>): Record<string, unknown> {
+/**
+ * A gateway config (plain data, validated against the gateway's own schema) pointing at the simulator.
+ * `gateway`: optional settings for the config's `gateway:` section (e.g. windowMs in scaled time).
+ */
+export function gatewayConfig(simulatorUrl: string, pools: Record<string, GatewayPoolInput>, gateway?: Record<string, unknown>): Record<string, unknown> {
   const config = {
+    ...(gateway ? { gateway } : {}),
     pools: Object.fromEntries(
       Object.entries(pools).map(([name, pool]) => [
         name,
         {
           ...(pool.strategy ? { strategy: pool.strategy } : {}),
+          ...(pool.maxWaitMs !== undefined ? { maxWaitMs: pool.maxWaitMs } : {}),
           deployments: pool.deployments.map((d) => ({ ...d, endpoint: simulatorUrl, apiKey: SIM_KEY })),
         },
       ]),
@@ -184,6 +191,8 @@ export interface GatewayOptions {
   logLevel?: string;
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[];
+  /** Extra environment, set after the inherited REDIS_URL and ADMIN_API_KEY are removed (e.g. ADMIN_API_KEY). */
+  env?: Record<string, string>;
 }
 
 export async function startGateway(processes: ProcessSet, dir: string, options: GatewayOptions): Promise<GatewayHandle> {
@@ -194,6 +203,7 @@ export async function startGateway(processes: ProcessSet, dir: string, options: 
     delete env.REDIS_URL;
     delete env.ADMIN_API_KEY;
     if (options.redisUrl) env.REDIS_URL = options.redisUrl;
+    Object.assign(env, options.env);
     const fd = openSync(log, 'a');
     const child = processes.spawn(options.name, NODE, [...(options.nodeArgs ?? []), 'gateway/main.ts'], { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] });
     closeSync(fd);
