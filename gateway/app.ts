@@ -21,6 +21,7 @@ import { Metrics } from './metrics.ts';
 import { buildPools, type Pool } from './pools.ts';
 import type { Operation } from './request.ts';
 import { withUsageRequested } from './usage-stream.ts';
+import { admissionWindowMs } from './window.ts';
 import { warmUpTokenizers } from '../shared/tokens/index.ts';
 
 export interface GatewayOptions {
@@ -51,7 +52,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   warmUpTokenizers([...new Set([...pools.values()].map((pool) => pool.encoding))]);
   const metrics = new Metrics(options.defaultMetrics ?? false);
   const auth = new ClientAuth(config.clients);
-  const fallbackStore = new MemoryStore({ windowMs: settings.windowMs });
+  const fallbackStore = new MemoryStore({ windowMs: admissionWindowMs(settings.windowMs) });
   const forwarder = new Forwarder();
   const health = new Health(() => store, settings, logger, metrics);
   const leases = new LeaseKeeper(() => store, settings.leaseMs, logger);

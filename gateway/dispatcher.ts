@@ -57,8 +57,12 @@ class AttemptHistory {
   onlyThrottled = true;
   soonestCooldownUntil: number | undefined;
 
+  /** Attempts that ended in a 429. */
+  throttles = 0;
+
   record(failure: FailedAttempt): void {
     this.last = failure;
+    if (failure.status === 429) this.throttles += 1;
     if (failure.cooldownUntil === undefined) this.onlyThrottled = false;
     else this.soonestCooldownUntil = Math.min(this.soonestCooldownUntil ?? Number.POSITIVE_INFINITY, failure.cooldownUntil);
   }
@@ -104,6 +108,9 @@ export class Dispatcher {
 
   async handle(req: Request, res: Response, request: ProxiedRequest): Promise<void> {
     const log: RequestLog = { attempts: 0, outcome: 'pending' };
+    // The proxy adds a few 'close' listeners to the client's response per attempt; bounded by the
+    // attempt limit, so raise the warning threshold to that bound rather than hear of a "leak".
+    res.setMaxListeners(10 + 4 * this.deps.settings.maxAttempts);
     this.deps.metrics.inFlight.inc();
     try {
       await this.route(req, res, request, log);
@@ -166,7 +173,9 @@ export class Dispatcher {
     const tried: string[] = [];
     const history = new AttemptHistory();
 
-    while (log.attempts < settings.maxAttempts && Date.now() < deadline) {
+    // While a request may wait (maxWaitMs), a 429 is part of the wait and does not use up an attempt.
+    const attemptsUsed = () => log.attempts - (ticket ? history.throttles : 0);
+    while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return this.leaveQueue(request, ticket);
       const acquired = await this.acquire(request, tried, ticket);
       if (res.destroyed) {
@@ -195,7 +204,6 @@ export class Dispatcher {
       this.deps.leases.track(lease);
       log.attempts += 1;
       log.deployment = deployment.config.id;
-      tried.push(deployment.config.id);
 
       const apiVersion = deployment.config.apiVersion ?? request.apiVersion ?? DEFAULT_API_VERSION;
       const askedForUsage = request.bodyWithUsage !== undefined && acceptsStreamOptions(apiVersion);
@@ -226,6 +234,7 @@ export class Dispatcher {
 
       if (outcome.kind === 'error') {
         await this.finishLease(acquired.store, lease);
+        tried.push(deployment.config.id);
         history.record({ deployment: deployment.config.id, timedOut: outcome.timedOut });
         this.deps.logger.warn('upstream attempt failed', {
           requestId: request.requestId,
@@ -252,7 +261,10 @@ export class Dispatcher {
           this.deps.logger.error('deployment not found upstream: check the config', { pool: deployment.pool, deployment: deployment.config.id });
           failure.cooldownUntil = await this.deps.health.throttled(deployment, MISCONFIGURED_COOLDOWN_MS);
         }
+        // A throttled deployment is not excluded: its cooldown keeps it out exactly as long as it asked,
+        // and a waiting request may take it again after that. Any other failure is not tried again.
         if (status === 429) failure.cooldownUntil = await this.deps.health.throttled(deployment, retryAfterMs(response.headers));
+        else tried.push(deployment.config.id);
         history.record(failure);
         continue;
       }
@@ -296,10 +308,7 @@ export class Dispatcher {
     // Deployments this request already tried are excluded from the store's answer, so their own
     // cooldowns are folded in; when it tried every one, the store's figure is about none of them.
     const untried = tried.length < request.pool.deployments.size;
-    // Budget frees bucket by bucket; Azure's own buckets need not line up with ours (a request booked
-    // at the end of our bucket may land in Azure's next one), so a budget wait gets one bucket more.
-    const margin = result.reason !== 'unavailable' ? this.deps.settings.windowMs / 60 : 0;
-    let retryAfter = untried ? result.retryAfterMs + margin : Number.POSITIVE_INFINITY;
+    let retryAfter = untried ? result.retryAfterMs : Number.POSITIVE_INFINITY;
     if (history.soonestCooldownUntil !== undefined) retryAfter = Math.min(retryAfter, history.soonestCooldownUntil - Date.now());
     if (!Number.isFinite(retryAfter)) retryAfter = this.deps.settings.defaultCooldownMs;
     const detail = result.reason !== 'unavailable' && !history.last ? 'at its token or request budget' : 'throttled or unavailable';

@@ -8,6 +8,7 @@ import { createStore } from '../shared/store/index.ts';
 import { createGateway } from './app.ts';
 import { startDemo, type Demo } from './demo.ts';
 import { readEnv } from './env.ts';
+import { admissionWindowMs } from './window.ts';
 import { createLogger } from './logger.ts';
 
 async function main(): Promise<void> {
@@ -21,7 +22,7 @@ async function main(): Promise<void> {
     demo = await startDemo();
     config = demo.config;
   }
-  const store = createStore({ redisUrl: env.REDIS_URL, windowMs: config.gateway.windowMs });
+  const store = createStore({ redisUrl: env.REDIS_URL, windowMs: admissionWindowMs(config.gateway.windowMs) });
   if (!env.REDIS_URL) logger.warn('no REDIS_URL: in-memory store, so run a single instance');
   const gateway = createGateway({ config, store, logger, adminApiKey: env.ADMIN_API_KEY, defaultMetrics: true });
   const { url } = await gateway.listen(env.PORT, env.HOST);

@@ -13,6 +13,7 @@ import { createStore } from '../../shared/store/index.ts';
 import type { Store } from '../../shared/store/types.ts';
 import { createGateway, type Gateway } from '../../gateway/app.ts';
 import { createLogger } from '../../gateway/logger.ts';
+import { admissionWindowMs } from '../../gateway/window.ts';
 
 export const UPSTREAM_KEY = 'upstream-test-key';
 export const CLIENT_KEY = 'client-test-key';
@@ -55,7 +56,7 @@ export interface RunningGateway {
 
 /** One in-process instance against the test run's Redis (or the memory store with `memory: true`). */
 export async function startGateway(config: GatewayConfig, options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string } = {}): Promise<RunningGateway> {
-  const store = createStore({ redisUrl: options.memory ? undefined : process.env.REDIS_URL, keyPrefix: options.keyPrefix, windowMs: config.gateway.windowMs });
+  const store = createStore({ redisUrl: options.memory ? undefined : process.env.REDIS_URL, keyPrefix: options.keyPrefix, windowMs: admissionWindowMs(config.gateway.windowMs) });
   const logger = createLogger('error', process.env.SPILLWAY_TEST_LOGS !== '1');
   const gateway = createGateway({ config, store, logger, adminApiKey: options.adminApiKey });
   const { url } = await gateway.listen(0);
