@@ -45,6 +45,7 @@ import { summarize, type Summary } from './lib/stats.ts';
 import {
   CLIENT_KEY,
   gatewayConfig,
+  SIM_KEY,
   makeWorkDir,
   REPO_ROOT,
   startGateway,
@@ -343,6 +344,38 @@ function diffStats(a: DeploymentStats, b: DeploymentStats): DeploymentStats {
   const out = { ...b };
   for (const key of Object.keys(out) as (keyof DeploymentStats)[]) if (key !== 'inFlight' && key !== 'peakConcurrency') out[key] = b[key] - a[key];
   return out;
+}
+
+const CLOCK_DEPLOYMENT = 'admission-clock';
+
+/**
+ * Where the simulator's bucket edges fall against the gateways' (which are multiples of bucketMs in
+ * epoch ms, by the Redis clock, on this same machine). A deployment of 1000 tokens takes one request of
+ * exactly 1000, refuses the next one, and tells when the first one's bucket leaves its window:
+ * retry-after-ms = ceil(edge - now) + 1. Returns the edge's offset in [0, bucketMs), ±2 ms.
+ */
+async function measureBucketPhase(simulatorUrl: string, bucketMs: number): Promise<number | undefined> {
+  const url = `${simulatorUrl}/openai/deployments/${CLOCK_DEPLOYMENT}/chat/completions?api-version=${API_VERSION}`;
+  const send = async () => {
+    const sentAt = Date.now();
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': SIM_KEY },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 999 }),
+      signal: AbortSignal.timeout(5000),
+    });
+    await response.arrayBuffer();
+    return { status: response.status, at: (sentAt + Date.now()) / 2, retryAfterMs: Number(response.headers.get('retry-after-ms')) };
+  };
+  try {
+    const first = await send();
+    const second = await send();
+    if (first.status !== 200 || second.status !== 429 || !(second.retryAfterMs > 0)) return undefined;
+    const edge = second.at + second.retryAfterMs - 1.5;
+    return ((edge % bucketMs) + bucketMs) % bucketMs;
+  } catch {
+    return undefined;
+  }
 }
 
 // ---------------------------------------------------------------- one phase
@@ -1045,6 +1078,8 @@ async function main(): Promise<number> {
       region: REGIONS[index] ?? 'East US',
       completionTokens: settings.maxTokens,
     }));
+    // Not behind the gateways: only measureBucketPhase reads the simulator's bucket grid through it.
+    simDeployments.push({ name: CLOCK_DEPLOYMENT, tpm: 1000, rpm: 600, latency: { ttftMs: 0, perTokenMs: 0 }, completionTokens: 1 });
     const simulator = await startSimulatorProcess(processes, dir, {
       deployments: simDeployments,
       windowMs: settings.windowMs,
@@ -1089,6 +1124,11 @@ async function main(): Promise<number> {
       const bad = answers.find((a) => a.status !== 200);
       if (bad) throw new Error(`warm-up request got ${bad.status} ${bad.error ?? ''}`);
     }
+    const bucketPhaseMs = await measureBucketPhase(simulator.url, settings.windowMs / 60);
+    log(
+      `  bucket grids: the simulator's ${settings.windowMs / 60} ms buckets end ${bucketPhaseMs === undefined ? '(not measured)' : `${fmt(bucketPhaseMs, 0)} ms`} after the gateways' (Redis clock); ` +
+        'a booking the simulator still counts can leave the gateways\' window that much earlier',
+    );
     await simulator.reset();
 
     const raws: PhaseRaw[] = [];
@@ -1141,6 +1181,7 @@ async function main(): Promise<number> {
       machine: { cores: cpus().length, cpu: cpuModel(), node: process.version, loadAverageBefore: loadBefore, loadAverageAfter: loadAfter },
       settings,
       costs,
+      bucketPhaseMs,
       runSeconds,
       reports,
       probes,
@@ -1174,6 +1215,7 @@ async function main(): Promise<number> {
         `Settings: window ${settings.windowMs} ms (the scaled minute${settings.gatewayWindowMs !== settings.windowMs ? `; the gateways' window ${settings.gatewayWindowMs} ms` : ''}); 3 deployments × ${settings.tpm} tokens and ${settings.rpm} requests per window; ` +
           `latency ${settings.ttftMs} ms + ${settings.perTokenMs} ms/token; request ${settings.promptChars}-char prompt, max_tokens ${settings.maxTokens} (simulator estimate ${costs.simulatorEstimate}, gateway estimate ${costs.gatewayEstimate}, usage ${costs.usage} tokens); ` +
           `capacity ${costs.requestsPerWindowPerDeployment} requests/window/deployment = ${fmt(costs.capacityRps, 1)} requests/s summed; ${settings.arrivals} arrivals; ` +
+          `bucket grids: the simulator's buckets end ${bucketPhaseMs === undefined ? '(not measured)' : `${fmt(bucketPhaseMs, 0)} ms`} after the gateways'; ` +
           `each phase ${settings.warmupWindows} warm-up + ${settings.windows} measured windows; ${settings.probes} honesty probes per overload phase (burst ${burstSize}).`,
         '',
         '### Results',
