@@ -417,7 +417,13 @@ interface PhaseRaw {
   upstreamMeasuredByDeployment: Record<string, DeploymentStats>;
   upstreamWholePhase: DeploymentStats;
   upstreamTimeline: UpstreamPoint[];
+  gatewayView: { atMs: number; tokens: number }[];
   cores: ReturnType<typeof coresBetween>;
+  /** How far CLOCK_REALTIME (Date.now, Redis TIME: the gateways' windows) moved against CLOCK_MONOTONIC
+   *  (performance.now: the simulator's windows) over the measured part, ms; positive = realtime ran fast. */
+  clockDriftMs: number;
+  /** Largest minus smallest of realtime − monotonic, sampled every 500 ms over the measured part, ms. */
+  clockRangeMs: number;
   unfinished: number;
   admin: unknown;
 }
@@ -448,14 +454,26 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
   const t0 = performance.now();
   const snapshot = async () => {
     const cpu = cpuSnapshot(stack);
+    const realMinusMono = Date.now() - performance.timeOrigin - performance.now();
     const stats = await simulator.stats();
-    return { atMs: cpu.at - t0, stats, cpu };
+    return { atMs: cpu.at - t0, stats, cpu, realMinusMono };
   };
   let startSnapshot: ReturnType<typeof snapshot> | undefined;
   const startTimer = setTimeout(() => {
     startSnapshot = snapshot();
   }, warmupMs);
+  // Realtime minus monotonic, sampled: a step in it moves the gateways' bucket grid against the simulator's.
+  const clockSamples: number[] = [];
+  // The gateways' own view of the budget used (tokens in the deployments' windows, from /admin/pools),
+  // compared after the phase with what the simulator really counts (see budgetViewOf).
+  const gatewayView: { atMs: number; tokens: number }[] = [];
   const poller = setInterval(() => {
+    const at = performance.now() - t0;
+    if (at >= warmupMs) clockSamples.push(Date.now() - performance.timeOrigin - performance.now());
+    void adminPools(stack.gateways[0]!).then((admin) => {
+      const deployments = (admin as { pools?: Record<string, { deployments?: { tokensInWindow?: number }[] }> }).pools?.[pool]?.deployments;
+      if (deployments) gatewayView.push({ atMs: at, tokens: deployments.reduce((acc, d) => acc + (d.tokensInWindow ?? 0), 0) });
+    });
     void simulator.stats().then(
       (stats) => {
         const total = sumStats(stats);
@@ -552,7 +570,10 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
     upstreamMeasuredByDeployment: byDeployment,
     upstreamWholePhase: diffStats(statsBefore, whole),
     upstreamTimeline,
+    gatewayView,
     cores: coresBetween(start.cpu, endSnapshot.cpu),
+    clockDriftMs: endSnapshot.realMinusMono - start.realMinusMono,
+    clockRangeMs: clockSamples.length ? Math.max(...clockSamples, start.realMinusMono, endSnapshot.realMinusMono) - Math.min(...clockSamples, start.realMinusMono, endSnapshot.realMinusMono) : 0,
     unfinished,
     admin: (admin as { pools?: Record<string, unknown> }).pools?.[pool] ?? admin,
   };
@@ -605,9 +626,39 @@ interface PhaseReport {
   dropped: number;
   unfinished: number;
   cores: ReturnType<typeof coresBetween>;
+  clockDriftMs: number;
+  clockRangeMs: number;
+  /** The gateways' booked tokens minus what the simulator counts, as shares of the pool budget (spillway only). */
+  gatewayOvercount: ReturnType<typeof budgetViewOf>;
 }
 
-function analyse(raw: PhaseRaw, settings: Settings): PhaseReport {
+/**
+ * How the gateways' booked tokens (sum over the pool's deployments, sampled from /admin/pools) compare
+ * with what the simulator counts at the same moment: every upstream call that arrived within the last
+ * window, at the simulator's estimate each (each upstream try of an answer is one call: x-gateway-attempts).
+ * Positive: the gateways think more budget is used than the simulator does (they refuse early).
+ * As shares of the pool's budget (3 × tpm); only for pools with budgets.
+ */
+function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { samples: number; mean: number; p95: number; min: number; max: number } | null {
+  if (raw.policy !== 'spillway') return null;
+  const calls = raw.records
+    .flatMap((r) => [r.first, r.retry])
+    .filter((a): a is Answer => a !== undefined && a.gatewayAttempts > 0)
+    .map((a) => ({ at: a.sentAt, calls: a.gatewayAttempts }))
+    .sort((a, b) => a.at - b.at);
+  const budget = DEPLOYMENT_IDS.length * settings.tpm;
+  const shares = raw.gatewayView
+    .filter((v) => v.atMs >= raw.warmupMs)
+    .map((v) => {
+      let inWindow = 0;
+      for (const call of calls) if (call.at > v.atMs - settings.windowMs && call.at <= v.atMs) inWindow += call.calls;
+      return (v.tokens - inWindow * estimate) / budget;
+    });
+  const summary = summarize(shares);
+  return summary ? { samples: summary.count, mean: summary.mean, p95: summary.p95, min: summary.min, max: summary.max } : null;
+}
+
+function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseReport {
   const measured = raw.records.filter((r) => r.arrivalMs >= raw.warmupMs);
   const answers = measured.flatMap((r) => [r.first, r.retry].filter((a): a is Answer => a !== undefined));
   const finalOf = (r: RequestRecord) => (r.dropped ? undefined : (r.retry ?? r.first));
@@ -678,6 +729,9 @@ function analyse(raw: PhaseRaw, settings: Settings): PhaseReport {
     dropped: measured.filter((r) => r.dropped).length,
     unfinished: raw.unfinished,
     cores: raw.cores,
+    clockDriftMs: raw.clockDriftMs,
+    clockRangeMs: raw.clockRangeMs,
+    gatewayOvercount: budgetViewOf(raw, settings, estimate),
   };
 }
 
@@ -1139,12 +1193,14 @@ async function main(): Promise<number> {
       for (const policy of settings.policies) {
         log(`\n  phase ${POLICY_LABEL[policy]} at ${loadLabel(load)}: ${fmt(costs.capacityRps * load, 1)} requests/s for ${phaseMs / 1000} s (first ${(settings.warmupWindows * settings.windowMs) / 1000} s not measured)`);
         const raw = await runPhase(stack, settings, policy, load, costs.capacityRps, body, log);
-        const report = analyse(raw, settings);
+        const report = analyse(raw, settings, costs.simulatorEstimate);
         raws.push(raw);
         reports.push(report);
         log(
           `    measured: ${report.requests} requests, client errors ${report.clientErrors}, gateway 429s ${report.gateway429}, upstream ${report.upstream.received} calls / ${report.upstream.throttled} 429s, ` +
-            `tokens ${pct(report.capacityShare, 1)} of capacity; foreign load ${fmt(report.cores.foreign, 2)} cores, client lag p99 ${fmt(report.scheduleLag?.p99, 1)} ms`,
+            `tokens ${pct(report.capacityShare, 1)} of capacity; foreign load ${fmt(report.cores.foreign, 2)} cores, client lag p99 ${fmt(report.scheduleLag?.p99, 1)} ms, ` +
+            `${report.gatewayOvercount ? `gateway view − simulator's: mean ${pct(report.gatewayOvercount.mean, 1)}, p95 ${pct(report.gatewayOvercount.p95, 1)} of the budget; ` : ''}` +
+            `realtime − monotonic clock ${report.clockDriftMs >= 0 ? '+' : ''}${fmt(report.clockDriftMs, 1)} ms (range ${fmt(report.clockRangeMs, 1)} ms)`,
         );
         if (load > 1 && settings.probes > 0) {
           const probe = await honestyProbe(stack, settings, policy, raw.pool, burstSize, body);
@@ -1235,6 +1291,7 @@ async function main(): Promise<number> {
         `Machine noise (CPU of processes outside the benchmark, cores): ${noise}.  `,
         `Our processes (cores): ${own}.  `,
         `Client schedule lag p99: ${lagLine}.  `,
+        `Realtime clock (Redis, the gateways' windows) against the monotonic clock (the simulator's windows) over each measured part: ${reports.map((r) => `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: ${r.clockDriftMs >= 0 ? '+' : ''}${fmt(r.clockDriftMs, 1)} ms (range ${fmt(r.clockRangeMs, 1)} ms)`).join('; ')}.  `,
         `Raw figures: \`loadtest/results/${file.split('/').pop()}\` (not committed).`,
       ].join('\n');
       writeDoc(section);

@@ -31,6 +31,8 @@ type ScriptCommands = Record<string, ScriptCommand>;
  * queueing forever, so the gateway answers 503 rather than hanging; reconnects keep trying meanwhile.
  */
 export const STORE_REDIS_OPTIONS: RedisOptions = {
+  // Commands issued in the same tick (one request's release, the next one's acquire) leave in one write.
+  enableAutoPipelining: true,
   maxRetriesPerRequest: 1,
   commandTimeout: 2000,
   connectTimeout: 2000,
