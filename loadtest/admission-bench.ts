@@ -15,7 +15,9 @@
  *              (the seed's policy); maxAttempts 3 in both
  *
  * at 90 % and at 150 % of the deployments' summed capacity. Each phase is one warm-up window (not in
- * the figures) and N measured windows. The client spreads requests over the three gateways and, on
+ * the figures; at the phase's load but at most 100 %, so that the measured part starts from a full and
+ * evenly spread window: a step from nothing to 150 % would leave a burst-and-gap pattern that repeats
+ * every window and makes the served share depend on where the measurement starts) and N measured windows. The client spreads requests over the three gateways and, on
  * a 429 that names a retry time, honours it once: it re-sends the same request after exactly
  * retry-after-ms, if that is still within the phase. After each 150 % phase an "honesty probe"
  * fills the pool again with a short burst, sends one request, honours the retry time it is told
@@ -31,7 +33,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -73,12 +75,16 @@ const HELP = `Admission benchmark: spillway admission against the seed's policy,
   --loads LIST         offered loads as fractions of the summed capacity (default 0.9,1.5)
   --policies LIST      spillway,baseline (default both)
   --warmup-windows N   windows of load before the measured part of each phase (default 1)
+  --warmup-load F      load of those windows (default: the phase's load, at most 1: the window is full and
+                       evenly spread when the measured part begins)
   --windows N          measured windows per phase (default 3)
   --arrivals KIND      constant (default) or poisson (seeded)
   --probes N           honesty probes after each overload phase (default 5; 0 = none)
   --seed N             seed of Poisson arrivals (default 1)
   --no-doc             do not rewrite the results section of docs/admission.md
   --json FILE          also write the result here (always written to loadtest/results/)
+  --strip-ratelimit-headers  diagnostic: the gateways reach the simulator through a proxy that drops its
+                       x-ratelimit-* headers (so the gateways cannot learn from them)
   --keep-logs          copy the gateways' logs (LOG_LEVEL=warn: cooldowns, failed attempts) to loadtest/results/
   --help               this text
 
@@ -119,7 +125,11 @@ interface Settings {
   loads: number[];
   policies: Policy[];
   warmupWindows: number;
+  /** Load of the warm-up windows as a fraction of capacity; undefined: min(phase load, 1). */
+  warmupLoad: number | undefined;
   windows: number;
+  /** Diagnostic: a proxy between the gateways and the simulator drops x-ratelimit-* response headers. */
+  stripRatelimitHeaders: boolean;
   arrivals: 'constant' | 'poisson';
   probes: number;
   seed: number;
@@ -189,6 +199,7 @@ class Client {
   /** POSTs `body` to gateway `index`; resolves when the response ended (never rejects). */
   post(index: number, path: string, body: Buffer, t0: number, onHeaders?: (status: number) => void): Promise<Answer> {
     const target = this.targets[index % this.targets.length]!;
+    if (aborting) return Promise.resolve({ sentAt: performance.now() - t0, status: 0, error: 'aborted', latencyMs: 0, gatewayAttempts: 0 });
     return new Promise<Answer>((resolvePromise) => {
       const start = performance.now();
       let settled = false;
@@ -254,7 +265,18 @@ class Client {
   }
 }
 
+/** Set on SIGINT/SIGTERM: no new request leaves, so that the gateways can stop at once. */
+let aborting = false;
+
 const sleep = (ms: number) => new Promise<void>((resolvePromise) => setTimeout(resolvePromise, Math.max(0, ms)));
+
+/**
+ * Waits until performance.now() reaches `target`: timers may fire up to a millisecond early (libuv's
+ * cached loop time), and an honoured retry must not leave before the time it was told.
+ */
+async function sleepUntil(target: number): Promise<void> {
+  for (let step = 0; step < 1000 && performance.now() < target; step++) await sleep(Math.max(1, target - performance.now()));
+}
 
 /** mulberry32: a small seeded PRNG, so Poisson arrivals are reproducible. */
 function prng(seed: number): () => number {
@@ -268,23 +290,23 @@ function prng(seed: number): () => number {
   };
 }
 
-/** Arrival offsets (ms) over [0, totalMs) at `rate` per second: evenly spaced, or a Poisson process. */
-function arrivalSchedule(rate: number, totalMs: number, kind: Settings['arrivals'], seed: number): number[] {
+/**
+ * Arrival offsets (ms) over [0, totalMs): `warmupRate` per second before warmupMs, `rate` after it;
+ * evenly spaced, or a Poisson process.
+ */
+function arrivalSchedule(warmupRate: number, warmupMs: number, rate: number, totalMs: number, kind: Settings['arrivals'], seed: number): number[] {
   const out: number[] = [];
-  if (kind === 'constant') {
-    for (let k = 0; k < MAX_ARRIVALS_PER_PHASE; k++) {
-      const at = (k * 1000) / rate;
-      if (at >= totalMs) break;
-      out.push(at);
-    }
-    return out;
-  }
   const random = prng(seed);
-  let at = 0;
-  while (out.length < MAX_ARRIVALS_PER_PHASE) {
-    at += (-Math.log(1 - random()) * 1000) / rate;
-    if (at >= totalMs) break;
+  const gap = (perSecond: number) => (kind === 'constant' ? 1000 / perSecond : (-Math.log(1 - random()) * 1000) / perSecond);
+  let at = kind === 'constant' ? 0 : gap(warmupRate);
+  while (at < warmupMs && out.length < MAX_ARRIVALS_PER_PHASE) {
     out.push(at);
+    at += gap(warmupRate);
+  }
+  at = warmupMs + (kind === 'constant' ? 0 : gap(rate));
+  while (at < totalMs && out.length < MAX_ARRIVALS_PER_PHASE) {
+    out.push(at);
+    at += gap(rate);
   }
   return out;
 }
@@ -344,6 +366,33 @@ function diffStats(a: DeploymentStats, b: DeploymentStats): DeploymentStats {
   const out = { ...b };
   for (const key of Object.keys(out) as (keyof DeploymentStats)[]) if (key !== 'inFlight' && key !== 'peakConcurrency') out[key] = b[key] - a[key];
   return out;
+}
+
+/**
+ * Diagnostic (--strip-ratelimit-headers): an in-process proxy to the simulator that drops the
+ * x-ratelimit-* headers of its responses, so that the gateways' windows hold only their own bookings.
+ */
+async function startHeaderStrippingProxy(simulatorUrl: string, processes: ProcessSet): Promise<string> {
+  const target = new URL(simulatorUrl);
+  const agent = new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT });
+  const server = createServer((req, res) => {
+    const upstream = httpRequest({ agent, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (response) => {
+      const headers = Object.fromEntries(Object.entries(response.headers).filter(([name]) => !name.startsWith('x-ratelimit-')));
+      res.writeHead(response.statusCode ?? 502, headers);
+      response.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+    res.on('close', () => upstream.destroy());
+  });
+  await new Promise<void>((resolvePromise) => server.listen(0, '127.0.0.1', resolvePromise));
+  processes.onCleanup(() => {
+    server.closeAllConnections();
+    server.close();
+    agent.destroy();
+  });
+  const address = server.address();
+  return `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
 }
 
 const CLOCK_DEPLOYMENT = 'admission-clock';
@@ -444,7 +493,8 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
   const rate = capacityRps * load;
   const warmupMs = settings.warmupWindows * settings.windowMs;
   const totalMs = warmupMs + settings.windows * settings.windowMs;
-  const arrivals = arrivalSchedule(rate, totalMs, settings.arrivals, settings.seed);
+  const warmupRate = capacityRps * (settings.warmupLoad ?? Math.min(load, 1));
+  const arrivals = arrivalSchedule(warmupRate, warmupMs, rate, totalMs, settings.arrivals, settings.seed);
   const records: RequestRecord[] = [];
   const lag: number[] = [];
   const pending = new Set<Promise<void>>();
@@ -510,7 +560,7 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
         else if (at + retryAfterMs >= totalMs) record.notRetried = 'beyond-phase';
         else {
           const before = performance.now();
-          await sleep(retryAfterMs);
+          await sleepUntil(before + retryAfterMs);
           record.waitedMs = performance.now() - before;
           record.retry = await client.post(gateway + 1, path, body, t0);
         }
@@ -639,7 +689,7 @@ interface PhaseReport {
  * Positive: the gateways think more budget is used than the simulator does (they refuse early).
  * As shares of the pool's budget (3 × tpm); only for pools with budgets.
  */
-function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { samples: number; mean: number; p95: number; min: number; max: number } | null {
+function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { samples: number; mean: number; p95: number; min: number; max: number; atRefusals: Summary | null } | null {
   if (raw.policy !== 'spillway') return null;
   const calls = raw.records
     .flatMap((r) => [r.first, r.retry])
@@ -654,8 +704,19 @@ function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { sa
       for (const call of calls) if (call.at > v.atMs - settings.windowMs && call.at <= v.atMs) inWindow += call.calls;
       return (v.tokens - inWindow * estimate) / budget;
     });
+  // What the simulator counted (as a share of the budget) whenever the gateways refused a measured request
+  // without trying a deployment: near 100 % means the refusal was needed.
+  const refusals = raw.records
+    .filter((r) => r.arrivalMs >= raw.warmupMs)
+    .flatMap((r) => [r.first, r.retry])
+    .filter((a): a is Answer => a !== undefined && a.status === 429 && a.gatewayAttempts === 0)
+    .map((a) => {
+      let inWindow = 0;
+      for (const call of calls) if (call.at > a.sentAt - settings.windowMs && call.at <= a.sentAt) inWindow += call.calls;
+      return (inWindow * estimate) / budget;
+    });
   const summary = summarize(shares);
-  return summary ? { samples: summary.count, mean: summary.mean, p95: summary.p95, min: summary.min, max: summary.max } : null;
+  return summary ? { samples: summary.count, mean: summary.mean, p95: summary.p95, min: summary.min, max: summary.max, atRefusals: summarize(refusals) } : null;
 }
 
 function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseReport {
@@ -678,7 +739,7 @@ function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseRepo
           ? r.retry
             ? '429 again after the honoured retry'
             : r.notRetried === 'beyond-phase'
-              ? '429, retry time after the phase end'
+              ? '429 with a retry time after the phase end'
               : '429 without a retry time'
           : final.status === 0
             ? `transport: ${final.error ?? 'error'}`
@@ -738,8 +799,9 @@ function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseRepo
 // ---------------------------------------------------------------- honesty probe
 
 interface ProbeCycle {
-  /** 'probed': the probe got a 429 and its retry time was honoured; 'room': it got 200 (pool not full). */
+  /** 'probed': the probe got a 429 and its retry time was honoured; 'room': it got 200 (room had freed meanwhile). */
   kind: 'probed' | 'room' | 'error';
+  /** Requests sent to fill the pool before this probe, and how many of them were refused. */
   burst: number;
   burst429: number;
   firstStatus: number;
@@ -750,17 +812,11 @@ interface ProbeCycle {
   retry?: { status: number; gatewayAttempts: number; deployment?: string; waitedMs: number; retryAfterMs?: number };
 }
 
-interface ProbeRun {
-  first: Answer;
-  early?: Answer;
-  retry?: Answer;
-  waitedMs?: number;
-}
-
 interface ProbeReport {
   policy: Policy;
   pool: string;
   cycles: ProbeCycle[];
+  /** Probes that got a 429 and whose retry time was honoured. */
   probed: number;
   /** Honoured retries that got 200 at the first deployment tried (no upstream 429 on the way), early copy refused. */
   clean: number;
@@ -772,78 +828,75 @@ interface ProbeReport {
   retryAfterMs: Summary | null;
 }
 
+/**
+ * After an overload phase: fill the pool with a burst (streaming requests of the same cost), wait until
+ * every request of it has its answer head (so each is decided, upstream tries included), then send one
+ * request. If it is refused, honour
+ * its retry time exactly (from the arrival of its 429), with nothing else arriving, and check that the
+ * retry gets 200 at the first deployment tried. A copy sent two buckets before the told time must be
+ * refused too (else the figure was slack). If the probe is admitted (room freed while the burst
+ * settled), the cycle is skipped and the pool filled again.
+ */
 async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, pool: string, burstSize: number, body: Buffer): Promise<ProbeReport> {
   const { client } = stack;
   const path = requestPath(pool);
   const bucketMs = settings.windowMs / 60;
   const cycles: ProbeCycle[] = [];
   const t0 = performance.now();
-  let probed = 0;
-  let gatewayIndex = 0;
   const settled: Promise<Answer>[] = [];
-  // One probe: send; on a 429, send a copy two buckets before the told time (it must be refused too, or
-  // the figure was slack), then the same request exactly at the told time, measured from the 429's arrival.
-  const probeOnce = async (): Promise<ProbeRun> => {
-    const first = await client.post(gatewayIndex++, path, body, t0);
-    const told = first.retryAfterMs;
-    if (first.status !== 429 || told === undefined) return { first };
-    const toldAt = performance.now();
-    let early: Answer | undefined;
-    if (told - 2 * bucketMs > 5) {
-      await sleep(toldAt + told - 2 * bucketMs - performance.now());
-      early = await client.post(gatewayIndex++, path, body, t0);
-    }
-    await sleep(toldAt + told - performance.now());
-    const waitedMs = performance.now() - toldAt;
-    const retry = await client.post(gatewayIndex++, path, body, t0);
-    return { first, ...(early ? { early } : {}), retry, waitedMs };
+  let gatewayIndex = 0;
+  const send = () => {
+    const answer = client.post(gatewayIndex++, path, body, t0);
+    settled.push(answer);
+    return answer;
   };
-  for (let cycle = 0; cycle < settings.probes * 4 && probed < settings.probes && performance.now() - t0 < PROBE_SERIES_CAP_MS; cycle++) {
-    // Fill: bursts until one of them meets a 429 (the pool is full). The probe goes out the moment the
-    // first 429 comes back, and its retry time is honoured from the moment its own 429 arrives; the rest
-    // of the burst meanwhile only finishes.
+  // The burst streams, so that an admitted request's head comes at its first token, not after the whole
+  // completion: once every head is in, every request of the burst has been decided.
+  const streamBody = Buffer.from(JSON.stringify({ ...(JSON.parse(body.toString()) as Record<string, unknown>), stream: true }));
+  /** Resolves with the status once the answer's head is in (every upstream try of it is over by then). */
+  const head = () =>
+    new Promise<number>((resolvePromise) => {
+      settled.push(client.post(gatewayIndex++, path, streamBody, t0, resolvePromise));
+    });
+  let probed = 0;
+  for (let cycle = 0; cycle < settings.probes * 4 && probed < settings.probes && !aborting && performance.now() - t0 < PROBE_SERIES_CAP_MS; cycle++) {
     let burst = 0;
     let burst429 = 0;
-    let probe: Promise<ProbeRun> | undefined;
-    for (let batch = 0; batch < PROBE_FILL_BATCHES && probe === undefined; batch++) {
-      const headers: Promise<number>[] = [];
-      for (let i = 0; i < burstSize; i++) {
-        headers.push(
-          new Promise<number>((resolvePromise) => {
-            const onHeaders = (status: number) => {
-              if (status === 429) {
-                burst429 += 1;
-                probe ??= probeOnce();
-              }
-              resolvePromise(status);
-            };
-            settled.push(client.post(gatewayIndex++, path, body, t0, onHeaders));
-          }),
-        );
-      }
-      await Promise.race([Promise.all(headers), sleep(REQUEST_TIMEOUT_MS)]);
+    for (let batch = 0; batch < PROBE_FILL_BATCHES && burst429 === 0 && !aborting; batch++) {
+      const statuses = await Promise.race([Promise.all(Array.from({ length: burstSize }, head)), sleep(REQUEST_TIMEOUT_MS).then(() => [] as number[])]);
       burst += burstSize;
+      burst429 += statuses.filter((status) => status === 429).length;
     }
-    if (!probe) {
+    if (burst429 === 0) {
       cycles.push({ kind: 'error', burst, burst429, firstStatus: 0 });
       continue;
     }
-    const { first, early, retry, waitedMs } = await probe;
+    const first = await send();
+    const toldAt = performance.now();
+    const told = first.retryAfterMs;
     if (first.status === 200) {
       cycles.push({ kind: 'room', burst, burst429, firstStatus: 200 });
       continue;
     }
-    if (!retry || waitedMs === undefined) {
+    if (first.status !== 429 || told === undefined) {
       cycles.push({ kind: 'error', burst, burst429, firstStatus: first.status });
       continue;
     }
+    let early: Answer | undefined;
+    if (told - 2 * bucketMs > 5) {
+      await sleepUntil(toldAt + told - 2 * bucketMs);
+      early = await send();
+    }
+    await sleepUntil(toldAt + told);
+    const waitedMs = performance.now() - toldAt;
+    const retry = await send();
     probed += 1;
     cycles.push({
       kind: 'probed',
       burst,
       burst429,
       firstStatus: 429,
-      ...(first.retryAfterMs !== undefined ? { retryAfterMs: first.retryAfterMs } : {}),
+      retryAfterMs: told,
       ...(early ? { early: { status: early.status, gatewayAttempts: early.gatewayAttempts, ...(early.retryAfterMs !== undefined ? { retryAfterMs: early.retryAfterMs } : {}) } } : {}),
       retry: {
         status: retry.status,
@@ -951,6 +1004,7 @@ function retryTable(reports: PhaseReport[]): { header: string[]; rows: string[][
     '200s after failover',
     'upstream calls / request',
     'end-to-end p95 ms (successes)',
+    'gateway view − simulator’s, mean / p95 (of budget)',
   ];
   const rows = reports.map((r) => [
     POLICY_LABEL[r.policy],
@@ -965,6 +1019,7 @@ function retryTable(reports: PhaseReport[]): { header: string[]; rows: string[][
     String(r.ok200AfterFailover),
     fmt(r.upstreamCallsPerRequest, 2),
     fmt(r.endToEndSuccess?.p95, 0),
+    r.gatewayOvercount ? `${pct(r.gatewayOvercount.mean, 1)} / ${pct(r.gatewayOvercount.p95, 1)}` : '–',
   ]);
   return { header, rows };
 }
@@ -1036,6 +1091,8 @@ function parseSettings(values: Record<string, string | boolean | undefined>): Se
   const policies = (typeof values.policies === 'string' ? values.policies : 'spillway,baseline').split(',').map((v) => v.trim()) as Policy[];
   if (policies.some((p) => p !== 'spillway' && p !== 'baseline') || policies.length === 0) throw new Error('--policies: spillway and/or baseline');
   const arrivals = typeof values.arrivals === 'string' ? values.arrivals : 'constant';
+  const warmupLoad = typeof values['warmup-load'] === 'string' ? Number(values['warmup-load']) : undefined;
+  if (warmupLoad !== undefined && !(warmupLoad > 0 && warmupLoad <= 5)) throw new Error('--warmup-load: a fraction of capacity in (0, 5]');
   if (arrivals !== 'constant' && arrivals !== 'poisson') throw new Error('--arrivals: constant or poisson');
   const gatewayWindowMs = int('gateway-window-ms', windowMs, 600, 600_000);
   if (gatewayWindowMs % 60 !== 0) throw new Error('--gateway-window-ms must be a multiple of 60');
@@ -1051,6 +1108,8 @@ function parseSettings(values: Record<string, string | boolean | undefined>): Se
     loads,
     policies,
     warmupWindows: int('warmup-windows', 1, 0, 10),
+    warmupLoad,
+    stripRatelimitHeaders: values['strip-ratelimit-headers'] === true,
     windows: int('windows', 3, 1, 20),
     arrivals,
     probes: int('probes', 5, 0, 50),
@@ -1084,6 +1143,8 @@ async function main(): Promise<number> {
       loads: { type: 'string' },
       policies: { type: 'string' },
       'warmup-windows': { type: 'string' },
+      'warmup-load': { type: 'string' },
+      'strip-ratelimit-headers': { type: 'boolean' },
       windows: { type: 'string' },
       arrivals: { type: 'string' },
       probes: { type: 'string' },
@@ -1152,13 +1213,21 @@ async function main(): Promise<number> {
             : { strategy: 'round-robin', deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o' })) };
       }
     }
-    const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools, { windowMs: settings.gatewayWindowMs }));
+    const upstreamUrl = settings.stripRatelimitHeaders ? await startHeaderStrippingProxy(simulator.url, processes) : simulator.url;
+    const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(upstreamUrl, pools, { windowMs: settings.gatewayWindowMs }));
     const gateways = await Promise.all(
       Array.from({ length: GATEWAYS }, (_, index) =>
         startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, redisUrl: redis.url, logLevel: 'warn', env: { ADMIN_API_KEY: ADMIN_KEY } }),
       ),
     );
     client = new Client(gateways.map((g) => g.url));
+    const stopClient = () => {
+      aborting = true;
+      client?.cutAll();
+      client?.close();
+    };
+    process.once('SIGINT', stopClient);
+    process.once('SIGTERM', stopClient);
     const stack: Stack = { simulator, gateways, redisPid: redis.child.pid, client };
 
     log(`admission benchmark: ${GATEWAYS} gateways [${gateways.map((g) => g.port).join(', ')}] with Redis ${redis.url}, simulator ${simulator.url}`);
@@ -1166,7 +1235,7 @@ async function main(): Promise<number> {
       `  window ${settings.windowMs} ms${settings.gatewayWindowMs !== settings.windowMs ? ` (gateways: ${settings.gatewayWindowMs} ms)` : ''}; 3 deployments × ${settings.tpm} tokens/window (rpm ${settings.rpm}); request: ${settings.promptChars}-char prompt, max_tokens ${settings.maxTokens}; ` +
         `cost: simulator estimate ${costs.simulatorEstimate}, gateway estimate ${costs.gatewayEstimate}, usage ${costs.usage} tokens`,
     );
-    log(`  capacity ${costs.requestsPerWindowPerDeployment} requests/window/deployment = ${fmt(costs.capacityRps, 1)} requests/s summed; loads ${settings.loads.map(loadLabel).join(', ')}`);
+    log(`  ${settings.stripRatelimitHeaders ? 'DIAGNOSTIC: x-ratelimit-* headers stripped between the gateways and the simulator; ' : ''}capacity ${costs.requestsPerWindowPerDeployment} requests/window/deployment = ${fmt(costs.capacityRps, 1)} requests/s summed; loads ${settings.loads.map(loadLabel).join(', ')}`);
     log(`  machine: ${cpus().length} cores (${cpuModel()}), node ${process.version}, load average ${loadBefore.map((v) => v.toFixed(2)).join(' ')}`);
 
     // Smoke and JIT warm-up through every gateway (a pool without budgets), then a clean simulator.
@@ -1181,7 +1250,7 @@ async function main(): Promise<number> {
     const bucketPhaseMs = await measureBucketPhase(simulator.url, settings.windowMs / 60);
     log(
       `  bucket grids: the simulator's ${settings.windowMs / 60} ms buckets end ${bucketPhaseMs === undefined ? '(not measured)' : `${fmt(bucketPhaseMs, 0)} ms`} after the gateways' (Redis clock); ` +
-        'a booking the simulator still counts can leave the gateways\' window that much earlier',
+        '(the two grids are independent, as Azure\'s and the gateways\' are)',
     );
     await simulator.reset();
 
@@ -1191,7 +1260,7 @@ async function main(): Promise<number> {
     const burstSize = Math.max(8, Math.ceil((DEPLOYMENT_IDS.length * costs.requestsPerWindowPerDeployment) / 6));
     for (const load of settings.loads) {
       for (const policy of settings.policies) {
-        log(`\n  phase ${POLICY_LABEL[policy]} at ${loadLabel(load)}: ${fmt(costs.capacityRps * load, 1)} requests/s for ${phaseMs / 1000} s (first ${(settings.warmupWindows * settings.windowMs) / 1000} s not measured)`);
+        log(`\n  phase ${POLICY_LABEL[policy]} at ${loadLabel(load)}: ${fmt(costs.capacityRps * load, 1)} requests/s for ${phaseMs / 1000} s (first ${(settings.warmupWindows * settings.windowMs) / 1000} s at ${fmt(costs.capacityRps * (settings.warmupLoad ?? Math.min(load, 1)), 1)}/s, not measured)`);
         const raw = await runPhase(stack, settings, policy, load, costs.capacityRps, body, log);
         const report = analyse(raw, settings, costs.simulatorEstimate);
         raws.push(raw);
@@ -1200,6 +1269,7 @@ async function main(): Promise<number> {
           `    measured: ${report.requests} requests, client errors ${report.clientErrors}, gateway 429s ${report.gateway429}, upstream ${report.upstream.received} calls / ${report.upstream.throttled} 429s, ` +
             `tokens ${pct(report.capacityShare, 1)} of capacity; foreign load ${fmt(report.cores.foreign, 2)} cores, client lag p99 ${fmt(report.scheduleLag?.p99, 1)} ms, ` +
             `${report.gatewayOvercount ? `gateway view − simulator's: mean ${pct(report.gatewayOvercount.mean, 1)}, p95 ${pct(report.gatewayOvercount.p95, 1)} of the budget; ` : ''}` +
+            `${report.gatewayOvercount?.atRefusals ? `simulator's use at refusals: min ${pct(report.gatewayOvercount.atRefusals.min, 1)}, p50 ${pct(report.gatewayOvercount.atRefusals.p50, 1)}; ` : ''}` +
             `realtime − monotonic clock ${report.clockDriftMs >= 0 ? '+' : ''}${fmt(report.clockDriftMs, 1)} ms (range ${fmt(report.clockRangeMs, 1)} ms)`,
         );
         if (load > 1 && settings.probes > 0) {
@@ -1268,11 +1338,11 @@ async function main(): Promise<number> {
         `Date: ${startedAt.toISOString()}; run time ${fmt(runSeconds, 0)} s  `,
         `Revision: ${output.revision}  `,
         `Machine: ${cpus().length} cores (${cpuModel()}), shared; node ${process.version}; load average before ${loadBefore.map((v) => v.toFixed(2)).join(' ')}, after ${loadAfter.map((v) => v.toFixed(2)).join(' ')}  `,
-        `Settings: window ${settings.windowMs} ms (the scaled minute${settings.gatewayWindowMs !== settings.windowMs ? `; the gateways' window ${settings.gatewayWindowMs} ms` : ''}); 3 deployments × ${settings.tpm} tokens and ${settings.rpm} requests per window; ` +
+        `Settings: ${settings.stripRatelimitHeaders ? 'DIAGNOSTIC, x-ratelimit-* headers stripped on the way to the gateways; ' : ''}window ${settings.windowMs} ms (the scaled minute${settings.gatewayWindowMs !== settings.windowMs ? `; the gateways' window ${settings.gatewayWindowMs} ms` : ''}); 3 deployments × ${settings.tpm} tokens and ${settings.rpm} requests per window; ` +
           `latency ${settings.ttftMs} ms + ${settings.perTokenMs} ms/token; request ${settings.promptChars}-char prompt, max_tokens ${settings.maxTokens} (simulator estimate ${costs.simulatorEstimate}, gateway estimate ${costs.gatewayEstimate}, usage ${costs.usage} tokens); ` +
           `capacity ${costs.requestsPerWindowPerDeployment} requests/window/deployment = ${fmt(costs.capacityRps, 1)} requests/s summed; ${settings.arrivals} arrivals; ` +
           `bucket grids: the simulator's buckets end ${bucketPhaseMs === undefined ? '(not measured)' : `${fmt(bucketPhaseMs, 0)} ms`} after the gateways'; ` +
-          `each phase ${settings.warmupWindows} warm-up + ${settings.windows} measured windows; ${settings.probes} honesty probes per overload phase (burst ${burstSize}).`,
+          `each phase ${settings.warmupWindows} warm-up window(s) at ${settings.warmupLoad === undefined ? 'the phase load, at most 100 %,' : `${loadLabel(settings.warmupLoad)} of capacity`} + ${settings.windows} measured windows; ${settings.probes} honesty probes per overload phase (burst ${burstSize}).`,
         '',
         '### Results',
         '',
