@@ -35,6 +35,20 @@ export function deploymentCharge(lease: Lease, usage: Usage | undefined, provisi
   return provisioned ? usage.totalTokens : Math.max(lease.tokens, usage.totalTokens);
 }
 
+/** Below this share of a budget left, a deployment's own figures are worth a store round trip. */
+const OBSERVE_BELOW_SHARE = 0.25;
+
+/**
+ * True when the deployment's figures say it is close to its limit: only then can they change an
+ * admission decision, so only then are they sent to the store (off the request's latency path).
+ */
+export function worthObserving(observed: WindowObservation | undefined): observed is WindowObservation {
+  if (!observed) return false;
+  const { tpm, rpm, remainingTokens, remainingRequests } = observed;
+  if (tpm !== undefined && remainingTokens !== undefined && remainingTokens < tpm * OBSERVE_BELOW_SHARE) return true;
+  return rpm !== undefined && remainingRequests !== undefined && remainingRequests < Math.ceil(rpm / 6) * OBSERVE_BELOW_SHARE;
+}
+
 /**
  * What the deployment's headers say about its window: `x-ratelimit-remaining-*` (Standard) or the
  * PTU utilization percentage, as remaining tokens of its tpm. Other clients may share the deployment.

@@ -8,7 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Request, Response } from 'express';
 import type { GatewaySettings } from '../shared/config/schema.ts';
 import type { AcquireInput, AcquireResult, Lease, QuotaLease, Store, WindowObservation } from '../shared/store/types.ts';
-import { deploymentCharge, isProvisioned, observe } from './accounting.ts';
+import { deploymentCharge, isProvisioned, observe, worthObserving } from './accounting.ts';
 import { errors, sendError, type AzureError } from './errors.ts';
 import type { AttemptOutcome, Forwarder } from './forwarder.ts';
 import { CountedFailure, type Health } from './health.ts';
@@ -269,9 +269,15 @@ export class Dispatcher {
         continue;
       }
 
+      // The deployment's own figures are true now, as its headers arrive; applied at the end of a long
+      // response they would count again what left the window meanwhile. Off the latency path.
+      const observed = observe(response.headers, deployment.config);
+      if (worthObserving(observed)) {
+        acquired.store.observe(deployment.pool, deployment.config.id, observed).catch((error: Error) => this.deps.logger.warn('could not apply a deployment’s rate-limit figures', { error: error.message }));
+      }
       await this.pipe(response, res, request, deployment, log, askedForUsage);
       const charge = log.outcome === 'ok' ? deploymentCharge(lease, log.usage, isProvisioned(response.headers)) : undefined;
-      await this.finishLease(acquired.store, lease, charge, observe(response.headers, deployment.config));
+      await this.finishLease(acquired.store, lease, charge);
       return;
     }
 

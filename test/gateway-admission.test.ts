@@ -157,8 +157,7 @@ describe('token-aware admission', () => {
     });
     assert.equal(direct.status, 200);
     assert.equal((await chat(g.url, name, { body: { max_tokens: 10 } })).status, 200);
-    const [a] = await g.store.snapshot(layoutOf(name, ['a']));
-    assert.ok(a && a.tokensInWindow >= 800 + 12, `window learned the other client's use: ${a?.tokensInWindow}`);
+    await until(async () => ((await g.store.snapshot(layoutOf(name, ['a'])))[0]?.tokensInWindow ?? 0) >= 800 + 12, 2000, "the window to learn the other client's use");
     const refused = await chat(g.url, name, { body: { max_tokens: 300 } });
     assert.equal(refused.status, 429, 'no room left: refused by the gateway, not by Azure');
     assert.equal(sim.stats('a').throttled, 0);

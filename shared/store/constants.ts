@@ -53,3 +53,6 @@ export function observedUse(limit: number | undefined, remaining: number | undef
   if (limit === undefined || remaining === undefined || !Number.isFinite(limit) || !Number.isFinite(remaining)) return undefined;
   return Math.max(0, Math.ceil(limit - Math.max(0, remaining)));
 }
+
+/** Lease id of no lease (lease ids are UUIDs): a release of it only applies an observation. */
+export const OBSERVATION_ONLY_LEASE = 'observation-only';

@@ -12,6 +12,7 @@ import {
   validWindowMs,
   wholeMs,
   wholeTokens,
+  OBSERVATION_ONLY_LEASE,
 } from './constants.ts';
 import { SlidingWindow, fitsBudget } from './sliding-window.ts';
 import type {
@@ -194,6 +195,11 @@ export class MemoryStore implements Store {
     const tokenDeficit = usedTokens === undefined ? 0 : Math.max(0, usedTokens - counts.tokens);
     const requestDeficit = usedRequests === undefined ? 0 : Math.max(0, usedRequests - counts.shortRequests);
     if (tokenDeficit > 0 || requestDeficit > 0) state.window.add(newestBucket, tokenDeficit, requestDeficit);
+  }
+
+  async observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void> {
+    // A release of a lease that cannot exist changes nothing but applies the observation.
+    await this.release({ pool, deploymentId, leaseId: OBSERVATION_ONLY_LEASE, bucket: 0, tokens: 0, probe: false }, undefined, observed);
   }
 
   async leaveQueue(pool: string, ticket: string): Promise<void> {

@@ -4,7 +4,7 @@
  * keys.ts, scripts with their KEYS/ARGV in lua/.
  */
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
-import { DEFAULT_KEY_PREFIX, observedUse, shortWindowLimit, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
+import { DEFAULT_KEY_PREFIX, observedUse, shortWindowLimit, validWindowMs, wholeMs, wholeTokens, OBSERVATION_ONLY_LEASE } from './constants.ts';
 import { KeyLayout } from './keys.ts';
 import { luaScripts, SCRIPT_NAMES, type ScriptName } from './lua-scripts.ts';
 import type {
@@ -143,6 +143,11 @@ export class RedisStore implements Store {
       [leases, window, state],
       [lease.leaseId, lease.bucket, lease.tokens, charged, this.#windowMs, usedTokens ?? '', usedRequests ?? ''],
     );
+  }
+
+  async observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void> {
+    // A release of a lease that cannot exist changes nothing but applies the observation.
+    await this.release({ pool, deploymentId, leaseId: OBSERVATION_ONLY_LEASE, bucket: 0, tokens: 0, probe: false }, undefined, observed);
   }
 
   async leaveQueue(pool: string, ticket: string): Promise<void> {

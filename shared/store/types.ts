@@ -173,6 +173,11 @@ export interface Store {
    * Same round trip.
    */
   release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void>;
+  /**
+   * Apply what a deployment's headers said about its own window, at the moment they arrived (applying it
+   * later, at release, would count again what left the window in between).
+   */
+  observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void>;
   /** Push the deadline of live leases (one round trip per call). Leases already reaped are not revived. */
   renew(leases: readonly Lease[], leaseMs: number): Promise<void>;
   /** Take a deployment out of rotation for every instance for `durationMs`; never shortens a longer cooldown. Returns the until (epoch ms). */

@@ -577,6 +577,17 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         assert.deepEqual(await usage(store, layout), [900, 3]);
         assert.equal((await store.snapshot(layout))[0]?.inFlight, 0);
       });
+
+      test('observe applies the figures at once and leaves the live lease alone', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('observe-now', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const lease = granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await store.observe(layout.name, 'a', { tpm: 1000, remainingTokens: 600 });
+        assert.deepEqual(await usage(store, layout), [400, 1]);
+        assert.equal((await store.snapshot(layout))[0]?.inFlight, 1, 'the lease is still held');
+        await store.release(lease, 100);
+        assert.equal((await store.snapshot(layout))[0]?.inFlight, 0);
+      });
     });
 
     describe('client quotas', () => {
