@@ -1,0 +1,26 @@
+/** What the benchmarks share to describe the machine and to rewrite their part of a doc in docs/. */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+
+export function cpuModel(): string {
+  try {
+    return /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? cpus()[0]?.model ?? 'unknown';
+  } catch {
+    return cpus()[0]?.model ?? 'unknown';
+  }
+}
+
+/**
+ * Replaces what stands between the two markers of `file` with `section`, keeping the hand-written
+ * rest; a file without the markers gets them appended (under `heading` when the file is new).
+ */
+export function writeDocSection(file: string, start: string, end: string, section: string, heading: string): void {
+  const current = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const from = current.indexOf(start);
+  const to = current.indexOf(end);
+  if (from !== -1 && to > from) {
+    writeFileSync(file, `${current.slice(0, from + start.length)}\n${section}\n${current.slice(to)}`);
+    return;
+  }
+  writeFileSync(file, `${current}${current ? '\n' : heading}${start}\n${section}\n${end}\n`);
+}
