@@ -29,10 +29,6 @@ export class LeaseKeeper {
     this.live.delete(lease);
   }
 
-  get size(): number {
-    return this.live.size;
-  }
-
   private async renew(): Promise<void> {
     if (this.live.size === 0) return;
     try {

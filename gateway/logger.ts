@@ -1,4 +1,4 @@
-/** winston, one JSON object per line. Callers never pass secrets; `redact` guards the few places that could. */
+/** winston, one JSON object per line. Callers never pass secrets: keys and upstream URLs stay out of every field. */
 import winston from 'winston';
 
 export type Logger = winston.Logger;
@@ -11,11 +11,4 @@ export function createLogger(level = 'info', silent = false): Logger {
     defaultMeta: { service: 'spillway' },
     transports: [new winston.transports.Console()],
   });
-}
-
-const SECRET_QUERY = /([?&](?:api-key|api_key|key|sig|code)=)[^&]*/gi;
-
-/** Strips credentials a URL may carry in its query (SAS-style signatures, keys) before it is logged. */
-export function redactUrl(url: string): string {
-  return url.replace(SECRET_QUERY, '$1***');
 }

@@ -20,15 +20,15 @@
  * Writes loadtest/results/bench-<date>.json, and (unless --no-doc) the results section of
  * docs/benchmarks.md and the chart docs/benchmarks.svg.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cpuModel, writeDocSection } from './lib/report-doc.ts';
+import { cpuModel, gitRevision, writeDocSection } from './lib/report-doc.ts';
 import { summarizeProfile, readProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { fmt, markdownTable, pct, textTable } from './lib/format.ts';
-import { childPids, CLOCK_TICKS_PER_SECOND, cpuMs, memoryMb, ProcessSet, stopChild } from './lib/processes.ts';
+import { childPids, cpuMs, machineBusyMs, memoryMb, ProcessSet, stopChild } from './lib/processes.ts';
 import type { PreparedRequest, RunResult, RunSpec } from './lib/protocol.ts';
 import { parseDuration, promptText } from './lib/scenario.ts';
 import { barChart } from './lib/svg.ts';
@@ -111,22 +111,8 @@ interface PhaseAggregate {
   cpu: CpuSplit;
 }
 
-function machineBusyMs(): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
-  return (((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) * 1000) / CLOCK_TICKS_PER_SECOND;
-}
 
 
-function gitRevision(): string {
-  try {
-    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'gateway', 'shared'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
-    return `${rev}${dirty ? ' + uncommitted changes in gateway/ or shared/' : ''}`;
-  } catch {
-    return 'unknown';
-  }
-}
 
 function merge(values: number[][]): Summary | null {
   return summarize(values.flat());

@@ -1,6 +1,8 @@
 /** What the benchmarks share to describe the machine and to rewrite their part of a doc in docs/. */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { REPO_ROOT } from './stack.ts';
 
 export function cpuModel(): string {
   try {
@@ -23,4 +25,15 @@ export function writeDocSection(file: string, start: string, end: string, sectio
     return;
   }
   writeFileSync(file, `${current}${current ? '\n' : heading}${start}\n${section}\n${end}\n`);
+}
+
+/** The commit measured, flagged when gateway/ or shared/ had uncommitted changes. */
+export function gitRevision(): string {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'gateway', 'shared'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+    return `${rev}${dirty ? ' + uncommitted changes in gateway/ or shared/' : ''}`;
+  } catch {
+    return 'unknown';
+  }
 }
