@@ -4,8 +4,7 @@
  * limit and the deadline. The first acceptable response is piped to the client as it arrives.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
-import type { Request, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewaySettings } from '../shared/config/schema.ts';
 import type { AcquireInput, AcquireResult, Lease, QuotaLease, Store, WindowObservation } from '../shared/store/types.ts';
 import { deploymentCharge, isProvisioned, observe, worthObserving } from './accounting.ts';
@@ -106,7 +105,7 @@ export class Dispatcher {
     this.deps = deps;
   }
 
-  async handle(req: Request, res: Response, request: ProxiedRequest): Promise<void> {
+  async handle(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest): Promise<void> {
     const log: RequestLog = { attempts: 0, outcome: 'pending' };
     // The proxy adds a few 'close' listeners to the client's response per attempt; bounded by the
     // attempt limit, so raise the warning threshold to that bound rather than hear of a "leak".
@@ -126,7 +125,7 @@ export class Dispatcher {
     }
   }
 
-  private async route(req: Request, res: Response, request: ProxiedRequest, log: RequestLog): Promise<void> {
+  private async route(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest, log: RequestLog): Promise<void> {
     const quota = await this.admitClient(res, request, log);
     if (quota === 'rejected') return;
     try {
@@ -138,7 +137,7 @@ export class Dispatcher {
   }
 
   /** Books the request against its client's quota; answers 429 itself when the client is over it. */
-  private async admitClient(res: Response, request: ProxiedRequest, log: RequestLog): Promise<QuotaLease | undefined | 'rejected'> {
+  private async admitClient(res: ServerResponse, request: ProxiedRequest, log: RequestLog): Promise<QuotaLease | undefined | 'rejected'> {
     const { client } = request;
     if (client.tpm === undefined && client.rpm === undefined) return undefined;
     let result;
@@ -165,7 +164,7 @@ export class Dispatcher {
     }
   }
 
-  private async routeToDeployments(req: Request, res: Response, request: ProxiedRequest, log: RequestLog): Promise<void> {
+  private async routeToDeployments(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest, log: RequestLog): Promise<void> {
     const { settings } = this.deps;
     const deadline = request.startedAt + settings.deadlineMs;
     const waitUntil = request.startedAt + request.pool.config.maxWaitMs;
@@ -321,7 +320,7 @@ export class Dispatcher {
     return errors.saturated(request.pool.name, Math.max(1, retryAfter), detail);
   }
 
-  private replayFailure(res: Response, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt, history: AttemptHistory): void {
+  private replayFailure(res: ServerResponse, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt, history: AttemptHistory): void {
     if (history.onlyThrottled) {
       const retryAfter = (history.soonestCooldownUntil ?? Date.now() + this.deps.settings.defaultCooldownMs) - Date.now();
       this.reject(res, request, log, errors.saturated(request.pool.name, Math.max(1, retryAfter), 'throttled or unavailable'));
@@ -335,7 +334,7 @@ export class Dispatcher {
   }
 
   /** Sends an upstream error response that was read whole: the deployment's own Azure-shaped body. */
-  private answer(res: Response, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt): void {
+  private answer(res: ServerResponse, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt): void {
     log.outcome = 'upstream-error';
     log.status = failure.status;
     // The body may have been cut at FAILED_BODY_LIMIT, so its length is recomputed rather than copied.
@@ -344,7 +343,7 @@ export class Dispatcher {
     res.end(failure.body);
   }
 
-  private reject(res: Response, request: ProxiedRequest, log: RequestLog, error: AzureError): void {
+  private reject(res: ServerResponse, request: ProxiedRequest, log: RequestLog, error: AzureError): void {
     log.outcome = error.status === 429 ? 'saturated' : 'failed';
     log.status = error.status;
     if (log.attempts > 0) {
@@ -356,7 +355,7 @@ export class Dispatcher {
 
   private async pipe(
     response: IncomingMessage,
-    res: Response,
+    res: ServerResponse,
     request: ProxiedRequest,
     deployment: Deployment,
     log: RequestLog,
@@ -410,14 +409,15 @@ export class Dispatcher {
   }
 
   private writeHead(
-    res: Response,
+    res: ServerResponse,
     status: number,
     headers: IncomingMessage['headers'],
     request: ProxiedRequest,
     deployment: string | undefined,
     attempts: number,
   ): void {
-    for (const [name, value] of Object.entries(headers)) {
+    for (const name in headers) {
+      const value = headers[name];
       if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name)) continue;
       res.setHeader(name, value);
     }
@@ -426,7 +426,7 @@ export class Dispatcher {
     res.setHeader('x-gateway-attempts', String(attempts));
     // No flushHeaders: the head goes out with the first body bytes, in one write (a whole JSON answer
     // is then one packet, a stream's head leaves with its first event as Azure sends it).
-    res.status(status);
+    res.statusCode = status;
   }
 
   private upstreamPath(deployment: Deployment, operation: string, apiVersion: string): string {
@@ -457,9 +457,11 @@ export class Dispatcher {
     this.deps.metrics.attempts.inc({ pool: deployment.pool, deployment: deployment.config.id, outcome: result });
   }
 
-  private logRequest(request: ProxiedRequest, log: RequestLog, res: Response): void {
+  private logRequest(request: ProxiedRequest, log: RequestLog, res: ServerResponse): void {
     const status = log.status ?? res.statusCode;
     this.deps.metrics.requests.inc({ pool: request.pool.name, status: String(status) });
+    // Below info level the line would be built only to be dropped.
+    if (!this.deps.logger.isInfoEnabled()) return;
     this.deps.logger.info('request', {
       requestId: request.requestId,
       client: request.client.name,

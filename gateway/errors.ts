@@ -2,7 +2,7 @@
  * Azure-shaped error responses. Every error a client sees goes through here, so none carries a stack
  * trace, an upstream key or an internal URL.
  */
-import type { Response } from 'express';
+import type { ServerResponse } from 'node:http';
 
 export interface AzureError {
   status: number;
@@ -11,13 +11,15 @@ export interface AzureError {
   headers?: Record<string, string>;
 }
 
-export function sendError(res: Response, error: AzureError): void {
+export function sendError(res: ServerResponse, error: AzureError): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
   for (const [name, value] of Object.entries(error.headers ?? {})) res.setHeader(name, value);
-  res.status(error.status).json({ error: { code: error.code, message: error.message } });
+  res.statusCode = error.status;
+  res.setHeader('content-type', 'application/json; charset=utf-8');
+  res.end(JSON.stringify({ error: { code: error.code, message: error.message } }));
 }
 
 export const errors = {
@@ -37,6 +39,11 @@ export const errors = {
     status: 413,
     code: 'RequestEntityTooLarge',
     message: `The request body exceeds the gateway's limit of ${limit} bytes.`,
+  }),
+  unsupportedEncoding: (): AzureError => ({
+    status: 415,
+    code: 'UnsupportedMediaType',
+    message: 'The request body has a Content-Encoding the gateway cannot decode; send it plain, gzip, deflate or br.',
   }),
   saturated: (pool: string, retryAfterMs: number, detail: string): AzureError => {
     const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));

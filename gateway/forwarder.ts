@@ -9,7 +9,7 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { createProxyMiddleware } from 'http-proxy-middleware';
 
 export interface AttemptSpec {
@@ -42,8 +42,44 @@ interface AttemptState {
 const ATTEMPT = Symbol('spillway.attempt');
 type OptionsWithAttempt = { [ATTEMPT]?: AttemptState };
 
-/** Client headers that must not reach a deployment: the client's own credentials and hop-by-hop fields. */
-const STRIPPED_REQUEST_HEADERS = ['authorization', 'api-key', 'cookie', 'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection'];
+/**
+ * Client headers that must not reach a deployment: the client's own credentials, hop-by-hop fields,
+ * and how the client framed its body (transfer-encoding, content-encoding): the body goes upstream
+ * whole and plain, with its own content-length. A chunked client body once reached the deployment
+ * with both transfer-encoding and content-length, which an HTTP server must refuse.
+ */
+const STRIPPED_REQUEST_HEADERS = [
+  'authorization',
+  'api-key',
+  'cookie',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-encoding',
+];
+
+/**
+ * The body as httpxy's `buffer` option: all httpxy does with it is `buffer.pipe(upstreamRequest)`. A
+ * real stream per attempt (Readable.from) costs a stream's machinery and a tick for bytes already in
+ * hand; ending the upstream request with them sends head and body in one write.
+ */
+function bodySource(body: Buffer): Readable {
+  const source = {
+    pipe<T extends NodeJS.WritableStream>(destination: T): T {
+      destination.end(body);
+      return destination;
+    },
+  };
+  return source as unknown as Readable;
+}
 
 export class Forwarder {
   /** Hands the attempt to the router, which HPM calls synchronously inside `proxy(req, res, next)`. */
@@ -62,7 +98,7 @@ export class Forwarder {
       if (!attempt) throw new Error('no attempt bound to request');
       this.pending.delete(req);
       (options as OptionsWithAttempt)[ATTEMPT] = attempt;
-      options.buffer = Readable.from([attempt.spec.body]);
+      options.buffer = bodySource(attempt.spec.body);
       options.headers = { ...attempt.spec.headers, 'content-length': String(attempt.spec.body.length), 'accept-encoding': 'identity' };
       options.agent = attempt.spec.target.protocol === 'https:' ? this.httpsAgent : this.httpAgent;
       return attempt.spec.target;

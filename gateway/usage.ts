@@ -10,6 +10,11 @@ export interface Usage {
 
 const TAIL_BYTES = 4096;
 const USAGE = /"usage"\s*:\s*\{([^{}]|\{[^{}]*\})*\}/g;
+const FIELDS = {
+  prompt_tokens: /"prompt_tokens"\s*:\s*(\d+)/,
+  completion_tokens: /"completion_tokens"\s*:\s*(\d+)/,
+  total_tokens: /"total_tokens"\s*:\s*(\d+)/,
+};
 
 export class UsageTail {
   /** The most recent chunks, at least TAIL_BYTES of them once that much went by; joined only when read. */
@@ -31,7 +36,7 @@ export class UsageTail {
     const matches = this.tail.toString('utf8').match(USAGE);
     const last = matches?.at(-1);
     if (!last) return undefined;
-    const number = (name: string) => Number(new RegExp(`"${name}"\\s*:\\s*(\\d+)`).exec(last)?.[1] ?? NaN);
+    const number = (name: keyof typeof FIELDS) => Number(FIELDS[name].exec(last)?.[1] ?? NaN);
     const promptTokens = number('prompt_tokens');
     const totalTokens = number('total_tokens');
     if (!Number.isFinite(promptTokens) || !Number.isFinite(totalTokens)) return undefined;

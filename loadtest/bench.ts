@@ -61,7 +61,7 @@ const HELP = `Gateway overhead benchmark
   --rate-duration D     fixed-rate time per target per round (default 3s)
   --stream-rate N       streaming phase, requests/s (default 50)
   --stream-duration D   streaming time per target per round (default 2s)
-  --targets LIST        comma-separated subset/superset of: ${'direct,nginx,gw1-mem,gw1-redis,gw3-redis,gw1-redis-info'}
+  --targets LIST        comma-separated subset/superset of: ${'direct,nginx,node-proxy,gw1-mem,gw1-redis,gw3-redis,gw1-redis-info'}
                         (default: all but gw1-redis-info)
   --profile             afterwards, load one more gateway (not one of the targets) running under
                         node --cpu-prof with the same phases, and summarise its profile
@@ -72,12 +72,13 @@ const HELP = `Gateway overhead benchmark
 `;
 
 const API_VERSION = '2024-10-21';
-const ALL_TARGETS = ['direct', 'nginx', 'gw1-mem', 'gw1-redis', 'gw3-redis', 'gw1-redis-info'] as const;
+const ALL_TARGETS = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis', 'gw1-redis-info'] as const;
 type TargetKey = (typeof ALL_TARGETS)[number];
-const DEFAULT_TARGETS: TargetKey[] = ['direct', 'nginx', 'gw1-mem', 'gw1-redis', 'gw3-redis'];
+const DEFAULT_TARGETS: TargetKey[] = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis'];
 const LABELS: Record<TargetKey, string> = {
   direct: 'direct (simulator)',
   nginx: 'nginx → simulator',
+  'node-proxy': 'bare Node proxy → simulator',
   'gw1-mem': '1 gateway, memory store',
   'gw1-redis': '1 gateway, Redis',
   'gw3-redis': 'nginx → 3 gateways, Redis',
@@ -200,6 +201,10 @@ async function main(): Promise<number> {
       if (key === 'nginx') {
         const lb = await startNginx(processes, dir, 'nginx-sim', [Number(new URL(simulator.url).port)], nginxWorkers);
         targets.push({ key, url: lb.url, apiKey: SIM_KEY, deploymentPath: simPath, gatewayPids: [], nginxPids: nginxPids(lb.child.pid), usesRedis: false });
+      }
+      if (key === 'node-proxy') {
+        const bare = await startGateway(processes, dir, { name: key, configFile, script: 'loadtest/bare-proxy.ts', env: { UPSTREAM: simulator.url } });
+        targets.push({ key, url: bare.url, apiKey: SIM_KEY, deploymentPath: simPath, gatewayPids: [bare.child.pid], nginxPids: [], usesRedis: false });
       }
       if (key === 'gw1-mem' || key === 'gw1-redis' || key === 'gw1-redis-info') {
         const gw = await startGateway(processes, dir, {

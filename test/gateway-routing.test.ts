@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import OpenAI, { AzureOpenAI } from 'openai';
 import type { Simulator } from '../shared/simulator/index.ts';
@@ -184,6 +187,66 @@ describe('routing through the gateway', () => {
       assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
     });
 
+    test('413 for a body that grows past the limit without a content-length, and the connection is closed', async () => {
+      sim.resetStats();
+      const chunks = [Buffer.from('{"messages":[{"role":"user","content":"'), Buffer.from('x'.repeat(4096)), Buffer.from('"}]}')];
+      const response = await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, { 'api-key': CLIENT_KEY, 'content-type': 'application/json' }, chunks);
+      assert.equal(response.status, 413);
+      assert.equal(response.headers.connection, 'close');
+      assert.equal(JSON.parse(response.body).error.code, 'RequestEntityTooLarge');
+      assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
+    });
+
+    test('a gzip body is inflated and sent upstream plain; an unknown content-encoding is 415; inflating past the limit is 413', async () => {
+      sim.resetStats();
+      const body = JSON.stringify({ messages: [{ role: 'user', content: 'compressed hello' }], max_tokens: 3 });
+      const headers = { 'api-key': CLIENT_KEY, 'content-type': 'application/json', 'content-encoding': 'gzip' };
+      // An upstream that records what it received.
+      const received: { headers: Record<string, unknown>; body: string }[] = [];
+      const echo = createServer((req, res) => {
+        let text = '';
+        req.setEncoding('utf8');
+        req.on('data', (chunk: string) => (text += chunk));
+        req.on('end', () => {
+          received.push({ headers: req.headers, body: text });
+          res.setHeader('content-type', 'application/json');
+          res.end(JSON.stringify({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } }));
+        });
+      });
+      await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+      const echoPool = uniquePool();
+      const viaEcho = await startGateway(testConfig({ pools: { [echoPool]: { deployments: [{ id: 'echo', endpoint: `http://127.0.0.1:${(echo.address() as AddressInfo).port}` }] } } }));
+      running.push(viaEcho);
+      try {
+        const ok = await postRaw(viaEcho.url, `/openai/deployments/${echoPool}/chat/completions?api-version=2024-10-21`, headers, [gzipSync(body)]);
+        assert.equal(ok.status, 200, ok.body);
+        assert.equal(received.length, 1);
+        assert.equal(received[0]?.body, body, 'upstream received the inflated body');
+        assert.equal(received[0]?.headers['content-encoding'], undefined, 'and no content-encoding with it');
+        assert.equal(received[0]?.headers['content-length'], String(Buffer.byteLength(body)));
+      } finally {
+        echo.closeAllConnections();
+        echo.close();
+      }
+      const zstd = await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, { ...headers, 'content-encoding': 'zstd' }, [Buffer.from(body)]);
+      assert.equal(zstd.status, 415);
+      assert.equal(JSON.parse(zstd.body).error.code, 'UnsupportedMediaType');
+      // 8 KiB of one letter compresses to a few dozen bytes: the limit applies to what it inflates to.
+      const bomb = gzipSync(JSON.stringify({ messages: [{ role: 'user', content: 'x'.repeat(8192) }] }));
+      assert.ok(bomb.length < 2048);
+      assert.equal((await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, headers, [bomb])).status, 413);
+      assert.equal((await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, headers, [Buffer.from('not gzip')])).status, 400);
+    });
+
+    test('routes match as Express did: any case, a trailing slash; a bad escape in the pool is 400; other methods are 404', async () => {
+      const body = JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+      const headers = { 'api-key': CLIENT_KEY, 'content-type': 'application/json' };
+      const upper = await postRaw(g.url, `/OpenAI/Deployments/${pool}/Chat/Completions/?api-version=2024-10-21`, headers, [Buffer.from(body)]);
+      assert.equal(upper.status, 200, upper.body);
+      await expectError(await fetch(`${g.url}/openai/deployments/%E0%A4%A/chat/completions`, { method: 'POST', headers, body }), 400, 'invalid_request_error');
+      await expectError(await fetch(`${g.url}/openai/deployments/${pool}/chat/completions`, { headers: { 'api-key': CLIENT_KEY } }), 404, '404');
+    });
+
     test('an upstream 400 is passed through and never retried', async () => {
       sim.resetStats();
       const response = await chat(g.url, pool, { body: { messages: 'not a list' } });
@@ -193,3 +256,20 @@ describe('routing through the gateway', () => {
     });
   });
 });
+
+/** A POST written chunk by chunk (no content-length unless given): what fetch cannot send. */
+function postRaw(base: string, path: string, headers: Record<string, string>, chunks: Buffer[]): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, { method: 'POST', headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      res.on('error', reject);
+    });
+    // The gateway may answer (413) and close before the whole body is written.
+    req.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' || error.code === 'EPIPE' ? undefined : reject(error)));
+    for (const chunk of chunks) req.write(chunk);
+    req.end();
+  });
+}

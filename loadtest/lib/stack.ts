@@ -193,6 +193,8 @@ export interface GatewayOptions {
   nodeArgs?: string[];
   /** Extra environment, set after the inherited REDIS_URL and ADMIN_API_KEY are removed (e.g. ADMIN_API_KEY). */
   env?: Record<string, string>;
+  /** Script to run instead of gateway/main.ts (the bare Node proxy baseline); it must answer /readyz. */
+  script?: string;
 }
 
 export async function startGateway(processes: ProcessSet, dir: string, options: GatewayOptions): Promise<GatewayHandle> {
@@ -205,7 +207,7 @@ export async function startGateway(processes: ProcessSet, dir: string, options: 
     if (options.redisUrl) env.REDIS_URL = options.redisUrl;
     Object.assign(env, options.env);
     const fd = openSync(log, 'a');
-    const child = processes.spawn(options.name, NODE, [...(options.nodeArgs ?? []), 'gateway/main.ts'], { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] });
+    const child = processes.spawn(options.name, NODE, [...(options.nodeArgs ?? []), options.script ?? 'gateway/main.ts'], { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] });
     closeSync(fd);
     try {
       await waitFor(`gateway ${options.name}`, () => httpOk(`http://127.0.0.1:${port}/readyz`), 30_000, deadReason(child, log));
