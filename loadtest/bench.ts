@@ -348,8 +348,9 @@ async function main(): Promise<number> {
       rateErrors: number;
       ttft: Summary | null;
       streamErrors: number;
-      /** CPU µs per request at the fixed rate (gateway processes; nginx; redis). */
+      /** CPU µs per request at the fixed rate (gateway processes), where idle costs weigh in. */
       gatewayUsPerRequest: number | null;
+      /** nginx and Redis CPU µs per request in the closed loop: their cost at capacity (at 200/s their idle timers dominate). */
       nginxUsPerRequest: number | null;
       redisUsPerRequest: number | null;
       gatewayUsPerRequestClosed: number | null;
@@ -384,8 +385,8 @@ async function main(): Promise<number> {
         ttft: merge(streamed.runs.map((r) => r.samples?.ttft ?? [])),
         streamErrors: sumOf(streamed.runs, (r) => r.errors),
         gatewayUsPerRequest: perRequest(rated.cpu.gateway, ratedCompleted, target.gatewayPids.length > 0),
-        nginxUsPerRequest: perRequest(rated.cpu.nginx, ratedCompleted, target.nginxPids.length > 0),
-        redisUsPerRequest: perRequest(rated.cpu.redis, ratedCompleted, target.usesRedis),
+        nginxUsPerRequest: perRequest(closed.cpu.nginx, closedCompleted, target.nginxPids.length > 0),
+        redisUsPerRequest: perRequest(closed.cpu.redis, closedCompleted, target.usesRedis),
         gatewayUsPerRequestClosed: perRequest(closed.cpu.gateway, closedCompleted, target.gatewayPids.length > 0),
         gatewayCoresClosed: target.gatewayPids.length > 0 ? closed.cpu.gateway / closed.cpu.wallMs : null,
         rssMb: mem.length ? mem.reduce((acc, m) => acc + m.rss, 0) / mem.length : null,
@@ -482,7 +483,7 @@ async function main(): Promise<number> {
       row.key === 'direct' ? '–' : fmt(added(row, (s) => s.p50, 'ttft'), 2),
       String(row.closedErrors + row.rateErrors + row.streamErrors),
     ]);
-    const headerCost = ['target', `gateway CPU µs/req @${rate}/s`, 'gateway CPU µs/req (closed)', 'gateway cores (closed)', 'gateway cores idle', 'nginx µs/req', 'Redis µs/req', 'RSS MB/instance idle', 'RSS MB/instance after', 'generator cores (closed)', 'foreign cores'];
+    const headerCost = ['target', `gateway CPU µs/req @${rate}/s`, 'gateway CPU µs/req (closed)', 'gateway cores (closed)', 'gateway cores idle', 'nginx µs/req (closed)', 'Redis µs/req (closed)', 'RSS MB/instance idle', 'RSS MB/instance after', 'generator cores (closed)', 'foreign cores'];
     const costRows = rows.map((row) => [
       row.label,
       fmt(row.gatewayUsPerRequest, 0),
