@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { Simulator } from '../shared/simulator/index.ts';
 import type { PoolLayout } from '../shared/store/types.ts';
@@ -72,6 +73,28 @@ describe('streams and client disconnects', () => {
     await until(() => sim.stats('slow').aborted === 1, 2000, 'the simulator to see the upstream connection close');
     await until(async () => (await inFlight('slow')) === 0, 2000, 'the lease to be released');
     assert.equal(sim.stats('spare').received, 0, 'a gone client is not failed over');
+  });
+
+  test('a client that leaves halfway through sending its body reaches no deployment, and the gateway serves on', async () => {
+    sim.resetStats();
+    const server = new URL(g.url);
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(Number(server.port), server.hostname, () => {
+        socket.write(
+          `POST /openai/deployments/${pool}/chat/completions HTTP/1.1\r\nhost: x\r\napi-key: ${CLIENT_KEY}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"messages":[`,
+        );
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 100);
+      });
+      socket.on('error', reject);
+    });
+    const after = await chat(g.url, pool, { body: { max_tokens: 2 } });
+    assert.equal(after.status, 200);
+    await after.text();
+    assert.equal(sim.stats('slow').received + sim.stats('spare').received, 1, 'only the complete request went upstream');
+    assert.equal(await inFlight('slow'), 0);
   });
 
   test('a stream fails over only before its first byte', async () => {
