@@ -114,7 +114,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     if (!client) return sendError(res, errors.unauthorized());
     let raw: Buffer;
     try {
-      raw = await readRequestBody(req, settings.maxBodyBytes);
+      raw = await readRequestBody(req, settings.maxBodyBytes, settings.bodyTimeoutMs);
     } catch (error) {
       return refuseBody(res, error);
     }
@@ -151,10 +151,10 @@ export function createGateway(options: GatewayOptions): Gateway {
   const refuseBody = (res: ServerResponse, error: unknown): void => {
     const failure = error instanceof BodyError ? error.failure : 'aborted';
     if (failure === 'aborted') return void res.destroy();
-    if (failure === 'too-large') {
+    if (failure === 'too-large' || failure === 'too-slow') {
       // The rest of the body is not read: the connection cannot carry another request after it.
       res.setHeader('connection', 'close');
-      return sendError(res, errors.tooLarge(settings.maxBodyBytes));
+      return sendError(res, failure === 'too-large' ? errors.tooLarge(settings.maxBodyBytes) : errors.bodyTimeout(settings.bodyTimeoutMs));
     }
     if (failure === 'unsupported-encoding') return sendError(res, errors.unsupportedEncoding());
     sendError(res, errors.badRequest('The request body could not be decoded.'));

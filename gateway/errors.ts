@@ -40,6 +40,11 @@ export const errors = {
     code: 'RequestEntityTooLarge',
     message: `The request body exceeds the gateway's limit of ${limit} bytes.`,
   }),
+  bodyTimeout: (limitMs: number): AzureError => ({
+    status: 408,
+    code: 'RequestTimeout',
+    message: `The request body did not arrive within the gateway's limit of ${limitMs} ms.`,
+  }),
   unsupportedEncoding: (): AzureError => ({
     status: 415,
     code: 'UnsupportedMediaType',

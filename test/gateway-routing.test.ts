@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import OpenAI, { AzureOpenAI } from 'openai';
@@ -137,9 +137,11 @@ describe('routing through the gateway', () => {
 
   describe('bad input gets Azure-shaped errors without secrets', () => {
     let g: RunningGateway;
+    let slow: RunningGateway;
     const pool = uniquePool();
     before(async () => {
       g = await gateway(pool, 'least-requests', { gateway: { maxBodyBytes: 2048 } });
+      slow = await gateway(pool, 'least-requests', { gateway: { bodyTimeoutMs: 300 } });
     });
 
     async function expectError(response: Response, status: number, code: string): Promise<void> {
@@ -194,6 +196,26 @@ describe('routing through the gateway', () => {
       assert.equal(response.status, 413);
       assert.equal(response.headers.connection, 'close');
       assert.equal(JSON.parse(response.body).error.code, 'RequestEntityTooLarge');
+      assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
+    });
+
+    test('408 for a body that does not arrive in time, and the connection is closed', async () => {
+      sim.resetStats();
+      const server = new URL(slow.url);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(server.port), server.hostname, () => {
+          socket.write(`POST /openai/deployments/${pool}/chat/completions HTTP/1.1\r\nhost: x\r\napi-key: ${CLIENT_KEY}\r\ncontent-length: 100\r\n\r\n{"messages":`);
+        });
+        let text = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (chunk: string) => (text += chunk));
+        // The gateway closes the connection after its answer: 'end' comes without the client closing.
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+      });
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.match(answer, /\r\nconnection: close\r\n/i);
+      assert.match(answer, /"code":"RequestTimeout"/);
       assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
     });
 

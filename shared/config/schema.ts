@@ -61,6 +61,8 @@ const breakerSchema = z.strictObject({
 const gatewaySchema = z.strictObject({
   /** Largest request body accepted (413 above). Azure's own limit for chat is far larger only with images. */
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
+  /** Time a client has to send its whole request body once its headers arrived (408 after it). */
+  bodyTimeoutMs: positiveInt.default(30_000),
   /** Upstream tries per request, the first included. */
   maxAttempts: z.number().int().min(1).max(10).default(3),
   /** Time budget for all attempts of one request until its first response byte. */
