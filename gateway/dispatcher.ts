@@ -126,7 +126,9 @@ export class Dispatcher {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest, log: RequestLog): Promise<void> {
-    const quota = await this.admitClient(res, request, log);
+    // Most clients have no quota: skip the call (and its promise) entirely.
+    const { client } = request;
+    const quota = client.tpm === undefined && client.rpm === undefined ? undefined : await this.admitClient(res, request, log);
     if (quota === 'rejected') return;
     try {
       await this.routeToDeployments(req, res, request, log);

@@ -43,12 +43,18 @@ export class BytePairTokenCounter {
   /** Token bytes as a latin1 "byte string" (one char per byte) → rank. */
   readonly #rankByBytes: Map<string, number>;
   readonly #pieceSplitter: RegExp;
+  /**
+   * The same pattern, anchored at lastIndex: `test` then says where the piece ends without building
+   * a match array per piece (pieces are contiguous for tiktoken's patterns; `exec` covers any gap).
+   */
+  readonly #pieceAtCursor: RegExp;
   /** Token counts of recently merged pieces: prose and code repeat their rare words and identifiers. */
   readonly #mergedPieceCounts = new Map<string, number>();
 
   constructor(vocabulary: BytePairVocabulary) {
     this.#rankByBytes = parseRanks(vocabulary.bpe_ranks);
     this.#pieceSplitter = new RegExp(vocabulary.pat_str, 'gu');
+    this.#pieceAtCursor = new RegExp(vocabulary.pat_str, 'uy');
   }
 
   /** Number of tokens `text` encodes to. */
@@ -69,18 +75,31 @@ export class BytePairTokenCounter {
    */
   countWithin(texts: readonly string[], maxMergeBytes: number): number | undefined {
     const splitter = this.#pieceSplitter;
+    const atCursor = this.#pieceAtCursor;
     let tokens = 0;
     let mergedBytes = 0;
     try {
       for (const text of texts) {
-        splitter.lastIndex = 0;
-        for (let match = splitter.exec(text); match !== null; match = splitter.exec(text)) {
-          const piece = match[0];
-          if (piece.length === 0) {
+        let cursor = 0;
+        while (cursor < text.length) {
+          let start = cursor;
+          atCursor.lastIndex = cursor;
+          if (atCursor.test(text)) {
+            cursor = atCursor.lastIndex;
+          } else {
+            // Nothing matches here: find the next match, as a global exec would (text in between is skipped).
+            splitter.lastIndex = cursor;
+            const match = splitter.exec(text);
+            if (match === null) break;
+            start = match.index;
+            cursor = start + match[0].length;
+          }
+          if (cursor === start) {
             // The vocabularies' patterns never match empty, but a bad pattern must not loop forever.
-            splitter.lastIndex++;
+            cursor = start + 1;
             continue;
           }
+          const piece = text.slice(start, cursor);
           const bytes = utf8ByteString(piece);
           if (this.#rankByBytes.has(bytes)) {
             tokens += 1; // most pieces are whole tokens
@@ -107,6 +126,7 @@ export class BytePairTokenCounter {
       return tokens;
     } finally {
       splitter.lastIndex = 0;
+      atCursor.lastIndex = 0;
     }
   }
 }
