@@ -12,13 +12,13 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Lease, WindowObservation } from '../shared/store/types.ts';
 import type { DeploymentConfig } from '../shared/config/schema.ts';
+import { header } from './retry-after.ts';
 import type { Usage } from './usage.ts';
 
 export const UTILIZATION_HEADER = 'azure-openai-deployment-utilization';
 
 function numberHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
-  const value = headers[name];
-  const text = Array.isArray(value) ? value[0] : value;
+  const text = header(headers, name);
   if (text === undefined || text.trim() === '') return undefined;
   const parsed = Number(text.trim().replace(/%$/, ''));
   return Number.isFinite(parsed) ? parsed : undefined;

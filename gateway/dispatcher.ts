@@ -16,6 +16,7 @@ import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
 import type { Deployment } from './pools.ts';
 import type { ProxiedRequest } from './request.ts';
+import type { ClientIdentity } from './auth.ts';
 import { retryAfterMs } from './retry-after.ts';
 import { UsageTail, type Usage } from './usage.ts';
 import { UsageStripper, acceptsStreamOptions } from './usage-stream.ts';
@@ -127,8 +128,7 @@ export class Dispatcher {
 
   private async route(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest, log: RequestLog): Promise<void> {
     // Most clients have no quota: skip the call (and its promise) entirely.
-    const { client } = request;
-    const quota = client.tpm === undefined && client.rpm === undefined ? undefined : await this.admitClient(res, request, log);
+    const quota = hasQuota(request.client) ? await this.admitClient(res, request, log) : undefined;
     if (quota === 'rejected') return;
     try {
       await this.routeToDeployments(req, res, request, log);
@@ -138,10 +138,9 @@ export class Dispatcher {
     }
   }
 
-  /** Books the request against its client's quota; answers 429 itself when the client is over it. */
+  /** Books the request against its client's quota (it has one); answers 429 itself when the client is over it. */
   private async admitClient(res: ServerResponse, request: ProxiedRequest, log: RequestLog): Promise<QuotaLease | undefined | 'rejected'> {
     const { client } = request;
-    if (client.tpm === undefined && client.rpm === undefined) return undefined;
     let result;
     try {
       result = await this.deps.store.acquireQuota({ subject: client.name, tpm: client.tpm, rpm: client.rpm, estimatedTokens: request.estimatedTokens });
@@ -488,6 +487,10 @@ export class Dispatcher {
 export const DEFAULT_API_VERSION = '2024-10-21';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function hasQuota(client: ClientIdentity): boolean {
+  return client.tpm !== undefined || client.rpm !== undefined;
+}
 
 function isFault(outcome: AttemptOutcome): boolean {
   return outcome.kind === 'error' || FAULT_STATUS.has(outcome.response.statusCode ?? 0);

@@ -1157,11 +1157,7 @@ async function main(): Promise<number> {
   const plannedMs = phases * (phaseMs + 3000) + (settings.probes > 0 ? overloadPhases * 15_000 : 0) + 30_000;
   const hardCapMs = plannedMs + phases * DRAIN_MS + overloadPhases * PROBE_SERIES_CAP_MS + 60_000;
   const processes = new ProcessSet();
-  const cap = setTimeout(() => {
-    process.stderr.write(`\nhard cap of ${Math.round(hardCapMs / 1000)} s reached: stopping everything\n`);
-    void processes.stopAll(2000).finally(() => process.exit(2));
-  }, hardCapMs);
-  cap.unref();
+  processes.capRunTime(hardCapMs);
   const startedAt = new Date();
   const wallStart = performance.now();
   const loadBefore = loadavg();
@@ -1355,7 +1351,6 @@ async function main(): Promise<number> {
   } finally {
     client?.close();
     await processes.stopAll();
-    clearTimeout(cap);
   }
 }
 

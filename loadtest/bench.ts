@@ -163,11 +163,7 @@ async function main(): Promise<number> {
     keys.length * (1500 + rounds * (closedMs + rateMs + streamMs + 3 * 1000)) + (values.profile ? 30_000 + rounds * (closedMs + rateMs + streamMs + 3 * 1000) : 0);
   const hardCapMs = plannedMs + 180_000;
   const processes = new ProcessSet();
-  const cap = setTimeout(() => {
-    process.stderr.write(`\nhard cap of ${Math.round(hardCapMs / 1000)} s reached: stopping everything\n`);
-    void processes.stopAll(2000).finally(() => process.exit(2));
-  }, hardCapMs);
-  cap.unref();
+  processes.capRunTime(hardCapMs);
   const log = (line: string) => process.stdout.write(`${line}\n`);
   const startedAt = new Date();
   const loadBefore = loadavg();
@@ -617,7 +613,6 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     await processes.stopAll();
-    clearTimeout(cap);
   }
 }
 

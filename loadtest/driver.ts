@@ -140,11 +140,7 @@ async function main(): Promise<number> {
   const processes = new ProcessSet();
   // Hard cap: the stages, the drain, and two minutes for starting and stopping the stack.
   const hardCapMs = loadMs + drainMs + 120_000;
-  const cap = setTimeout(() => {
-    process.stderr.write(`\nhard cap of ${Math.round(hardCapMs / 1000)} s reached: stopping everything\n`);
-    void processes.stopAll(2000).finally(() => process.exit(2));
-  }, hardCapMs);
-  cap.unref();
+  processes.capRunTime(hardCapMs);
 
   try {
     const dir = makeWorkDir(processes);
@@ -303,7 +299,6 @@ async function main(): Promise<number> {
     return checks.some((c) => c.pass === false) ? 99 : 0;
   } finally {
     await processes.stopAll();
-    clearTimeout(cap);
   }
 }
 

@@ -19,6 +19,7 @@ export class ProcessSet {
   private readonly children = new Set<Child>();
   private stopping: Promise<void> | undefined;
   private readonly cleanups: (() => void | Promise<void>)[] = [];
+  private cap: NodeJS.Timeout | undefined;
 
   constructor() {
     const onSignal = (signal: NodeJS.Signals) => {
@@ -38,10 +39,7 @@ export class ProcessSet {
     const [file, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'SIGKILL', '--', command, ...args]] : [command, args];
     const proc = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
     if (proc.pid === undefined) throw new Error(`could not start ${name} (${command})`);
-    const child: Child = { name, process: proc, pid: proc.pid };
-    this.children.add(child);
-    proc.once('exit', () => this.children.delete(child));
-    return child;
+    return this.adopt(name, proc);
   }
 
   /** Tracks a child started elsewhere (the forked load generator). */
@@ -53,6 +51,16 @@ export class ProcessSet {
     return child;
   }
 
+  /** Bounds the whole run: after `ms`, every child is stopped and the process exits with 2 (stopAll disarms it). */
+  capRunTime(ms: number): void {
+    clearTimeout(this.cap);
+    this.cap = setTimeout(() => {
+      process.stderr.write(`\nhard cap of ${Math.round(ms / 1000)} s reached: stopping everything\n`);
+      void this.stopAll(2000).finally(() => process.exit(2));
+    }, ms);
+    this.cap.unref();
+  }
+
   /** Runs at stopAll, after the children are gone (temp dirs…). */
   onCleanup(cleanup: () => void | Promise<void>): void {
     this.cleanups.push(cleanup);
@@ -61,6 +69,7 @@ export class ProcessSet {
   /** SIGTERM every child (in reverse start order, so clients stop before their servers), SIGKILL after graceMs. */
   stopAll(graceMs = 5000): Promise<void> {
     this.stopping ??= (async () => {
+      clearTimeout(this.cap);
       for (const child of [...this.children].reverse()) await stopChild(child.process, graceMs);
       for (const cleanup of this.cleanups.reverse()) {
         try {

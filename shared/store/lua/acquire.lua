@@ -222,7 +222,7 @@ if hasTicket then leaveQueue(queueKey, deadlinesKey, ticket) end
 if not chosen.budgeted then chosen.newestBucket = advanceWindow(chosen.windowKey, nowBucket) end
 local deadline = nowMs + leaseMs
 redis.call('ZADD', chosen.leasesKey, deadline, leaseId)
-keepLeasesUntil(chosen.leasesKey, deadline, nowMs)
+keepKeyUntil(chosen.leasesKey, deadline, nowMs)
 bookWindow(chosen.windowKey, chosen.newestBucket, tokens, windowMs)
 local probe = 0
 if chosen.halfOpen then

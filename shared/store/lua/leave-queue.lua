@@ -8,6 +8,7 @@
 
   Output: 1 when the ticket was in the queue, 0 when it was not.
 ]]
+--- @include "includes/time.lua"
 --- @include "includes/queue.lua"
 
 return leaveQueue(KEYS[1], KEYS[2], ARGV[1])

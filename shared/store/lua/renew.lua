@@ -26,7 +26,7 @@ for j = 1, #KEYS / 2 do
     -- Renewing pushes a deadline out, never pulls it in.
     if current < deadline then
       redis.call('ZADD', leasesKey, 'XX', deadline, leaseId)
-      keepLeasesUntil(leasesKey, deadline, nowMs)
+      keepKeyUntil(leasesKey, deadline, nowMs)
     end
     local _, _, probeLease, probeDeadline = readState(stateKey)
     if probeLease == leaseId and probeDeadline < deadline then

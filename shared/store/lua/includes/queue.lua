@@ -5,6 +5,7 @@
     deadlines  ticket -> deadline (epoch ms); a ticket whose deadline has come is dead (its waiter
                stopped polling) and reaping removes it from both
   Both keys expire with the latest deadline, so a queue nobody polls leaves no garbage.
+  Include time.lua first (keepKeyUntil).
 ]]
 -- Removes dead tickets from both ZSETs (in chunks: unpack has a stack limit).
 local function reapQueue(orderKey, deadlinesKey, nowMs)
@@ -21,13 +22,6 @@ local function queueHead(orderKey)
   return redis.call('ZRANGE', orderKey, 0, 0)[1]
 end
 
-local function keepQueueUntil(key, deadline, nowMs)
-  local needed = deadline - nowMs
-  if needed > 0 and redis.call('PTTL', key) < needed then
-    redis.call('PEXPIRE', key, needed)
-  end
-end
-
 -- Puts a ticket at the tail unless it is in already (then it keeps its place), and sets its deadline.
 local function waitInQueue(orderKey, deadlinesKey, ticket, nowUs, deadline, nowMs)
   if not redis.call('ZSCORE', orderKey, ticket) then
@@ -38,8 +32,8 @@ local function waitInQueue(orderKey, deadlinesKey, ticket, nowUs, deadline, nowM
     redis.call('ZADD', orderKey, score, ticket)
   end
   redis.call('ZADD', deadlinesKey, deadline, ticket)
-  keepQueueUntil(orderKey, deadline, nowMs)
-  keepQueueUntil(deadlinesKey, deadline, nowMs)
+  keepKeyUntil(orderKey, deadline, nowMs)
+  keepKeyUntil(deadlinesKey, deadline, nowMs)
 end
 
 local function leaveQueue(orderKey, deadlinesKey, ticket)

@@ -12,3 +12,11 @@ local function redisNowUs()
   local time = redis.call('TIME')
   return tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
+
+-- Keeps a key alive until at least `deadline` (epoch ms): its TTL is raised, never lowered.
+local function keepKeyUntil(key, deadline, nowMs)
+  local needed = deadline - nowMs
+  if needed > 0 and redis.call('PTTL', key) < needed then
+    redis.call('PEXPIRE', key, needed)
+  end
+end

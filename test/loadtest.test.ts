@@ -1,0 +1,101 @@
+/**
+ * The measuring instruments of loadtest/: the scenarios k6 and the local driver share, the load
+ * generator every published figure comes from, and the bare Node proxy the benchmark compares with.
+ * Against the in-process simulator only (no nginx: CI does not install it).
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Simulator } from '../shared/simulator/index.ts';
+import { ProcessSet } from '../loadtest/lib/processes.ts';
+import { listScenarios, loadScenario } from '../loadtest/lib/scenario.ts';
+import { makeWorkDir, REPO_ROOT, startGateway, startGenerator, type Generator } from '../loadtest/lib/stack.ts';
+import { UPSTREAM_KEY } from './helpers/gateway.ts';
+import { simulator } from './helpers/fixtures.ts';
+
+const K6_DIR = join(REPO_ROOT, 'loadtest', 'k6');
+
+describe('load test scenarios', () => {
+  test('every scenario validates, and k6 runs exactly the files the driver runs', () => {
+    const scenarios = listScenarios();
+    assert.ok(scenarios.length >= 4);
+    for (const name of scenarios) assert.doesNotThrow(() => loadScenario(name), name);
+    const opened = readdirSync(K6_DIR)
+      .filter((file) => file.endsWith('.js'))
+      .flatMap((file) => [...readFileSync(join(K6_DIR, file), 'utf8').matchAll(/open\('\.\.\/scenarios\/([\w-]+)\.json'\)/g)].map((m) => m[1]));
+    assert.deepEqual([...new Set(opened)].sort(), [...scenarios].sort());
+  });
+});
+
+describe('load generator and bare proxy', () => {
+  let sim: Simulator;
+  let generator: Generator;
+  const processes = new ProcessSet();
+  before(async () => {
+    sim = await simulator([{ name: 'd', completionTokens: 4 }], { latency: { ttftMs: 0, perTokenMs: 0 } });
+    generator = await startGenerator(processes);
+  });
+  after(async () => {
+    await processes.stopAll(2000);
+    await sim.close();
+  });
+
+  const spec = (baseUrl: string, stream: boolean) => ({
+    baseUrl,
+    apiKey: UPSTREAM_KEY,
+    requests: [
+      {
+        name: stream ? 'stream' : 'chat',
+        path: '/openai/deployments/d/chat/completions?api-version=2024-10-21',
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 4, ...(stream ? { stream: true } : {}) }),
+        stream,
+        weight: 1,
+      },
+    ],
+    maxRequests: 10_000,
+    requestTimeoutMs: 5000,
+    drainMs: 2000,
+    okStatuses: [200],
+  });
+
+  test('counts what the upstream served, in a closed loop and at a fixed rate, with TTFT for streams', async () => {
+    sim.resetStats();
+    const closed = await generator.run({ ...spec(sim.url, false), mode: { kind: 'closed', concurrency: 4, durationMs: 500 } });
+    assert.ok(closed.completed > 0);
+    assert.equal(closed.errors, 0);
+    assert.equal(closed.statuses['200'], closed.completed);
+    assert.equal(sim.stats('d').served, closed.completed, 'every completed request was served upstream, once');
+
+    sim.resetStats();
+    const open = await generator.run({ ...spec(sim.url, true), mode: { kind: 'open', startRate: 40, stages: [{ durationMs: 500, target: 40 }], maxInFlight: 16 } });
+    assert.ok(open.sent >= 15 && open.sent <= 25, `about 20 arrivals at 40/s for 0.5 s, got ${open.sent}`);
+    assert.equal(open.completed, open.sent);
+    assert.equal(open.incompleteStreams, 0);
+    assert.equal(open.ttft?.count, open.completed, 'a TTFT sample per stream');
+    assert.equal(sim.stats('d').served, open.completed);
+  });
+
+  test('the bare Node proxy passes requests and streams through unchanged', async () => {
+    const bare = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), { name: 'bare-proxy-test', configFile: '', script: 'loadtest/bare-proxy.ts', env: { UPSTREAM: sim.url } });
+    sim.resetStats();
+    for (const stream of [false, true]) {
+      const run = await generator.run({ ...spec(bare.url, stream), mode: { kind: 'closed', concurrency: 2, durationMs: 300 } });
+      assert.ok(run.completed > 0);
+      assert.equal(run.errors, 0);
+      assert.equal(run.incompleteStreams, 0);
+    }
+    const direct = await fetch(`${sim.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
+      method: 'POST',
+      headers: { 'api-key': 'wrong' },
+      body: '{}',
+    });
+    const proxied = await fetch(`${bare.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
+      method: 'POST',
+      headers: { 'api-key': 'wrong' },
+      body: '{}',
+    });
+    assert.equal(proxied.status, direct.status, 'upstream errors pass through as they are');
+    assert.deepEqual(await proxied.json(), await direct.json());
+  });
+});
