@@ -168,7 +168,8 @@ describe('connection faults', () => {
     await res.json();
     const next = performance.now();
     await (await chat('d')).json();
-    assert.ok(performance.now() - next < 200, 'only the next request was slowed');
+    // Without the fault 'd' answers at once; with it, not before 250 ms. The margin between is for a busy machine.
+    assert.ok(performance.now() - next < 240, 'only the next request was slowed');
   });
 
   test('stall-mid-stream stops after N events until the client leaves', async () => {
@@ -247,7 +248,7 @@ describe('latency model and stats', () => {
     const res = await chat('slow');
     await res.json();
     const elapsed = performance.now() - started;
-    assert.ok(elapsed >= 195 && elapsed < 1000, `100 + 5 × 20 ms, took ${elapsed}`);
+    assert.ok(elapsed >= 195 && elapsed < 3000, `100 + 5 × 20 ms, took ${elapsed}`);
   });
 
   test('streams send the first token at ttft and one token per perTokenMs', async () => {
@@ -263,10 +264,15 @@ describe('latency model and stats', () => {
       if (parsed?.choices[0]?.delta.content) arrivals.push(performance.now() - started);
     }
     const total = performance.now() - started;
+    const shown = arrivals.map(Math.round).join(',');
     assert.equal(arrivals.length, 5);
-    // Ticks follow a fixed schedule from the start; the client's first read may lag, so measure from the 2nd.
-    assert.ok((arrivals[4] as number) - (arrivals[1] as number) >= 55, `3 gaps of 20 ms: ${arrivals.map(Math.round)}`);
-    assert.ok(total >= 195 && total < 1000, `finish at 100 + 5 × 20 ms, took ${total}`);
+    // Ticks follow a fixed schedule from when the simulator got the request, which is after `started`:
+    // token i can never arrive before 100 + 20·i ms, however busy the machine (2 ms for timer rounding).
+    // A busy client only reads late, so gaps between reads are not asserted, only the lower bounds.
+    arrivals.forEach((at, i) => assert.ok(at >= 100 + 20 * i - 2, `token ${i} due at ${100 + 20 * i} ms: ${shown}`));
+    // Tokens sent all at once would arrive together; 80 ms apart on schedule, half of it left for a lagging first read.
+    assert.ok((arrivals[4] as number) - (arrivals[0] as number) >= 40, `spread over the stream: ${shown}`);
+    assert.ok(total < 3000, `finish at 100 + 5 × 20 ms, took ${total}`);
   });
 
   test('a client that leaves mid-stream is counted as aborted, and timers stop', async () => {
@@ -320,7 +326,7 @@ describe('latency model and stats', () => {
     await eventually(() => own.stats('h').inFlight === 2, 'both in flight');
     const started = performance.now();
     await own.close();
-    assert.ok(performance.now() - started < 500);
+    assert.ok(performance.now() - started < 2000, 'not the 50 s the stream had left');
     await assert.rejects(hanging);
     await assert.rejects(streaming.text());
     assert.equal(own.stats('h').inFlight, 0);

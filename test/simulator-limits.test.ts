@@ -265,7 +265,7 @@ describe('PTU deployments', () => {
 
     const started = performance.now();
     const third = await chatAt(sim, 'ptu', { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1 });
-    assert.ok(performance.now() - started < 200, 'a fast fail');
+    assert.ok(performance.now() - started < 2000, 'a fast fail, not a wait of 13 s for the bucket to drain');
     const { retryAfterMs } = await expect429(third);
     // 1216 tokens in the bucket, draining 1000 per 60 s: 216 × 60 ms to get under 100%.
     assert.ok(Math.abs(retryAfterMs - 216 * 60) < 300, String(retryAfterMs));
