@@ -7,11 +7,13 @@
  * the real usage when that was larger. A provisioned (PTU) deployment corrects its utilization to the
  * actual cost on completion, so there the real usage replaces the reservation. Failed and aborted
  * attempts keep their reservation in both: Azure charged them on arrival. The client's quota is
- * exact: the real usage when known, nothing when no deployment was ever reached.
+ * exact in tokens: the real usage when known, none when no deployment was ever reached (the request
+ * still counts against the client's rpm).
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Lease, WindowObservation } from '../shared/store/types.ts';
 import type { DeploymentConfig } from '../shared/config/schema.ts';
+import { shortWindowLimit } from '../shared/store/constants.ts';
 import { header } from './retry-after.ts';
 import type { Usage } from './usage.ts';
 
@@ -46,7 +48,7 @@ export function worthObserving(observed: WindowObservation | undefined): observe
   if (!observed) return false;
   const { tpm, rpm, remainingTokens, remainingRequests } = observed;
   if (tpm !== undefined && remainingTokens !== undefined && remainingTokens < tpm * OBSERVE_BELOW_SHARE) return true;
-  return rpm !== undefined && remainingRequests !== undefined && remainingRequests < Math.ceil(rpm / 6) * OBSERVE_BELOW_SHARE;
+  return rpm !== undefined && remainingRequests !== undefined && remainingRequests < shortWindowLimit(rpm) * OBSERVE_BELOW_SHARE;
 }
 
 /**

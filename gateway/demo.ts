@@ -49,7 +49,7 @@ clients:
     banner: (url) => `
 Spillway demo: pool "gpt-4o" spreads over 3 simulated deployments (${simulator.url}).
 Try:
-  curl -s ${url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \\
+  curl -s '${url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21' \\
     -H 'api-key: ${DEMO_CLIENT_KEY}' -H 'content-type: application/json' \\
     -d '{"messages":[{"role":"user","content":"Hello!"}],"max_tokens":20}'
 

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { GatewaySettings } from '../shared/config/schema.ts';
 import type { AcquireInput, AcquireResult, Lease, QuotaLease, Store, WindowObservation } from '../shared/store/types.ts';
 import { deploymentCharge, isProvisioned, observe, worthObserving } from './accounting.ts';
@@ -133,7 +134,8 @@ export class Dispatcher {
     try {
       await this.routeToDeployments(req, res, request, log);
     } finally {
-      // The client's quota is exact: real usage when known, nothing when no deployment was reached.
+      // The client's token quota is exact: real usage when known, no tokens when no deployment was
+      // reached. The request itself stays booked against its rpm, whatever the outcome.
       if (quota) await this.settleQuota(quota, log.usage?.totalTokens ?? (log.attempts === 0 ? 0 : undefined));
     }
   }
@@ -170,17 +172,20 @@ export class Dispatcher {
     const deadline = request.startedAt + settings.deadlineMs;
     const waitUntil = request.startedAt + request.pool.config.maxWaitMs;
     const ticket = request.pool.config.maxWaitMs > 0 ? randomUUID() : undefined;
+    // The store the ticket waits in: the fallback's queue once Redis failed, not Redis's.
+    let queuedIn: Store | undefined;
     const tried: string[] = [];
     const history = new AttemptHistory();
 
     // While a request may wait (maxWaitMs), a 429 is part of the wait and does not use up an attempt.
     const attemptsUsed = () => log.attempts - (ticket ? history.throttles : 0);
     while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
-      if (res.destroyed) return this.leaveQueue(request, ticket);
+      if (res.destroyed) return this.leaveQueue(queuedIn, request, ticket);
       const acquired = await this.acquire(request, tried, ticket);
+      queuedIn = acquired.store;
       if (res.destroyed) {
         if (acquired.result.ok) await this.release(acquired.store, acquired.result.lease);
-        return this.leaveQueue(request, ticket);
+        return this.leaveQueue(queuedIn, request, ticket);
       }
       if (!acquired.result.ok) {
         const { result } = acquired;
@@ -189,7 +194,7 @@ export class Dispatcher {
           await sleep(Math.max(MIN_POLL_MS, Math.min(result.retryAfterMs, MAX_POLL_MS, waitUntil - Date.now())));
           continue;
         }
-        await this.leaveQueue(request, ticket);
+        await this.leaveQueue(queuedIn, request, ticket);
         const answer = this.whenNothingIsEligible(request, result, tried, history);
         if ('deployment' in answer) this.replayFailure(res, request, log, answer, history);
         else this.reject(res, request, log, answer);
@@ -249,8 +254,11 @@ export class Dispatcher {
       const status = response.statusCode ?? 502;
       if (RETRYABLE_STATUS.has(status) || status === 404) {
         const body = await readLimited(response, FAILED_BODY_LIMIT);
-        await this.finishLease(acquired.store, lease, undefined, observe(response.headers, deployment.config));
         const failure: FailedAttempt = { deployment: deployment.config.id, status, headers: response.headers, body };
+        // The cooldown is asked for first, so no other request gets the slot this release frees before
+        // the deployment is out; both go to the store in one write (auto-pipelining), not one after the other.
+        const cooling = status === 429 ? this.deps.health.throttled(deployment, retryAfterMs(response.headers)) : undefined;
+        await this.finishLease(acquired.store, lease, undefined, observe(response.headers, deployment.config));
         if (status === 404) {
           if (!body.includes('DeploymentNotFound')) {
             // A 404 about the request itself (an unknown route or api-version): the client's to see.
@@ -263,7 +271,7 @@ export class Dispatcher {
         }
         // A throttled deployment is not excluded: its cooldown keeps it out exactly as long as it asked,
         // and a waiting request may take it again after that. Any other failure is not tried again.
-        if (status === 429) failure.cooldownUntil = await this.deps.health.throttled(deployment, retryAfterMs(response.headers));
+        if (cooling) failure.cooldownUntil = await cooling;
         else tried.push(deployment.config.id);
         history.record(failure);
         continue;
@@ -439,9 +447,9 @@ export class Dispatcher {
     await this.release(store, lease, chargedTokens, observed);
   }
 
-  private async leaveQueue(request: ProxiedRequest, ticket: string | undefined): Promise<void> {
-    if (!ticket) return;
-    await this.deps.store.leaveQueue(request.pool.name, ticket).catch((error: Error) => this.deps.logger.warn('could not leave the wait queue', { error: error.message }));
+  private async leaveQueue(store: Store | undefined, request: ProxiedRequest, ticket: string | undefined): Promise<void> {
+    if (!ticket || !store) return;
+    await store.leaveQueue(request.pool.name, ticket).catch((error: Error) => this.deps.logger.warn('could not leave the wait queue', { error: error.message }));
   }
 
   private async release(store: Store, lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
@@ -485,8 +493,6 @@ export class Dispatcher {
 
 /** The latest GA api-version, for OpenAI-style requests that name none. */
 export const DEFAULT_API_VERSION = '2024-10-21';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function hasQuota(client: ClientIdentity): boolean {
   return client.tpm !== undefined || client.rpm !== undefined;

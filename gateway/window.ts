@@ -6,9 +6,10 @@
  * the booking in our window a little longer than in Azure's (by 2 % less one bucket: 180 ms on a
  * minute), at the price of using at most 98 % of the budget.
  */
+import { WINDOW_BUCKETS } from '../shared/store/constants.ts';
+
 const WINDOW_MARGIN = 1.02;
-const BUCKETS = 60;
 
 export function admissionWindowMs(deploymentWindowMs: number): number {
-  return Math.ceil((deploymentWindowMs * WINDOW_MARGIN) / BUCKETS) * BUCKETS;
+  return Math.ceil((deploymentWindowMs * WINDOW_MARGIN) / WINDOW_BUCKETS) * WINDOW_BUCKETS;
 }

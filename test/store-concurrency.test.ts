@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { KeyLayout } from '../shared/store/keys.ts';
 import { RedisStore } from '../shared/store/redis-store.ts';
 import type { AcquireResult, PoolLayout, QuotaInput, QuotaResult } from '../shared/store/types.ts';
 import { countBy, granted, pool, uniquePrefix } from './helpers/store-suite.ts';
@@ -128,7 +129,7 @@ describe('RedisStore with 8 clients racing', () => {
     // All join at once; Redis serialises them, and that order is the one to keep.
     const joined = await Promise.all(stores.map((_, i) => poll(i)));
     assert.ok(joined.every((r) => !r.ok));
-    const order = await stores[0]!.client.zrange(`${keyPrefix}{pool:${name}}:queue`, 0, -1);
+    const order = await stores[0]!.client.zrange(new KeyLayout(keyPrefix).queue(name).order, 0, -1);
     assert.deepEqual([...order].sort(), [...tickets].sort());
     const headFirst = joined.map((r, i) => [tickets[i], r.ok ? 'granted' : r.reason]);
     assert.deepEqual(countBy(headFirst.map(([, reason]) => reason)), new Map([['no-budget', 1], ['queued', 7]]));

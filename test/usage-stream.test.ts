@@ -22,6 +22,14 @@ test('strips the usage chunk and the usage:null fields, whatever the chunk bound
   }
 });
 
+test('a character cut between two chunks comes out whole', async () => {
+  // Upstream bytes may split a multi-byte character anywhere: é is 2 bytes, 世 3, 🙂 4.
+  const upstream = Buffer.from(chunk(' héllo 世界 🙂') + usageChunk + 'data: [DONE]\n\n');
+  const pieces = Array.from({ length: upstream.length }, (_, i) => upstream.subarray(i, i + 1));
+  const out = await text(Readable.from(pieces).pipe(new UsageStripper()));
+  assert.equal(out, plain(' héllo 世界 🙂') + 'data: [DONE]\n\n');
+});
+
 test('passes a stream without usage through untouched', async () => {
   const upstream = plain(' a') + 'data: [DONE]\n\n';
   const stripper = new UsageStripper();

@@ -1,3 +1,5 @@
+import type { Lease, WindowObservation } from './types.ts';
+
 /**
  * Numbers both stores share. The Lua includes repeat them (lua/includes/*.lua); change both together.
  */
@@ -54,5 +56,22 @@ export function observedUse(limit: number | undefined, remaining: number | undef
   return Math.max(0, Math.ceil(limit - Math.max(0, remaining)));
 }
 
+/**
+ * What a deployment's observation says it has used: tokens of its window, requests of its short
+ * window. Either is undefined when the deployment did not say.
+ */
+export function observedCounts(observed: WindowObservation | undefined): { usedTokens: number | undefined; usedRequests: number | undefined } {
+  const rpm = observed?.rpm;
+  return {
+    usedTokens: observedUse(observed?.tpm, observed?.remainingTokens),
+    usedRequests: rpm === undefined ? undefined : observedUse(shortWindowLimit(rpm), observed?.remainingRequests),
+  };
+}
+
 /** Lease id of no lease (lease ids are UUIDs): a release of it only applies an observation. */
-export const OBSERVATION_ONLY_LEASE = 'observation-only';
+const OBSERVATION_ONLY_LEASE = 'observation-only';
+
+/** The lease `observe` releases: one that cannot exist, so the release changes nothing but applies the observation. */
+export function observationLease(pool: string, deploymentId: string): Lease {
+  return { pool, deploymentId, leaseId: OBSERVATION_ONLY_LEASE, bucket: 0, tokens: 0, probe: false };
+}

@@ -7,12 +7,11 @@ import {
   HALF_OPEN_MEMORY_MS,
   IDLE_WINDOWS_BEFORE_EXPIRY,
   WINDOW_BUCKETS,
-  observedUse,
-  shortWindowLimit,
+  observationLease,
+  observedCounts,
   validWindowMs,
   wholeMs,
   wholeTokens,
-  OBSERVATION_ONLY_LEASE,
 } from './constants.ts';
 import { SlidingWindow, fitsBudget } from './sliding-window.ts';
 import type {
@@ -119,27 +118,20 @@ export class MemoryStore implements Store {
     });
     const considered = assessed.filter((a): a is Assessment => a !== undefined);
     const eligible = considered.filter((a) => a.eligible);
-    if (behind && ticket !== undefined) {
+    if (behind || eligible.length === 0) {
+      // Nothing is granted now: tell the caller the soonest moment any deployment could take it.
       const { reason, soonest } = this.#soonestRoom(considered, nowMs, tokens);
       if (soonest === undefined) {
         // Never servable: waiting would only block the others.
-        queue.delete(ticket);
+        if (ticket !== undefined) queue.delete(ticket);
         return { ok: false, reason, retryAfterMs: this.#windowMs };
       }
-      queue.set(ticket, ticketDeadline);
+      if (ticket !== undefined) queue.set(ticket, ticketDeadline);
       let wait = soonest - nowMs;
+      if (!behind) return { ok: false, reason, retryAfterMs: Math.max(1, Math.ceil(wait)) };
       // Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
       if (wait <= 0) wait = (nowBucket + 1) * this.#bucketMs - nowMs;
       return { ok: false, reason: 'queued', retryAfterMs: Math.max(1, Math.ceil(wait)) };
-    }
-    if (eligible.length === 0) {
-      const { reason, soonest } = this.#soonestRoom(considered, nowMs, tokens);
-      if (ticket !== undefined) {
-        if (soonest === undefined) queue.delete(ticket);
-        else queue.set(ticket, ticketDeadline);
-      }
-      const retryAfterMs = soonest === undefined ? this.#windowMs : soonest - nowMs;
-      return { ok: false, reason, retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)) };
     }
 
     const bestPriority = Math.min(...eligible.map((a) => a.budget.priority));
@@ -186,9 +178,7 @@ export class MemoryStore implements Store {
     }
 
     // What the deployment reported, lease live or not: book where it used more than our window holds.
-    const usedTokens = observedUse(observed?.tpm, observed?.remainingTokens);
-    const rpm = observed?.rpm;
-    const usedRequests = rpm === undefined ? undefined : observedUse(shortWindowLimit(rpm), observed?.remainingRequests);
+    const { usedTokens, usedRequests } = observedCounts(observed);
     if (usedTokens === undefined && usedRequests === undefined) return;
     const newestBucket = state.window.advance(nowBucket);
     const counts = state.window.read(newestBucket);
@@ -198,8 +188,7 @@ export class MemoryStore implements Store {
   }
 
   async observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void> {
-    // A release of a lease that cannot exist changes nothing but applies the observation.
-    await this.release({ pool, deploymentId, leaseId: OBSERVATION_ONLY_LEASE, bucket: 0, tokens: 0, probe: false }, undefined, observed);
+    await this.release(observationLease(pool, deploymentId), undefined, observed);
   }
 
   async leaveQueue(pool: string, ticket: string): Promise<void> {
@@ -236,7 +225,8 @@ export class MemoryStore implements Store {
   }
 
   async releaseQuota(lease: QuotaLease, chargedTokens?: number): Promise<void> {
-    if (chargedTokens === undefined) return;
+    // Nothing to correct when the estimate was the cost (a round trip saved, in Redis's case).
+    if (chargedTokens === undefined || wholeTokens(chargedTokens) === lease.tokens) return;
     const window = this.#clients.get(lease.subject);
     if (!window) return;
     const newestBucket = window.advance(this.#bucketOf(this.#now()));

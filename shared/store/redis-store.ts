@@ -4,7 +4,7 @@
  * keys.ts, scripts with their KEYS/ARGV in lua/.
  */
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
-import { DEFAULT_KEY_PREFIX, observedUse, shortWindowLimit, validWindowMs, wholeMs, wholeTokens, OBSERVATION_ONLY_LEASE } from './constants.ts';
+import { DEFAULT_KEY_PREFIX, observationLease, observedCounts, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
 import { KeyLayout } from './keys.ts';
 import { luaScripts, SCRIPT_NAMES, type ScriptName } from './lua-scripts.ts';
 import type {
@@ -135,9 +135,7 @@ export class RedisStore implements Store {
   async release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
     const { state, leases, window } = this.#keys.deployment(lease.pool, lease.deploymentId);
     const charged = chargedTokens === undefined ? '' : wholeTokens(chargedTokens);
-    const usedTokens = observedUse(observed?.tpm, observed?.remainingTokens);
-    const rpm = observed?.rpm;
-    const usedRequests = rpm === undefined ? undefined : observedUse(shortWindowLimit(rpm), observed?.remainingRequests);
+    const { usedTokens, usedRequests } = observedCounts(observed);
     await this.#run(
       'release',
       [leases, window, state],
@@ -146,8 +144,7 @@ export class RedisStore implements Store {
   }
 
   async observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void> {
-    // A release of a lease that cannot exist changes nothing but applies the observation.
-    await this.release({ pool, deploymentId, leaseId: OBSERVATION_ONLY_LEASE, bucket: 0, tokens: 0, probe: false }, undefined, observed);
+    await this.release(observationLease(pool, deploymentId), undefined, observed);
   }
 
   async leaveQueue(pool: string, ticket: string): Promise<void> {
@@ -177,7 +174,8 @@ export class RedisStore implements Store {
   }
 
   async releaseQuota(lease: QuotaLease, chargedTokens?: number): Promise<void> {
-    if (chargedTokens === undefined) return;
+    // Nothing to correct when the estimate was the cost (a round trip saved, in Redis's case).
+    if (chargedTokens === undefined || wholeTokens(chargedTokens) === lease.tokens) return;
     await this.#run(
       'release-quota',
       [this.#keys.clientWindow(lease.subject)],

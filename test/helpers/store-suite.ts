@@ -736,6 +736,21 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         assert.equal(refused(await store.acquire(waiting(layout, 'A'))).reason, 'queued', 'A is behind C now');
       });
 
+      test('polling refreshes a waiter’s deadline: it keeps its place past its first one', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const { layout, held } = await fullPool(store, 'fifo-refresh');
+        assert.equal(refused(await store.acquire(waiting(layout, 'A', 1000))).reason, 'no-budget');
+        assert.equal(refused(await store.acquire(waiting(layout, 'B'))).reason, 'queued');
+        for (let i = 0; i < 2; i++) {
+          await sleep(600);
+          assert.equal(refused(await store.acquire(waiting(layout, 'A', 1000))).reason, 'no-budget', 'A still heads the queue');
+        }
+        // 1.2 s after it joined, past its first deadline, A is in because it kept polling.
+        await store.release(held[0] as Lease, 0);
+        assert.equal(refused(await store.acquire(waiting(layout, 'B'))).reason, 'queued', 'B is still behind A');
+        granted(await store.acquire(waiting(layout, 'A', 1000)));
+      });
+
       test('leaveQueue takes a waiter out', async () => {
         const store = openOne({ windowMs: 60_000 });
         const { layout, held } = await fullPool(store, 'fifo-leave');
@@ -774,7 +789,7 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         await store.release(held[0] as Lease, 0);
         granted(await store.acquire(waiting(layout, 'A')));
         const allExcluded = await store.acquire({ ...waiting(layout, 'X', 30_000, 0), exclude: ['a'] });
-        assert.deepEqual(allExcluded, { ok: false, reason: 'unavailable', retryAfterMs: 6000 }, 'heading an empty queue');
+        assert.deepEqual(allExcluded, { ok: false, reason: 'unavailable', retryAfterMs: 6000 }, 'never servable: refused at once');
         await store.release(held[1] as Lease, 0);
         granted(await store.acquire(waiting(layout, 'C')));
       });

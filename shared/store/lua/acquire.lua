@@ -133,33 +133,22 @@ local function soonestRoom()
   return reason, soonest
 end
 
-if behind then
+if behind or bestPriority == nil then
+  -- Nothing is granted now: tell the caller the soonest moment any deployment could take it.
   local reason, soonest = soonestRoom()
   if soonest == nil then
     -- Never servable: waiting would only block the others.
-    leaveQueue(queueKey, deadlinesKey, ticket)
+    if hasTicket then leaveQueue(queueKey, deadlinesKey, ticket) end
     return { 0, reason, windowMs }
   end
-  waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs)
+  if hasTicket then waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs) end
   local wait = soonest - nowMs
-  -- Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
-  if wait <= 0 then wait = (nowBucket + 1) * bucketMs - nowMs end
-  return { 0, 3, math.max(1, math.ceil(wait)) }
-end
-
-if bestPriority == nil then
-  -- Nothing can take it now: tell the caller the soonest moment any deployment could.
-  local reason, soonest = soonestRoom()
-  local retryAfterMs = windowMs
-  if soonest ~= nil then retryAfterMs = soonest - nowMs end
-  if hasTicket then
-    if soonest == nil then
-      leaveQueue(queueKey, deadlinesKey, ticket)
-    else
-      waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs)
-    end
+  if behind then
+    -- Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
+    reason = 3
+    if wait <= 0 then wait = (nowBucket + 1) * bucketMs - nowMs end
   end
-  return { 0, reason, math.max(1, math.ceil(retryAfterMs)) }
+  return { 0, reason, math.max(1, math.ceil(wait)) }
 end
 
 local candidates = {}

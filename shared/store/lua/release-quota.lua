@@ -19,6 +19,6 @@ local bucket = tonumber(ARGV[1])
 local booked = tonumber(ARGV[2])
 local charged = tonumber(ARGV[3])
 local windowMs = tonumber(ARGV[4])
-local newestBucket = advanceWindow(windowKey, math.floor(redisNowMs() / (windowMs / WINDOW_BUCKETS)))
+local newestBucket = advanceWindow(windowKey, bucketOf(redisNowMs(), windowMs))
 adjustWindow(windowKey, newestBucket, bucket, charged - booked, windowMs)
 return 1

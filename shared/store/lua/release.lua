@@ -34,7 +34,7 @@ local windowMs = tonumber(ARGV[5])
 local observedTokens = tonumber(ARGV[6])
 local observedRequests = tonumber(ARGV[7])
 local nowMs = redisNowMs()
-local nowBucket = math.floor(nowMs / (windowMs / WINDOW_BUCKETS))
+local nowBucket = bucketOf(nowMs, windowMs)
 
 if redis.call('HGET', stateKey, 'pl') == leaseId then
   redis.call('HDEL', stateKey, 'pl', 'pd')

@@ -18,7 +18,7 @@
 
 local nowMs = redisNowMs()
 local windowMs = tonumber(ARGV[1])
-local nowBucket = math.floor(nowMs / (windowMs / WINDOW_BUCKETS))
+local nowBucket = bucketOf(nowMs, windowMs)
 local out = {}
 for i = 1, #KEYS / 3 do
   local stateKey, leasesKey, windowKey = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]

@@ -32,6 +32,11 @@ local function slotOf(bucket)
   return bucket % WINDOW_BUCKETS + 1
 end
 
+-- The bucket that holds the moment nowMs, for a window of windowMs.
+local function bucketOf(nowMs, windowMs)
+  return math.floor(nowMs / (windowMs / WINDOW_BUCKETS))
+end
+
 -- Moves the window to nowBucket, dropping the buckets that left it (at most 59 + 10 slots, and only
 -- when the bucket changed). Returns the newest bucket (never behind the stored one, in case the server
 -- clock stepped back) and the token, request and short-window request totals. Creates no key.
