@@ -37,16 +37,20 @@
  * and its schedule lag is reported so that a saturated machine shows.
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { header } from '../gateway/retry-after.ts';
 import { cpuModel, gitRevision, writeDocSection } from './lib/report-doc.ts';
 import { countPromptTokens, estimateCost, parseRequest } from '../shared/simulator/requests.ts';
 import type { DeploymentStats, SimDeployment } from '../shared/simulator/types.ts';
 import { estimateRequest } from '../shared/tokens/index.ts';
 import { fmt, markdownTable, pct, textTable } from './lib/format.ts';
-import { cpuMs, machineBusyMs, ProcessSet } from './lib/processes.ts';
+import { loopbackUrl, sendOnce, type Ending } from './lib/http-client.ts';
+import { cpuMs, cpuMsOf, machineBusyMs, ProcessSet } from './lib/processes.ts';
+import { prng } from './lib/random.ts';
 import { promptText } from './lib/scenario.ts';
 import { summarize, type Summary } from './lib/stats.ts';
 import {
@@ -170,17 +174,26 @@ interface Answer {
   deployment?: string;
 }
 
-function headerText(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
 function retryAfterOf(headers: IncomingHttpHeaders): number | undefined {
-  const ms = Number(headerText(headers, 'retry-after-ms'));
+  const ms = Number(header(headers, 'retry-after-ms'));
   if (Number.isFinite(ms) && ms > 0) return ms;
-  const seconds = Number(headerText(headers, 'retry-after'));
+  const seconds = Number(header(headers, 'retry-after'));
   if (Number.isFinite(seconds) && seconds > 0) return seconds * 1000;
   return undefined;
+}
+
+/** The answer a request ended with: the figures of its head when there is one, none for a failure without a head. */
+function answerOf(ending: Ending): Omit<Answer, 'sentAt' | 'latencyMs'> {
+  const { status, headers, error } = ending;
+  const retryAfterMs = headers ? retryAfterOf(headers) : undefined;
+  const deployment = headers ? header(headers, 'x-gateway-deployment') : undefined;
+  return {
+    status,
+    ...(error !== undefined ? { error } : {}),
+    gatewayAttempts: headers ? Number(header(headers, 'x-gateway-attempts') ?? 0) || 0 : 0,
+    ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+    ...(deployment !== undefined ? { deployment } : {}),
+  };
 }
 
 /** node:http with one keep-alive agent per gateway; every live request can be cut at once. */
@@ -189,8 +202,7 @@ class Client {
   private readonly live = new Set<() => void>();
 
   constructor(urls: string[]) {
-    this.targets = urls.map((url) => ({ url: new URL(url), agent: new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT, scheduling: 'lifo' }) }));
-    for (const { url } of this.targets) if (url.hostname !== '127.0.0.1') throw new Error(`refusing a non-loopback target: ${url.href}`);
+    this.targets = urls.map((url) => ({ url: loopbackUrl(url), agent: new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT, scheduling: 'lifo' }) }));
   }
 
   get count(): number {
@@ -201,21 +213,22 @@ class Client {
     return this.live.size;
   }
 
-  /** POSTs `body` to gateway `index`; resolves when the response ended (never rejects). */
+  /**
+   * POSTs `body` to gateway `index`; resolves when the response ended (never rejects). `onHeaders`
+   * is called once: with the status when the answer's head arrives, with 0 when the request ends without one.
+   */
   post(index: number, path: string, body: Buffer, t0: number, onHeaders?: (status: number) => void): Promise<Answer> {
     const target = this.targets[index % this.targets.length]!;
     if (aborting) return Promise.resolve({ sentAt: performance.now() - t0, status: 0, error: 'aborted', latencyMs: 0, gatewayAttempts: 0 });
+    let told = false;
+    const tell = (status: number) => {
+      if (told) return;
+      told = true;
+      onHeaders?.(status);
+    };
     return new Promise<Answer>((resolvePromise) => {
       const start = performance.now();
-      let settled = false;
-      let response: IncomingMessage | undefined;
-      const done = (answer: Omit<Answer, 'sentAt' | 'latencyMs'>) => {
-        if (settled) return;
-        settled = true;
-        this.live.delete(cut);
-        resolvePromise({ ...answer, sentAt: start - t0, latencyMs: performance.now() - start });
-      };
-      const req = httpRequest(
+      const cut = sendOnce(
         {
           agent: target.agent,
           hostname: target.url.hostname,
@@ -224,38 +237,19 @@ class Client {
           path,
           headers: { 'content-type': 'application/json', 'content-length': String(body.length), 'api-key': CLIENT_KEY },
         },
+        body,
+        REQUEST_TIMEOUT_MS,
         (res) => {
-          response = res;
-          const status = res.statusCode ?? 0;
-          const retryAfterMs = retryAfterOf(res.headers);
-          const deployment = headerText(res.headers, 'x-gateway-deployment');
-          const info = {
-            status,
-            gatewayAttempts: Number(headerText(res.headers, 'x-gateway-attempts') ?? 0) || 0,
-            ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-            ...(deployment !== undefined ? { deployment } : {}),
-          };
-          onHeaders?.(status);
+          tell(res.statusCode ?? 0);
           res.resume();
-          res.on('end', () => done(info));
-          res.on('close', () => {
-            if (!res.complete) done({ ...info, status: 0, error: 'reset-mid-response' });
-          });
+        },
+        (ending) => {
+          this.live.delete(cut);
+          tell(0);
+          resolvePromise({ ...answerOf(ending), sentAt: start - t0, latencyMs: performance.now() - start });
         },
       );
-      const cut = () => {
-        req.destroy();
-        response?.destroy();
-        done({ status: 0, error: 'unfinished', gatewayAttempts: 0 });
-      };
       this.live.add(cut);
-      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })));
-      req.on('error', (error: NodeJS.ErrnoException) => {
-        response?.destroy();
-        onHeaders?.(0);
-        done({ status: 0, error: error.code ?? 'error', gatewayAttempts: 0 });
-      });
-      req.end(body);
     });
   }
 
@@ -273,8 +267,6 @@ class Client {
 /** Set on SIGINT/SIGTERM: no new request leaves, so that the gateways can stop at once. */
 let aborting = false;
 
-const sleep = (ms: number) => new Promise<void>((resolvePromise) => setTimeout(resolvePromise, Math.max(0, ms)));
-
 /**
  * Waits until performance.now() reaches `target`: timers may fire up to a millisecond early (libuv's
  * cached loop time), and an honoured retry must not leave before the time it was told.
@@ -283,16 +275,13 @@ async function sleepUntil(target: number): Promise<void> {
   for (let step = 0; step < 1000 && performance.now() < target; step++) await sleep(Math.max(1, target - performance.now()));
 }
 
-/** mulberry32: a small seeded PRNG, so Poisson arrivals are reproducible. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+/** `work`'s value, or `fallback` once `ms` have passed (`work` goes on: cut it to stop it). */
+function within<T, F>(work: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<F>((resolvePromise) => {
+    timer = setTimeout(resolvePromise, Math.max(0, ms), fallback);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -345,7 +334,7 @@ interface CpuSnapshot {
 function cpuSnapshot(stack: Stack): CpuSnapshot {
   const self = process.cpuUsage();
   return {
-    gateways: stack.gateways.reduce((acc, g) => acc + cpuMs(g.child.pid), 0),
+    gateways: cpuMsOf(stack.gateways.map((g) => g.child.pid)),
     simulator: cpuMs(stack.simulator.child.pid),
     redis: cpuMs(stack.redisPid),
     self: (self.user + self.system) / 1000,
@@ -516,26 +505,46 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
   let startSnapshot: ReturnType<typeof snapshot> | undefined;
   const startTimer = setTimeout(() => {
     startSnapshot = snapshot();
+    // Awaited after the phase, where a failure counts; until then it must not surface as unhandled.
+    startSnapshot.catch(() => {});
   }, warmupMs);
   // Realtime minus monotonic, sampled: a step in it moves the gateways' bucket grid against the simulator's.
   const clockSamples: number[] = [];
   // The gateways' own view of the budget used (tokens in the deployments' windows, from /admin/pools),
   // compared after the phase with what the simulator really counts (see budgetViewOf).
   const gatewayView: { atMs: number; tokens: number }[] = [];
+  // One poll of each kind at a time: a slow answer skips ticks instead of piling up requests.
+  let adminBusy = false;
+  let statsBusy = false;
   const poller = setInterval(() => {
     const at = performance.now() - t0;
     if (at >= warmupMs) clockSamples.push(Date.now() - performance.timeOrigin - performance.now());
-    void adminPools(stack.gateways[0]!).then((admin) => {
-      const deployments = (admin as { pools?: Record<string, { deployments?: { tokensInWindow?: number }[] }> }).pools?.[pool]?.deployments;
-      if (deployments) gatewayView.push({ atMs: at, tokens: deployments.reduce((acc, d) => acc + (d.tokensInWindow ?? 0), 0) });
-    });
-    void simulator.stats().then(
-      (stats) => {
-        const total = sumStats(stats);
-        upstreamTimeline.push({ atMs: Math.round(performance.now() - t0), received: total.received, served: total.served, throttled: total.throttled });
-      },
-      () => {},
-    );
+    if (!adminBusy) {
+      adminBusy = true;
+      void adminPools(stack.gateways[0]!)
+        .then((admin) => {
+          const deployments = (admin as { pools?: Record<string, { deployments?: { tokensInWindow?: number }[] }> }).pools?.[pool]?.deployments;
+          if (deployments) gatewayView.push({ atMs: at, tokens: deployments.reduce((acc, d) => acc + (d.tokensInWindow ?? 0), 0) });
+        })
+        .finally(() => {
+          adminBusy = false;
+        });
+    }
+    if (!statsBusy) {
+      statsBusy = true;
+      void simulator
+        .stats()
+        .then(
+          (stats) => {
+            const total = sumStats(stats);
+            upstreamTimeline.push({ atMs: Math.round(performance.now() - t0), received: total.received, served: total.served, throttled: total.throttled });
+          },
+          () => {},
+        )
+        .finally(() => {
+          statsBusy = false;
+        });
+    }
   }, 500);
   let lastPrinted = 0;
   const progress = (now: number) => {
@@ -576,30 +585,35 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
     void work.finally(() => pending.delete(work));
   };
 
-  await new Promise<void>((resolvePromise) => {
-    let k = 0;
-    const tick = () => {
-      const now = performance.now() - t0;
-      while (k < arrivals.length && arrivals[k]! <= now) {
-        fire(k, arrivals[k]!, now);
-        k += 1;
-      }
-      progress(now);
-      if (k >= arrivals.length) {
-        setTimeout(resolvePromise, Math.max(0, totalMs - (performance.now() - t0)));
-        return;
-      }
-      setTimeout(tick, Math.max(0, arrivals[k]! - (performance.now() - t0)));
-    };
-    tick();
-  });
-  const endSnapshot = await snapshot();
-  clearTimeout(startTimer);
-  clearInterval(poller);
+  let endSnapshot: Awaited<ReturnType<typeof snapshot>>;
+  try {
+    await new Promise<void>((resolvePromise) => {
+      let k = 0;
+      const tick = () => {
+        const now = performance.now() - t0;
+        while (k < arrivals.length && arrivals[k]! <= now) {
+          fire(k, arrivals[k]!, now);
+          k += 1;
+        }
+        progress(now);
+        if (k >= arrivals.length) {
+          setTimeout(resolvePromise, Math.max(0, totalMs - (performance.now() - t0)));
+          return;
+        }
+        setTimeout(tick, Math.max(0, arrivals[k]! - (performance.now() - t0)));
+      };
+      tick();
+    });
+    endSnapshot = await snapshot();
+  } finally {
+    // Also when a snapshot fails: no timer of this phase outlives it.
+    clearTimeout(startTimer);
+    clearInterval(poller);
+  }
   const start = startSnapshot ? await startSnapshot : await snapshot();
 
   // Drain: what is still in flight (retries were only scheduled inside the phase).
-  if (pending.size > 0) await Promise.race([Promise.all([...pending]), sleep(DRAIN_MS)]);
+  if (pending.size > 0) await within(Promise.all([...pending]), DRAIN_MS, undefined);
   const unfinished = client.cutAll();
   await Promise.all([...pending]);
   const admin = await adminPools(stack.gateways[0]!);
@@ -645,7 +659,6 @@ interface PhaseReport {
   requests: number;
   succeeded: number;
   succeededFirstTry: number;
-  succeededAfterRetry: number;
   /** Final answer not 200 (a 429 whose honoured retry failed or that could not be retried, any other error). */
   clientErrors: number;
   clientErrorRate: number;
@@ -702,26 +715,34 @@ function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { sa
     .map((a) => ({ at: a.sentAt, calls: a.gatewayAttempts }))
     .sort((a, b) => a.at - b.at);
   const budget = DEPLOYMENT_IDS.length * settings.tpm;
-  const shares = raw.gatewayView
-    .filter((v) => v.atMs >= raw.warmupMs)
-    .map((v) => {
-      let inWindow = 0;
-      for (const call of calls) if (call.at > v.atMs - settings.windowMs && call.at <= v.atMs) inWindow += call.calls;
-      return (v.tokens - inWindow * estimate) / budget;
-    });
+  /** Upstream calls within the window that ends at `at` (what the simulator counts then). */
+  const callsInWindow = (at: number) => {
+    let inWindow = 0;
+    for (const call of calls) if (call.at > at - settings.windowMs && call.at <= at) inWindow += call.calls;
+    return inWindow;
+  };
+  const shares = raw.gatewayView.filter((v) => v.atMs >= raw.warmupMs).map((v) => (v.tokens - callsInWindow(v.atMs) * estimate) / budget);
   // What the simulator counted (as a share of the budget) whenever the gateways refused a measured request
   // without trying a deployment: near 100 % means the refusal was needed.
   const refusals = raw.records
     .filter((r) => r.arrivalMs >= raw.warmupMs)
     .flatMap((r) => [r.first, r.retry])
     .filter((a): a is Answer => a !== undefined && a.status === 429 && a.gatewayAttempts === 0)
-    .map((a) => {
-      let inWindow = 0;
-      for (const call of calls) if (call.at > a.sentAt - settings.windowMs && call.at <= a.sentAt) inWindow += call.calls;
-      return (inWindow * estimate) / budget;
-    });
+    .map((a) => (callsInWindow(a.sentAt) * estimate) / budget);
   const summary = summarize(shares);
   return summary ? { samples: summary.count, mean: summary.mean, p95: summary.p95, min: summary.min, max: summary.max, atRefusals: summarize(refusals) } : null;
+}
+
+/** Why a request did not end in a 200, as the report names it. */
+function errorKind(r: RequestRecord, final: Answer | undefined): string {
+  if (r.dropped) return 'dropped (client at max in flight)';
+  if (final === undefined) return 'no answer';
+  if (final.status === 429) {
+    if (r.retry) return '429 again after the honoured retry';
+    return r.notRetried === 'beyond-phase' ? '429 with a retry time after the phase end' : '429 without a retry time';
+  }
+  if (final.status === 0) return `transport: ${final.error ?? 'error'}`;
+  return `status ${final.status}`;
 }
 
 function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseReport {
@@ -736,19 +757,7 @@ function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseRepo
       succeeded += 1;
       continue;
     }
-    const kind = r.dropped
-      ? 'dropped (client at max in flight)'
-      : final === undefined
-        ? 'no answer'
-        : final.status === 429
-          ? r.retry
-            ? '429 again after the honoured retry'
-            : r.notRetried === 'beyond-phase'
-              ? '429 with a retry time after the phase end'
-              : '429 without a retry time'
-          : final.status === 0
-            ? `transport: ${final.error ?? 'error'}`
-            : `status ${final.status}`;
+    const kind = errorKind(r, final);
     errorsByKind[kind] = (errorsByKind[kind] ?? 0) + 1;
   }
   const retried = measured.filter((r) => r.retry);
@@ -766,7 +775,6 @@ function analyse(raw: PhaseRaw, settings: Settings, estimate: number): PhaseRepo
     requests: measured.length,
     succeeded,
     succeededFirstTry: measured.filter((r) => r.first?.status === 200).length,
-    succeededAfterRetry: retried.filter((r) => r.retry?.status === 200).length,
     clientErrors: measured.length - succeeded,
     clientErrorRate: measured.length ? (measured.length - succeeded) / measured.length : 0,
     clientErrorsByKind: errorsByKind,
@@ -815,6 +823,8 @@ interface ProbeCycle {
   early?: { status: number; retryAfterMs?: number; gatewayAttempts: number };
   /** The honoured retry; gatewayAttempts 1 with a 200 means no deployment refused it on the way. */
   retry?: { status: number; gatewayAttempts: number; deployment?: string; waitedMs: number; retryAfterMs?: number };
+  /** Why an 'error' cycle ended the series: the series' deadline came before what it waited for. */
+  unmeasured?: string;
 }
 
 interface ProbeReport {
@@ -850,12 +860,17 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
   const bucketMs = settings.windowMs / 60;
   const cycles: ProbeCycle[] = [];
   const t0 = performance.now();
+  // Every step (filling, the probe, the told wait, the retry, the final drain) ends by this deadline:
+  // the series ends with its report inside the run's hard cap, which counts PROBE_SERIES_CAP_MS for it.
+  const deadline = t0 + PROBE_SERIES_CAP_MS;
+  const left = () => Math.max(0, deadline - performance.now());
   const settled: Promise<Answer>[] = [];
   let gatewayIndex = 0;
+  /** One request; undefined when the deadline comes first (the request is cut with the rest at the end). */
   const send = () => {
     const answer = client.post(gatewayIndex++, path, body, t0);
     settled.push(answer);
-    return answer;
+    return within(answer, left(), undefined);
   };
   // The burst streams, so that an admitted request's head comes at its first token, not after the whole
   // completion: once every head is in, every request of the burst has been decided.
@@ -866,11 +881,11 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
       settled.push(client.post(gatewayIndex++, path, streamBody, t0, resolvePromise));
     });
   let probed = 0;
-  for (let cycle = 0; cycle < settings.probes * 4 && probed < settings.probes && !aborting && performance.now() - t0 < PROBE_SERIES_CAP_MS; cycle++) {
+  for (let cycle = 0; cycle < settings.probes * 4 && probed < settings.probes && !aborting && left() > 0; cycle++) {
     let burst = 0;
     let burst429 = 0;
-    for (let batch = 0; batch < PROBE_FILL_BATCHES && burst429 === 0 && !aborting; batch++) {
-      const statuses = await Promise.race([Promise.all(Array.from({ length: burstSize }, head)), sleep(REQUEST_TIMEOUT_MS).then(() => [] as number[])]);
+    for (let batch = 0; batch < PROBE_FILL_BATCHES && burst429 === 0 && !aborting && left() > 0; batch++) {
+      const statuses = await within(Promise.all(Array.from({ length: burstSize }, head)), Math.min(REQUEST_TIMEOUT_MS, left()), [] as number[]);
       burst += burstSize;
       burst429 += statuses.filter((status) => status === 429).length;
     }
@@ -880,6 +895,10 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
     }
     const first = await send();
     const toldAt = performance.now();
+    if (first === undefined) {
+      cycles.push({ kind: 'error', burst, burst429, firstStatus: 0, unmeasured: 'no answer to the probe before the deadline' });
+      break;
+    }
     const told = first.retryAfterMs;
     if (first.status === 200) {
       cycles.push({ kind: 'room', burst, burst429, firstStatus: 200 });
@@ -889,6 +908,11 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
       cycles.push({ kind: 'error', burst, burst429, firstStatus: first.status });
       continue;
     }
+    // Waiting past the deadline would overrun the series: this retry time cannot be checked.
+    if (toldAt + told >= deadline) {
+      cycles.push({ kind: 'error', burst, burst429, firstStatus: 429, retryAfterMs: told, unmeasured: 'the told retry time falls after the deadline' });
+      break;
+    }
     let early: Answer | undefined;
     if (told - 2 * bucketMs > 5) {
       await sleepUntil(toldAt + told - 2 * bucketMs);
@@ -897,6 +921,10 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
     await sleepUntil(toldAt + told);
     const waitedMs = performance.now() - toldAt;
     const retry = await send();
+    if (retry === undefined) {
+      cycles.push({ kind: 'error', burst, burst429, firstStatus: 429, retryAfterMs: told, unmeasured: 'no answer to the honoured retry before the deadline' });
+      break;
+    }
     probed += 1;
     cycles.push({
       kind: 'probed',
@@ -914,8 +942,8 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
       },
     });
   }
-  // Let the burst requests finish before the simulator is reset.
-  await Promise.race([Promise.all(settled), sleep(DRAIN_MS)]);
+  // Let the burst requests finish before the simulator is reset (within the deadline), then cut the rest.
+  await within(Promise.all(settled), Math.min(DRAIN_MS, left()), undefined);
   client.cutAll();
   const probedCycles = cycles.filter((c) => c.kind === 'probed');
   return {
@@ -1018,7 +1046,7 @@ function retryTable(reports: PhaseReport[]): { header: string[]; rows: string[][
     POLICY_LABEL[r.policy],
     loadLabel(r.load),
     String(r.succeededFirstTry),
-    String(r.succeededAfterRetry),
+    String(r.honouredOk),
     String(r.gateway429AfterUpstream),
     r.retryAfterMs ? `${fmt(r.retryAfterMs.p50, 0)} / ${fmt(r.retryAfterMs.p95, 0)}` : '–',
     String(r.honouredRefusedAtGateway),
@@ -1181,17 +1209,13 @@ async function main(): Promise<number> {
       latency: { ttftMs: settings.ttftMs, perTokenMs: settings.perTokenMs },
       countRejected: true,
     });
-    const pools: Record<string, GatewayPoolInput> = {
-      // JIT warm-up only: no budgets, so it never refuses.
-      warmup: { strategy: 'round-robin', deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o' })) },
-    };
+    // The seed's policy: round-robin, no budgets in the config (so it never refuses before trying).
+    const roundRobin: GatewayPoolInput = { strategy: 'round-robin', deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o' })) };
+    const spillway: GatewayPoolInput = { strategy: 'least-requests', deployments: roundRobin.deployments.map((d) => ({ ...d, tpm: settings.tpm, rpm: settings.rpm })) };
+    // `warmup` is for the JIT only: without budgets it never refuses.
+    const pools: Record<string, GatewayPoolInput> = { warmup: roundRobin };
     for (const load of settings.loads) {
-      for (const policy of settings.policies) {
-        pools[poolName(policy, load)] =
-          policy === 'spillway'
-            ? { strategy: 'least-requests', deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o', tpm: settings.tpm, rpm: settings.rpm })) }
-            : { strategy: 'round-robin', deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o' })) };
-      }
+      for (const policy of settings.policies) pools[poolName(policy, load)] = policy === 'spillway' ? spillway : roundRobin;
     }
     const upstreamUrl = settings.stripRatelimitHeaders ? await startHeaderStrippingProxy(simulator.url, processes) : simulator.url;
     const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(upstreamUrl, pools, { windowMs: settings.gatewayWindowMs }));

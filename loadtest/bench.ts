@@ -24,11 +24,12 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { cpuModel, gitRevision, writeDocSection } from './lib/report-doc.ts';
 import { summarizeProfile, readProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { fmt, markdownTable, pct, textTable } from './lib/format.ts';
-import { childPids, cpuMs, machineBusyMs, memoryMb, ProcessSet, stopChild } from './lib/processes.ts';
+import { childPids, cpuMs, cpuMsOf, machineBusyMs, memoryMb, ProcessSet, stopChild } from './lib/processes.ts';
 import type { PreparedRequest, RunResult, RunSpec } from './lib/protocol.ts';
 import { parseDuration, promptText } from './lib/scenario.ts';
 import { barChart } from './lib/svg.ts';
@@ -72,6 +73,8 @@ const HELP = `Gateway overhead benchmark
 `;
 
 const API_VERSION = '2024-10-21';
+/** One smoke request may take this long (the targets answer in milliseconds once they are up). */
+const SMOKE_TIMEOUT_MS = 10_000;
 const ALL_TARGETS = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis', 'gw1-redis-info'] as const;
 type TargetKey = (typeof ALL_TARGETS)[number];
 const DEFAULT_TARGETS: TargetKey[] = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis'];
@@ -237,7 +240,13 @@ async function main(): Promise<number> {
     for (const target of targets) {
       for (const stream of [false, true]) {
         const r = request(target, stream);
-        const response = await fetch(`${target.url}${r.path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'api-key': target.apiKey }, body: r.body });
+        const response = await fetch(`${target.url}${r.path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'api-key': target.apiKey },
+          body: r.body,
+          // A target that does not answer fails the smoke, not the hard cap.
+          signal: AbortSignal.timeout(SMOKE_TIMEOUT_MS),
+        });
         const text = await response.text();
         if (response.status !== 200) throw new Error(`${target.key}: smoke request got ${response.status}: ${text.slice(0, 200)}`);
       }
@@ -248,25 +257,24 @@ async function main(): Promise<number> {
     const measure = async (target: Target, spec: RunSpec): Promise<{ result: RunResult; cpu: CpuSplit }> => {
       const pidsGateway = target.gatewayPids;
       const pidsNginx = target.nginxPids;
-      const sum = (pids: number[]) => pids.reduce((acc, pid) => acc + cpuMs(pid), 0);
       const ours = ourPids();
       const before = {
-        gateway: sum(pidsGateway),
-        nginx: sum(pidsNginx),
+        gateway: cpuMsOf(pidsGateway),
+        nginx: cpuMsOf(pidsNginx),
         simulator: cpuMs(simulator.child.pid),
         redis: redis ? cpuMs(redis.child.pid) : 0,
-        ours: sum(ours),
+        ours: cpuMsOf(ours),
         machine: machineBusyMs(),
         at: performance.now(),
       };
       const result = await generator.run(spec);
       const cpu: CpuSplit = {
-        gateway: sum(pidsGateway) - before.gateway,
-        nginx: sum(pidsNginx) - before.nginx,
+        gateway: cpuMsOf(pidsGateway) - before.gateway,
+        nginx: cpuMsOf(pidsNginx) - before.nginx,
         simulator: cpuMs(simulator.child.pid) - before.simulator,
         redis: target.usesRedis && redis ? cpuMs(redis.child.pid) - before.redis : 0,
         generator: result.generatorCpuMs,
-        foreign: Math.max(0, machineBusyMs() - before.machine - (sum(ours) - before.ours)),
+        foreign: Math.max(0, machineBusyMs() - before.machine - (cpuMsOf(ours) - before.ours)),
         wallMs: performance.now() - before.at,
       };
       return { result, cpu };
@@ -281,13 +289,22 @@ async function main(): Promise<number> {
       okStatuses: [200],
       returnSamples: true,
     });
+    /**
+     * One measured phase against `target`: the closed loop, the fixed rate or the streams. `times`
+     * stretches it (the profiled gateway runs every round's share in one go).
+     */
+    const phaseSpec = (target: Target, phase: 'closed' | 'rate' | 'stream', times = 1): RunSpec => {
+      if (phase === 'closed') return { ...baseSpec(target, false), mode: { kind: 'closed', concurrency, durationMs: closedMs * times } };
+      const [perSecond, durationMs] = phase === 'rate' ? [rate, rateMs] : [streamRate, streamMs];
+      return { ...baseSpec(target, phase === 'stream'), mode: { kind: 'open', startRate: perSecond, stages: [{ durationMs: durationMs * times, target: perSecond }], maxInFlight: 512 } };
+    };
 
     // Idle cost: what each target's gateway processes burn with no traffic (timers, leases, metrics).
     const idleMs = 3000;
-    const idleBefore = targets.map((t) => t.gatewayPids.reduce((acc, pid) => acc + cpuMs(pid), 0));
-    await new Promise((resolve) => setTimeout(resolve, idleMs));
+    const idleBefore = targets.map((t) => cpuMsOf(t.gatewayPids));
+    await sleep(idleMs);
     const idleRss = new Map(targets.filter((t) => t.gatewayPids.length).map((t) => [t.key, t.gatewayPids.reduce((acc, pid) => acc + memoryMb(pid).rss, 0) / t.gatewayPids.length]));
-    const idleCores = new Map(targets.map((t, index) => [t.key, t.gatewayPids.length ? (t.gatewayPids.reduce((acc, pid) => acc + cpuMs(pid), 0) - idleBefore[index]!) / idleMs : null]));
+    const idleCores = new Map(targets.map((t, index) => [t.key, t.gatewayPids.length ? (cpuMsOf(t.gatewayPids) - idleBefore[index]!) / idleMs : null]));
 
     // Warm-up: JIT, connection pools. Not recorded.
     for (const target of targets) {
@@ -307,17 +324,17 @@ async function main(): Promise<number> {
 
     for (let round = 0; round < rounds; round++) {
       for (const target of rotated(round)) {
-        const run = await measure(target, { ...baseSpec(target, false), mode: { kind: 'closed', concurrency, durationMs: closedMs } });
+        const run = await measure(target, phaseSpec(target, 'closed'));
         add(phases.closed, target.key, run);
         log(`  round ${round + 1} closed  ${target.key.padEnd(15)} ${fmt(run.result.rps, 0).padStart(6)} rps  p50 ${fmt(run.result.latencyByStatus['200']?.p50, 2)} ms  errors ${run.result.errors}  foreign ${fmt(run.cpu.foreign / run.cpu.wallMs, 2)} cores`);
       }
       for (const target of rotated(round)) {
-        const run = await measure(target, { ...baseSpec(target, false), mode: { kind: 'open', startRate: rate, stages: [{ durationMs: rateMs, target: rate }], maxInFlight: 512 } });
+        const run = await measure(target, phaseSpec(target, 'rate'));
         add(phases.rate, target.key, run);
         log(`  round ${round + 1} ${rate} rps ${target.key.padEnd(15)} p50 ${fmt(run.result.latencyByStatus['200']?.p50, 2)} ms  p99 ${fmt(run.result.latencyByStatus['200']?.p99, 2)} ms  errors ${run.result.errors}`);
       }
       for (const target of rotated(round)) {
-        const run = await measure(target, { ...baseSpec(target, true), mode: { kind: 'open', startRate: streamRate, stages: [{ durationMs: streamMs, target: streamRate }], maxInFlight: 512 } });
+        const run = await measure(target, phaseSpec(target, 'stream'));
         add(phases.stream, target.key, run);
         log(`  round ${round + 1} streams ${target.key.padEnd(15)} TTFT p50 ${fmt(run.result.ttft?.p50, 2)} ms  p99 ${fmt(run.result.ttft?.p99, 2)} ms  errors ${run.result.errors}`);
       }
@@ -450,9 +467,7 @@ async function main(): Promise<number> {
       const fromUs = Number(process.hrtime.bigint() / 1000n);
       const cpuBefore = cpuMs(gw.child.pid);
       let requests = 0;
-      requests += (await generator.run({ ...baseSpec(target, false), mode: { kind: 'closed', concurrency, durationMs: closedMs * rounds }, returnSamples: false })).completed;
-      requests += (await generator.run({ ...baseSpec(target, false), mode: { kind: 'open', startRate: rate, stages: [{ durationMs: rateMs * rounds, target: rate }], maxInFlight: 512 }, returnSamples: false })).completed;
-      requests += (await generator.run({ ...baseSpec(target, true), mode: { kind: 'open', startRate: streamRate, stages: [{ durationMs: streamMs * rounds, target: streamRate }], maxInFlight: 512 }, returnSamples: false })).completed;
+      for (const phase of ['closed', 'rate', 'stream'] as const) requests += (await generator.run({ ...phaseSpec(target, phase, rounds), returnSamples: false })).completed;
       const procCpuMs = cpuMs(gw.child.pid) - cpuBefore;
       await stopChild(gw.child.process, 20_000);
       const file = existsSync(profileDir) ? readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile')) : undefined;

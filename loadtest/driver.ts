@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { SimDeployment } from '../shared/simulator/types.ts';
 import { fmt, pct, statusLine, textTable } from './lib/format.ts';
-import { childPids, cpuMs, memoryMb, ProcessSet } from './lib/processes.ts';
+import { childPids, cpuMs, cpuMsOf, memoryMb, ProcessSet } from './lib/processes.ts';
 import type { PreparedRequest, RunResult, RunSpec } from './lib/protocol.ts';
 import { listScenarios, loadScenario, parseDuration, requestBody, scaleStages, simDeploymentName, type Scenario } from './lib/scenario.ts';
 import {
@@ -54,6 +54,9 @@ const HELP = `Local load driver
 
 Exit codes: 0 thresholds passed, 99 a threshold failed (as k6), 2 setup or run failure, 3 nginx missing.
 `;
+
+/** One smoke request may take this long (the stack answers in milliseconds once it is up). */
+const SMOKE_TIMEOUT_MS = 10_000;
 
 interface Check {
   name: string;
@@ -198,29 +201,35 @@ async function main(): Promise<number> {
 
     // Smoke: one request of each kind must succeed before the load starts; then a clean slate upstream.
     for (const request of requests) {
-      const response = await fetch(`${target}${request.path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY }, body: request.body });
+      const response = await fetch(`${target}${request.path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
+        body: request.body,
+        // A stack that does not answer fails the smoke, not the hard cap.
+        signal: AbortSignal.timeout(SMOKE_TIMEOUT_MS),
+      });
       const text = await response.text();
       if (response.status !== 200) throw new Error(`smoke request '${request.name}' got ${response.status}: ${text.slice(0, 300)}`);
     }
     await simulator.reset();
 
+    const startRate = scenario.load.startRate * rateFactor;
     const spec: RunSpec = {
       baseUrl: target,
       apiKey: CLIENT_KEY,
       requests,
-      mode: { kind: 'open', startRate: scenario.load.startRate * rateFactor, stages, maxInFlight: scenario.load.maxVUs },
+      mode: { kind: 'open', startRate, stages, maxInFlight: scenario.load.maxVUs },
       maxRequests,
       requestTimeoutMs,
       drainMs,
       okStatuses: scenario.thresholds.okStatuses ?? [200],
     };
-    const peak = Math.max(spec.mode.kind === 'open' ? spec.mode.startRate : 0, ...stages.map((s) => s.target));
+    const peak = Math.max(startRate, ...stages.map((s) => s.target));
     log(`load: ${stages.map((s) => `${fmt(s.durationMs / 1000)}s→${s.target}/s`).join(', ')} (peak ${peak}/s, max ${scenario.load.maxVUs} in flight, max ${maxRequests} requests)`);
 
     const gatewayPids = started.map((g) => g.child.pid);
     const nginxPids = nginx ? [nginx.child.pid, ...childPids(nginx.child.pid)] : [];
-    const cpuOf = (pids: number[]) => pids.reduce((acc, pid) => acc + cpuMs(pid), 0);
-    const before = { gateways: cpuOf(gatewayPids), nginx: cpuOf(nginxPids), simulator: cpuMs(simulator.child.pid), redis: redis ? cpuMs(redis.child.pid) : 0 };
+    const before = { gateways: cpuMsOf(gatewayPids), nginx: cpuMsOf(nginxPids), simulator: cpuMs(simulator.child.pid), redis: redis ? cpuMs(redis.child.pid) : 0 };
     let lastPrinted = 0;
     const result = await generator.run(spec, (p) => {
       if (p.elapsedMs - lastPrinted >= 5000) {
@@ -229,8 +238,8 @@ async function main(): Promise<number> {
       }
     });
     const cpu = {
-      gateways: cpuOf(gatewayPids) - before.gateways,
-      nginx: cpuOf(nginxPids) - before.nginx,
+      gateways: cpuMsOf(gatewayPids) - before.gateways,
+      nginx: cpuMsOf(nginxPids) - before.nginx,
       simulator: cpuMs(simulator.child.pid) - before.simulator,
       redis: redis ? cpuMs(redis.child.pid) - before.redis : 0,
     };

@@ -8,8 +8,11 @@
  *
  * It exits when its parent disconnects, so it cannot outlive the orchestrator.
  */
-import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loopbackUrl, sendOnce } from './lib/http-client.ts';
 import type { FromGenerator, PreparedRequest, RequestBreakdown, RunResult, RunSpec, TimelinePoint, ToGenerator } from './lib/protocol.ts';
+import { prng } from './lib/random.ts';
 import { Samples, summarize } from './lib/stats.ts';
 
 if (!process.send) {
@@ -30,17 +33,8 @@ function agentFor(baseUrl: string, sockets: number): Agent {
   return agent;
 }
 
-/** mulberry32: a small seeded PRNG, so a run's mix is reproducible. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seed of the mix's random picks: the same for every run, so runs against different targets send the same sequence. */
+const MIX_SEED = 1;
 
 /** Offsets (ms from the start) of the open model's arrivals: arrival k is when the integral of the
  *  piecewise-linear rate reaches k. */
@@ -126,12 +120,11 @@ interface Outcome {
 }
 
 async function run(id: number, spec: RunSpec): Promise<RunResult> {
-  const url = new URL(spec.baseUrl);
-  if (url.hostname !== '127.0.0.1' && url.hostname !== 'localhost' && url.hostname !== '[::1]') throw new Error(`refusing a non-loopback target: ${spec.baseUrl}`);
+  const url = loopbackUrl(spec.baseUrl);
   const sockets = spec.mode.kind === 'open' ? spec.mode.maxInFlight : spec.mode.concurrency;
   const agent = agentFor(spec.baseUrl, sockets);
   const ok = new Set(spec.okStatuses);
-  const random = prng(spec.seed ?? 1);
+  const random = prng(MIX_SEED);
   const totalWeight = spec.requests.reduce((acc, r) => acc + r.weight, 0);
   const prepared = spec.requests.map((r) => ({
     request: r,
@@ -223,33 +216,16 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
     second(performance.now()).sent += 1;
     return new Promise<void>((resolve) => {
       const start = performance.now();
-      let settled = false;
       let ttfbMs = Number.NaN;
       let ttftMs = Number.NaN;
       let tail = '';
-      let response: IncomingMessage | undefined;
-      const settle = (outcome: Omit<Outcome, 'request' | 'latencyMs' | 'ttfbMs' | 'ttftMs'>) => {
-        if (settled) return;
-        settled = true;
-        live.delete(cut);
-        inFlight -= 1;
-        record({ ...outcome, request: entry.request, latencyMs: performance.now() - start, ttfbMs, ttftMs });
-        resolve();
-        if (inFlight === 0) idle?.();
-      };
-      const cut = () => {
-        req.destroy();
-        settle({ status: 0, error: 'unfinished', streamComplete: false, retryAfter: false });
-      };
-      live.add(cut);
-      const req = httpRequest(
+      const cut = sendOnce(
         { agent, hostname: url.hostname, port: url.port, method: 'POST', path: entry.request.path, headers: entry.headers },
+        entry.body,
+        spec.requestTimeoutMs,
         (res) => {
-          response = res;
           ttfbMs = performance.now() - start;
-          const status = res.statusCode ?? 0;
-          const retryAfter = res.headers['retry-after'] !== undefined;
-          if (entry.request.stream && status === 200) {
+          if (entry.request.stream && res.statusCode === 200) {
             const first = new FirstContent();
             res.setEncoding('utf8');
             res.on('data', (chunk: string) => {
@@ -259,18 +235,25 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
           } else {
             res.resume();
           }
-          res.on('end', () => settle({ status, streamComplete: tail.includes('data: [DONE]'), retryAfter }));
-          res.on('close', () => {
-            if (!res.complete) settle({ status: 0, error: 'reset-mid-response', streamComplete: false, retryAfter });
+        },
+        (ending) => {
+          live.delete(cut);
+          inFlight -= 1;
+          record({
+            request: entry.request,
+            status: ending.status,
+            ...(ending.error !== undefined ? { error: ending.error } : {}),
+            latencyMs: performance.now() - start,
+            ttfbMs,
+            ttftMs,
+            streamComplete: ending.error === undefined && tail.includes('data: [DONE]'),
+            retryAfter: ending.headers?.['retry-after'] !== undefined,
           });
+          resolve();
+          if (inFlight === 0) idle?.();
         },
       );
-      req.setTimeout(spec.requestTimeoutMs, () => req.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })));
-      req.on('error', (error: NodeJS.ErrnoException) => {
-        response?.destroy();
-        settle({ status: 0, error: error.code ?? 'error', streamComplete: false, retryAfter: false });
-      });
-      req.end(entry.body);
+      live.add(cut);
     });
   };
 
@@ -320,9 +303,8 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
     };
     const workers = Array.from({ length: spec.mode.concurrency }, worker);
     // The load phase ends at the deadline; requests in flight then finish during the drain.
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, end - performance.now())));
+    await sleep(Math.max(0, end - performance.now()));
     loadMs = performance.now() - t0;
-    loadDone = true;
     void Promise.all(workers);
   }
   loadDone = true;

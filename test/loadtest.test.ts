@@ -15,8 +15,10 @@ import { UPSTREAM_KEY } from './helpers/gateway.ts';
 import { simulator } from './helpers/fixtures.ts';
 
 const K6_DIR = join(REPO_ROOT, 'loadtest', 'k6');
+/** Each block runs in a few seconds; a hang fails it instead of holding the whole test run. */
+const BLOCK_TIMEOUT_MS = 30_000;
 
-describe('load test scenarios', () => {
+describe('load test scenarios', { timeout: BLOCK_TIMEOUT_MS }, () => {
   test('every scenario validates, and k6 runs exactly the files the driver runs', () => {
     const scenarios = listScenarios();
     assert.ok(scenarios.length >= 4);
@@ -28,7 +30,7 @@ describe('load test scenarios', () => {
   });
 });
 
-describe('load generator and bare proxy', () => {
+describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
   let sim: Simulator;
   let generator: Generator;
   const processes = new ProcessSet();
@@ -65,12 +67,18 @@ describe('load generator and bare proxy', () => {
     assert.ok(closed.completed > 0);
     assert.equal(closed.errors, 0);
     assert.equal(closed.statuses['200'], closed.completed);
+    assert.equal(closed.unfinished, 0, 'every request finished within the drain');
     assert.equal(sim.stats('d').served, closed.completed, 'every completed request was served upstream, once');
 
     sim.resetStats();
     const open = await generator.run({ ...spec(sim.url, true), mode: { kind: 'open', startRate: 40, stages: [{ durationMs: 500, target: 40 }], maxInFlight: 16 } });
     assert.ok(open.sent >= 15 && open.sent <= 25, `about 20 arrivals at 40/s for 0.5 s, got ${open.sent}`);
+    // The schedule's arrivals are floor(area under the rate) = floor(40/s × 0.5 s) = 20: each is sent or dropped.
+    assert.equal(open.sent + open.dropped, 20, 'every scheduled arrival accounted for');
+    assert.equal(open.dropped, 0, 'never 16 in flight against an instant upstream');
     assert.equal(open.completed, open.sent);
+    assert.equal(open.unfinished, 0, 'every request finished within the drain');
+    assert.equal(open.errors, 0);
     assert.equal(open.incompleteStreams, 0);
     assert.equal(open.ttft?.count, open.completed, 'a TTFT sample per stream');
     assert.equal(sim.stats('d').served, open.completed);
@@ -79,12 +87,18 @@ describe('load generator and bare proxy', () => {
   test('the bare Node proxy passes requests and streams through unchanged', async () => {
     const bare = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), { name: 'bare-proxy-test', configFile: '', script: 'loadtest/bare-proxy.ts', env: { UPSTREAM: sim.url } });
     sim.resetStats();
+    let completed = 0;
     for (const stream of [false, true]) {
       const run = await generator.run({ ...spec(bare.url, stream), mode: { kind: 'closed', concurrency: 2, durationMs: 300 } });
       assert.ok(run.completed > 0);
       assert.equal(run.errors, 0);
+      assert.equal(run.unfinished, 0);
       assert.equal(run.incompleteStreams, 0);
+      // The proxied events arrive intact: every stream carried a content event.
+      if (stream) assert.equal(run.ttft?.count, run.completed, 'a TTFT sample per stream');
+      completed += run.completed;
     }
+    assert.equal(sim.stats('d').served, completed, 'every request the runs completed was served upstream, once');
     const direct = await fetch(`${sim.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
       method: 'POST',
       headers: { 'api-key': 'wrong' },

@@ -48,7 +48,7 @@ function shortUrl(url: string): string {
   return url.replace(/^file:\/\//, '');
 }
 
-export function areaOf(url: string, functionName: string): string {
+function areaOf(url: string, functionName: string): string {
   if (!url) {
     if (functionName === '(garbage collector)') return 'GC';
     if (functionName === '(idle)') return '(idle)';

@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((path) => existsSync(path));
 
@@ -118,7 +119,7 @@ export function commandPath(name: string, candidates: string[] = []): string | u
   return found.status === 0 && path ? path : undefined;
 }
 
-export const CLOCK_TICKS_PER_SECOND = (() => {
+const CLOCK_TICKS_PER_SECOND = (() => {
   const result = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
   const ticks = Number(result.stdout.trim());
   return Number.isFinite(ticks) && ticks > 0 ? ticks : 100;
@@ -136,6 +137,11 @@ export function cpuMs(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** CPU time (user + system) a group of processes used so far, summed, in ms. */
+export function cpuMsOf(pids: number[]): number {
+  return pids.reduce((acc, pid) => acc + cpuMs(pid), 0);
 }
 
 /** Resident and peak resident memory of a process, MB, from /proc/<pid>/status. */
@@ -176,7 +182,7 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
       // not yet
     }
     if (Date.now() > deadline) throw new Error(`${what}: not ready after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
 }
 

@@ -32,8 +32,6 @@ export interface RunSpec {
   okStatuses: number[];
   /** Return the raw latency and TTFT samples (for merging rounds). */
   returnSamples?: boolean;
-  /** Seed of the mix's random picks. */
-  seed?: number;
 }
 
 export interface RequestBreakdown {

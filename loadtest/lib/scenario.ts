@@ -8,7 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 
-export const SCENARIO_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'scenarios');
+const SCENARIO_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'scenarios');
 
 const DURATION = /^(\d+(?:\.\d+)?(?:ms|s|m|h))+$/;
 const duration = z.string().regex(DURATION, 'a k6 duration such as 500ms, 10s, 2m or 1m30s');
@@ -39,7 +39,7 @@ const localDeployment = z.strictObject({
   completionTokens: z.number().int().min(0).optional(),
 });
 
-export const scenarioSchema = z.strictObject({
+const scenarioSchema = z.strictObject({
   name: z.string().min(1),
   description: z.string(),
   apiVersion: z.string(),

@@ -14,12 +14,13 @@ import { configSchema } from '../../shared/config/schema.ts';
 import type { DeploymentStats, SimulatorOptions } from '../../shared/simulator/types.ts';
 import { alive, commandPath, freePort, stopChild, waitFor, type Child, type ProcessSet } from './processes.ts';
 import type { FromGenerator, RunResult, RunSpec } from './protocol.ts';
+import { launchRedis } from './redis.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SIM_KEY = 'loadtest-upstream-key';
 export const CLIENT_KEY = 'loadtest-client-key';
 /** Node 24 from the devDependency when this runs under it (npm scripts), else whatever runs us. */
-export const NODE = process.execPath;
+const NODE = process.execPath;
 
 export function makeWorkDir(processes: ProcessSet, prefix = 'spillway-load-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -57,35 +58,14 @@ export async function startRedis(processes: ProcessSet, dir: string): Promise<Re
   if (!binary) throw new Error('redis-server is not installed: apt-get install -y redis-server');
   const data = join(dir, 'redis');
   mkdirSync(data, { recursive: true });
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort();
-    const child = processes.spawn('redis', binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', data, '--protected-mode', 'yes']);
-    const ready = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 5000);
-      let out = '';
-      child.process.stdout?.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        if (out.includes('Ready to accept connections')) {
-          clearTimeout(timer);
-          resolve(true);
-        }
-      });
-      child.process.once('exit', () => {
-        clearTimeout(timer);
-        resolve(false);
-      });
-    });
-    if (ready) {
-      child.process.stdout?.resume();
-      child.process.stderr?.resume();
-      return { url: `redis://127.0.0.1:${port}`, child };
-    }
-    await stopChild(child.process, 1000, 'SIGKILL');
-  }
-  throw new Error('redis-server did not start on a free port after 5 tries');
+  const { url, child } = await launchRedis(binary, data, (args) => processes.spawn('redis', binary, args));
+  return { url, child };
 }
 
 // ---------------------------------------------------------------- simulator
+
+/** The simulator's control endpoints answer at once; this long means it is stuck. */
+const SIM_CONTROL_TIMEOUT_MS = 5000;
 
 export interface SimulatorHandle {
   url: string;
@@ -124,12 +104,13 @@ export async function startSimulatorProcess(processes: ProcessSet, dir: string, 
   return {
     url,
     child,
+    // Bounded: a simulator that stops answering must not hang the run that polls it.
     async stats() {
-      const response = await fetch(`${url}/_sim/stats`);
+      const response = await fetch(`${url}/_sim/stats`, { signal: AbortSignal.timeout(SIM_CONTROL_TIMEOUT_MS) });
       return (await response.json()) as Record<string, DeploymentStats>;
     },
     async reset() {
-      const response = await fetch(`${url}/_sim/reset`, { method: 'POST' });
+      const response = await fetch(`${url}/_sim/reset`, { method: 'POST', signal: AbortSignal.timeout(SIM_CONTROL_TIMEOUT_MS) });
       await response.arrayBuffer();
     },
   };
@@ -147,8 +128,6 @@ export function sumStats(all: Record<string, DeploymentStats>): DeploymentStats 
 
 export interface GatewayPoolInput {
   strategy?: string;
-  /** Wait up to this long for room before answering 429 (the gateway's default when absent: 0). */
-  maxWaitMs?: number;
   deployments: { id: string; deployment: string; tpm?: number; rpm?: number; priority?: number; weight?: number; model?: string }[];
 }
 
@@ -164,7 +143,6 @@ export function gatewayConfig(simulatorUrl: string, pools: Record<string, Gatewa
         name,
         {
           ...(pool.strategy ? { strategy: pool.strategy } : {}),
-          ...(pool.maxWaitMs !== undefined ? { maxWaitMs: pool.maxWaitMs } : {}),
           deployments: pool.deployments.map((d) => ({ ...d, endpoint: simulatorUrl, apiKey: SIM_KEY })),
         },
       ]),
@@ -197,9 +175,12 @@ export interface GatewayOptions {
   script?: string;
 }
 
+/** Ports tried per gateway: one can be taken between freePort() and the gateway's listen. */
+const GATEWAY_START_ATTEMPTS = 3;
+
 export async function startGateway(processes: ProcessSet, dir: string, options: GatewayOptions): Promise<GatewayHandle> {
   const log = join(dir, `${options.name}.log`);
-  for (let attempt = 0; ; attempt++) {
+  for (let attempt = 1; attempt <= GATEWAY_START_ATTEMPTS; attempt++) {
     const port = await freePort();
     const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), HOST: '127.0.0.1', GATEWAY_CONFIG: options.configFile, LOG_LEVEL: options.logLevel ?? 'warn' };
     delete env.REDIS_URL;
@@ -215,19 +196,18 @@ export async function startGateway(processes: ProcessSet, dir: string, options: 
     } catch (error) {
       await stopChild(child.process, 2000);
       // A port taken between freePort() and listen(): try another one.
-      if (attempt < 2 && tail(log, 5).includes('EADDRINUSE')) continue;
+      if (attempt < GATEWAY_START_ATTEMPTS && tail(log, 5).includes('EADDRINUSE')) continue;
       throw error;
     }
   }
+  throw new Error(`gateway ${options.name}: no free port after ${GATEWAY_START_ATTEMPTS} tries`);
 }
 
 // ---------------------------------------------------------------- nginx
 
 export interface NginxHandle {
   url: string;
-  port: number;
   child: Child;
-  dir: string;
 }
 
 export const NGINX_MISSING = 'nginx is not installed. On Debian/Ubuntu: apt-get install -y nginx (or nginx-light). It only runs as a child of the load driver, on loopback.';
@@ -298,7 +278,7 @@ ${servers}
     const dead = deadReason(child, join(dir, 'logs', 'error.log'))();
     return dead ? `${dead}\n${stderr}` : undefined;
   });
-  return { url: `http://127.0.0.1:${port}`, port, child, dir };
+  return { url: `http://127.0.0.1:${port}`, child };
 }
 
 // ---------------------------------------------------------------- load generator
