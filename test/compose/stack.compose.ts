@@ -383,6 +383,20 @@ describe('compose stack: 3 gateway replicas behind nginx, one Redis, the simulat
     assert.deepEqual(Object.keys(byReplica).sort(), gateways.map((g) => g.name).sort(), `requests per replica: ${JSON.stringify(byReplica)}`);
   }));
 
+  test("a body over the gateway's limit gets its Azure-shaped 413 through nginx, not nginx's page", { timeout: 30_000 }, noting(async () => {
+    // 5 MiB: over the gateway's 4 MiB maxBodyBytes, under nginx's client_max_body_size.
+    const content = 'x'.repeat(5 * 1024 * 1024);
+    const response = await fetch(`${lbUrl}/openai/deployments/${POOL}/chat/completions?api-version=2024-10-21`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
+      body: JSON.stringify({ messages: [{ role: 'user', content }] }),
+      signal: AbortSignal.timeout(20_000),
+    });
+    assert.equal(response.status, 413);
+    assert.match(response.headers.get('content-type') ?? '', /application\/json/);
+    assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'RequestEntityTooLarge');
+  }));
+
   test('a cooldown learnt by one replica is honoured by all of them (shared Redis)', { timeout: 120_000 }, noting(async () => {
     const control = async (path: string, body?: unknown) => {
       const response = await fetch(`${simUrl}${path}`, {
