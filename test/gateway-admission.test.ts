@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { Simulator } from '../shared/simulator/index.ts';
 import type { PoolLayout } from '../shared/store/types.ts';
@@ -171,12 +172,18 @@ describe('token-aware admission', () => {
     assert.equal(response.status, 429);
     const [a] = await g.store.snapshot(layoutOf(name, ['a', 'b']));
     assert.ok(a && a.cooldownUntil - Date.now() > 86_000_000, 'cooled down for a day');
+    // Counted as a quota exhaustion, not as a per-minute throttle.
+    const metrics = await (await fetch(`${g.url}/metrics`)).text();
+    for (const id of ['a', 'b']) {
+      assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'quota' }), 1, `${id}: kind="quota"`);
+      assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'rate' }), 0, `${id}: no kind="rate"`);
+    }
   });
 
   test('a client over its quota gets 429 with its remaining figures; other clients are not starved', async () => {
     const clients = [
       { name: 'greedy', apiKey: 'greedy-client-key', tpm: 1000 },
-      { name: 'polite', apiKey: CLIENT_KEY },
+      { name: 'polite', apiKey: CLIENT_KEY, tpm: 5000 },
     ];
     const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'spill', tpm: 100_000, rpm: 6000 }]) }, { clients });
     // Each request reserves 309 tokens and is charged its real 109 (9 prompt + 100 completion):
@@ -194,6 +201,115 @@ describe('token-aware admission', () => {
     assert.ok(Number(refused.headers.get('retry-after-ms')) > 0);
     assert.ok(refused.headers.get('x-ratelimit-remaining-tokens') !== null);
     assert.match(((await refused.json()) as { error: { message: string } }).error.message, /greedy has exceeded its token rate limit/);
-    assert.equal((await chat(g.url, name, { body: { max_tokens: 300 } })).status, 200, 'the other client is served');
+    const polite = await chat(g.url, name, { body: { max_tokens: 300 } });
+    assert.equal(polite.status, 200, 'the other client is served');
+    // Quotas are per client: greedy's 763 tokens are not counted against polite's own 5000.
+    assert.equal(polite.headers.get('x-ratelimit-remaining-tokens'), String(5000 - (PROMPT_TOKENS + 300)));
+  });
+
+  test('a request the full pool refused costs its client no tokens', async () => {
+    const clients = [{ name: 'team', apiKey: 'team-client-key', tpm: 10_000 }];
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) }, { clients });
+    const send = async () => {
+      const response = await chat(g.url, name, { key: 'team-client-key', body: { max_tokens: 300 } });
+      await response.arrayBuffer();
+      await sleep(50); // the quota is settled just after the response ends
+      return response;
+    };
+    // Three reservations of 309 fill the 1000-token deployment; each is charged its real 109.
+    for (let i = 0; i < 3; i++) assert.equal((await send()).status, 200);
+    const full = await send();
+    assert.equal(full.status, 429, 'the pool is full: no deployment is reached');
+    // The refused request's 309 went back: only the three real charges and this booking remain.
+    const next = await send();
+    assert.equal(next.status, 429);
+    assert.equal(next.headers.get('x-ratelimit-remaining-tokens'), String(10_000 - 3 * (PROMPT_TOKENS + 100) - (PROMPT_TOKENS + 300)));
+  });
+
+  test('a short 429 is counted as a rate cooldown, not a quota exhaustion', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600, priority: 1 }, { id: 'b', tpm: 1000, rpm: 600, priority: 2 }]) });
+    sim.setFault('a', { fault: { kind: 'storm-429', retryAfterMs: 1500 }, count: 1 });
+    const response = await chat(g.url, name);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-gateway-deployment'), 'b');
+    const [a] = await g.store.snapshot(layoutOf(name, ['a', 'b']));
+    assert.ok(a && a.cooldownUntil - Date.now() > 0 && a.cooldownUntil - Date.now() <= 1600, 'cooled down for its retry-after');
+    const metrics = await (await fetch(`${g.url}/metrics`)).text();
+    assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: 'a', kind: 'rate' }), 1);
+    assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: 'a', kind: 'quota' }), 0);
+  });
+
+  test('a stream on an api-version that predates stream_options is served as is, usage not asked for upstream', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) });
+    const response = await fetch(`${g.url}/openai/deployments/${name}/chat/completions?api-version=2024-06-01`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 5, stream: true }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    const events = (await response.text()).split('\n\n').filter((event) => event !== '');
+    assert.equal(events.at(-1), 'data: [DONE]');
+    const chunks = events.slice(0, -1).map((event) => JSON.parse(event.slice('data: '.length)) as { choices: { delta?: { content?: string }; finish_reason: string | null }[] });
+    // Prompt annotations, role, five tokens, finish: no usage chunk, as the client asked for none.
+    assert.equal(chunks.length, 1 + 1 + 5 + 1);
+    assert.equal(chunks.map((chunk) => chunk.choices[0]?.delta?.content ?? '').join('').trim().split(/\s+/).length, 5);
+    assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, 'length');
+    assert.ok(!events.some((event) => event.includes('"usage"')));
+    const seen = sim.recentRequests('a').at(-1);
+    assert.deepEqual([seen?.apiVersion, seen?.stream, seen?.status], ['2024-06-01', true, 200]);
+  });
+
+  test('a request that waited maxWaitMs for room in vain gets 429 with a retry time', async () => {
+    const { name, g } = await gateway({ maxWaitMs: 300, deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) });
+    for (let i = 0; i < 3; i++) assert.equal((await chat(g.url, name, { body: { max_tokens: 300 } })).status, 200);
+    const started = Date.now();
+    // Room comes back only after about a window (6 s) and the deadline (deadlineMs) is 120 s: only the
+    // 300 ms of maxWaitMs can end the wait before this client gives up after 3 s.
+    const refused = await chat(g.url, name, { body: { max_tokens: 300 }, signal: AbortSignal.timeout(3000) });
+    const waitedMs = Date.now() - started;
+    assert.equal(refused.status, 429);
+    assert.ok(waitedMs >= 290, `it waited maxWaitMs first (${waitedMs} ms)`);
+    const retryAfterMs = Number(refused.headers.get('retry-after-ms'));
+    assert.ok(retryAfterMs > 0 && retryAfterMs <= admissionWindowMs(WINDOW_MS), `retry-after-ms ${retryAfterMs}`);
+    assert.equal(refused.headers.get('retry-after'), String(Math.ceil(retryAfterMs / 1000)));
+    assert.match(((await refused.json()) as { error: { message: string } }).error.message, /token or request budget/);
+    assert.equal(sim.stats('a').received, 3, 'the waiting request never reached the deployment');
+  });
+
+  test('a client over its rpm quota gets 429; admitted requests count down its remaining requests', async () => {
+    const client = `counted-${randomUUID().slice(0, 8)}`;
+    const clients = [{ name: client, apiKey: 'counted-client-key', rpm: 3 }];
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'spill', tpm: 100_000, rpm: 6000 }]) }, { clients });
+    const responses: Response[] = [];
+    let refusedBody = '';
+    for (let i = 0; i < 4; i++) {
+      const response = await chat(g.url, name, { key: 'counted-client-key' });
+      refusedBody = await response.text();
+      responses.push(response);
+    }
+    assert.deepEqual(responses.map((r) => r.status), [200, 200, 200, 429]);
+    assert.deepEqual(responses.slice(0, 3).map((r) => r.headers.get('x-ratelimit-remaining-requests')), ['2', '1', '0']);
+    assert.equal(responses[0]?.headers.get('x-ratelimit-remaining-tokens'), null, 'no token quota, no token figure');
+    const refused = responses[3]!;
+    assert.equal(refused.headers.get('x-ratelimit-remaining-requests'), '0');
+    const retryAfterMs = Number(refused.headers.get('retry-after-ms'));
+    assert.ok(retryAfterMs > 0 && retryAfterMs <= admissionWindowMs(WINDOW_MS), `retry-after-ms ${retryAfterMs}: within the scaled window`);
+    assert.equal(refused.headers.get('retry-after'), String(Math.ceil(retryAfterMs / 1000)));
+    assert.match((JSON.parse(refusedBody) as { error: { message: string } }).error.message, new RegExp(`${client} has exceeded its request rate limit`));
+    assert.equal(sim.stats('spill').received, 3, 'the refused request reached no deployment');
   });
 });
+
+/** The value of a Prometheus counter series whose labels include `labels` (0 when there is none). */
+function counterValue(metrics: string, name: string, labels: Record<string, string>): number {
+  let total = 0;
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const close = line.lastIndexOf('}');
+    const found = Object.fromEntries([...line.slice(name.length + 1, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) total += Number(line.slice(close + 1).trim());
+  }
+  return total;
+}

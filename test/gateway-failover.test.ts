@@ -158,6 +158,31 @@ describe('failover, shared health and saturation', () => {
     assert.equal(sim.stats('d1').received, 2, 'd1 is back in the rotation');
   });
 
+  test('an upstream 404 DeploymentNotFound fails over and cools the misnamed deployment down for a minute', async () => {
+    const pool = uniquePool();
+    // The first tier names a deployment the resource does not have (a config mistake); d1 is valid.
+    const deployments = [
+      { id: 'misnamed', endpoint: sim.url, deployment: 'no-such-deployment', priority: 1 },
+      { id: 'd1', endpoint: sim.url, priority: 2 },
+    ];
+    const g = await startGateway(testConfig({ pools: { [pool]: { deployments } } }));
+    running.push(g);
+    const response = await chat(g.url, pool);
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get('x-gateway-deployment'), 'd1');
+    assert.equal(response.headers.get('x-gateway-attempts'), '2');
+    assert.equal(((await response.json()) as { object: string }).object, 'chat.completion', 'the 404 never reached the client');
+    const layout = { name: pool, strategy: 'least-requests' as const, deployments: deployments.map((d) => ({ id: d.id, priority: d.priority, weight: 1 })) };
+    const misnamed = (await g.store.snapshot(layout)).find((d) => d.id === 'misnamed')!;
+    const coolingMs = misnamed.cooldownUntil - Date.now();
+    assert.ok(coolingMs > 50_000 && coolingMs <= 60_000, `cooled down for about a minute (${coolingMs} ms)`);
+    // Out of rotation meanwhile: the next request goes straight to d1.
+    const next = await chat(g.url, pool);
+    assert.equal(next.status, 200);
+    assert.equal(next.headers.get('x-gateway-attempts'), '1');
+    assert.equal(sim.stats('d1').received, 2);
+  });
+
   test('a 4xx never opens a circuit', async () => {
     const pool = uniquePool();
     const breaker = { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeoutMs: 5000, rollingCountTimeoutMs: 10_000 };

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import OpenAI, { AzureOpenAI } from 'openai';
 import type { Simulator } from '../shared/simulator/index.ts';
@@ -219,7 +219,7 @@ describe('routing through the gateway', () => {
       assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
     });
 
-    test('a gzip body is inflated and sent upstream plain; an unknown content-encoding is 415; inflating past the limit is 413', async () => {
+    test('a gzip, deflate or br body is inflated and sent upstream plain; an unknown content-encoding is 415; inflating past the limit is 413', async () => {
       sim.resetStats();
       const body = JSON.stringify({ messages: [{ role: 'user', content: 'compressed hello' }], max_tokens: 3 });
       const headers = { 'api-key': CLIENT_KEY, 'content-type': 'application/json', 'content-encoding': 'gzip' };
@@ -246,6 +246,14 @@ describe('routing through the gateway', () => {
         assert.equal(received[0]?.body, body, 'upstream received the inflated body');
         assert.equal(received[0]?.headers['content-encoding'], undefined, 'and no content-encoding with it');
         assert.equal(received[0]?.headers['content-length'], String(Buffer.byteLength(body)));
+        for (const [encoding, compress] of [['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
+          const compressed = await postRaw(viaEcho.url, `/openai/deployments/${echoPool}/chat/completions?api-version=2024-10-21`, { ...headers, 'content-encoding': encoding }, [compress(body)]);
+          assert.equal(compressed.status, 200, `${encoding}: ${compressed.body}`);
+          const seen = received.at(-1);
+          assert.equal(seen?.body, body, `${encoding}: upstream received the inflated body`);
+          assert.equal(seen?.headers['content-encoding'], undefined, `${encoding}: and no content-encoding with it`);
+        }
+        assert.equal(received.length, 3);
       } finally {
         echo.closeAllConnections();
         echo.close();

@@ -8,10 +8,52 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { freePort } from './helpers/redis-server.ts';
 import { until } from './helpers/fixtures.ts';
+import { DEMO_CLIENT_KEY } from '../gateway/demo.ts';
+import { readEnv } from '../gateway/env.ts';
 
 const readme = readFileSync('README.md', 'utf8');
 const quickStart = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('## Tests'));
 const blocks = [...quickStart.matchAll(/```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1], code: m[2]! }));
+
+const scripts = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> }).scripts;
+
+describe('README against the project', () => {
+  test('the run and test commands are the ones package.json provides', () => {
+    assert.deepEqual(blocks[0]?.code.trim().split('\n'), ['npm ci', 'npm start']);
+    assert.ok(readme.includes('```sh\nnpm test\n```'));
+    assert.ok(scripts.start, 'package.json has a start script');
+    // "`npm start` builds the project": the build runs before start.
+    assert.match(scripts.prestart ?? '', /\bnpm run build\b/);
+    assert.ok(scripts.build);
+    // `npm test` runs every test file with the global setup README describes (the private redis-server).
+    assert.match(scripts.test ?? '', /^node --test\b/);
+    assert.match(scripts.test ?? '', /--test-global-setup=test\/global-setup\.ts/);
+    assert.ok(readme.includes('`test/global-setup.ts`'));
+    assert.match(scripts.test ?? '', /'test\/\*\*\/\*\.test\.ts'/);
+    // Every `npm run <script>` README mentions exists.
+    const named = [...readme.matchAll(/\bnpm run ([\w:-]+)/g)].map((m) => m[1]!);
+    assert.ok(named.includes('lint'));
+    for (const name of new Set(named)) assert.ok(scripts[name], `package.json has the script "${name}" README runs`);
+  });
+
+  test("the quick start's port and key are the gateway's defaults", () => {
+    const defaults = readEnv({});
+    const curl = blocks.find((b) => b.lang === 'sh' && b.code.includes('curl'));
+    assert.ok(curl, 'README has a curl');
+    assert.equal(curl.code.match(/localhost:(\d+)/)?.[1], String(defaults.PORT), 'the curl goes to the default PORT');
+    assert.equal(curl.code.match(/-H 'api-key: ([^']+)'/)?.[1], DEMO_CLIENT_KEY, "the curl's key is the demo client's");
+    const snippet = blocks.find((b) => b.lang === 'js');
+    assert.ok(snippet, 'README has an SDK snippet');
+    assert.equal(snippet.code.match(/endpoint: 'http:\/\/localhost:(\d+)'/)?.[1], String(defaults.PORT));
+    assert.equal(snippet.code.match(/apiKey: '([^']+)'/)?.[1], DEMO_CLIENT_KEY);
+    assert.ok(quickStart.includes(`new OpenAI({ baseURL: 'http://localhost:${defaults.PORT}/openai/v1', apiKey: '${DEMO_CLIENT_KEY}' })`), 'the OpenAI-style line too');
+    assert.ok(quickStart.includes(`on port ${defaults.PORT}`));
+    // The environment table states the same defaults.
+    for (const [name, value] of [['PORT', defaults.PORT], ['HOST', defaults.HOST], ['LOG_LEVEL', defaults.LOG_LEVEL]] as const) {
+      assert.ok(readme.includes(`| \`${name}\` | \`${value}\` |`), `README's environment table: ${name} defaults to ${value}`);
+    }
+  });
+});
 
 describe('README quick start', () => {
   let port: number;
@@ -27,12 +69,7 @@ describe('README quick start', () => {
   after(() => {
     child.kill('SIGTERM');
   });
-  const onOurPort = (code: string) => code.replaceAll('localhost:8080', `localhost:${port}`);
-
-  test('the run and test commands are the ones package.json provides', () => {
-    assert.deepEqual(blocks[0]?.code.trim().split('\n'), ['npm ci', 'npm start']);
-    assert.ok(readme.includes('```sh\nnpm test\n```'));
-  });
+  const onOurPort = (code: string) => code.replaceAll(`localhost:${readEnv({}).PORT}`, `localhost:${port}`);
 
   test('the curl works as written', () => {
     const curl = blocks.find((b) => b.lang === 'sh' && b.code.includes('curl'));

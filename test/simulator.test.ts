@@ -391,6 +391,43 @@ describe('errors', () => {
       (error: unknown) => error instanceof BadRequestError && error.param === 'messages',
     );
   });
+  test('400 "Unrecognized request argument" for stream_options on api-versions before 2024-09-01-preview', async () => {
+    const streaming = { ...hello, stream: true, max_tokens: 2, stream_options: { include_usage: true } };
+    const unrecognized = { error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error', param: null, code: null } };
+    for (const version of ['2024-06-01', '2024-02-01', '2023-05-15', '2024-08-01-preview', '2024-05-01-preview']) {
+      const res = await post(chatPath('chat', version), streaming);
+      assert.equal(res.status, 400, version);
+      assert.deepEqual(await res.json(), unrecognized, version);
+      assert.equal(res.headers.get('x-ms-region'), 'Sweden Central', 'an answer of a known deployment');
+      // The same stream without the field is served: the field is what the old version refuses.
+      const { stream_options: _dropped, ...plain } = streaming;
+      assert.equal((await post(chatPath('chat', version), plain)).status, 200, `${version} without stream_options`);
+    }
+    // Even a field with no effect is unknown to an old version.
+    assert.equal((await post(chatPath('chat', '2024-06-01'), { ...hello, stream: true, stream_options: null })).status, 400);
+    await assert.rejects(
+      new AzureOpenAI({ endpoint: sim.url, apiKey: KEY, apiVersion: '2024-06-01', deployment: 'chat', maxRetries: 0 }).chat.completions.create({
+        model: 'x',
+        ...hello,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+      (error: unknown) => error instanceof BadRequestError && error.message.includes('Unrecognized request argument supplied: stream_options'),
+    );
+    // From 2024-09-01-preview on, and on v1 routes without a dated version, it is known.
+    for (const path of [
+      chatPath('chat', '2024-09-01-preview'),
+      chatPath('chat', '2024-10-21'),
+      chatPath('chat', '2025-04-01-preview'),
+      '/openai/v1/chat/completions',
+      '/openai/v1/chat/completions?api-version=preview',
+      '/openai/v1/chat/completions?api-version=latest',
+    ]) {
+      const res = await post(path, { model: 'chat', ...streaming });
+      assert.equal(res.status, 200, path);
+      assert.match(await res.text(), /"choices":\[\],.*"usage":\{"completion_tokens":2/, `${path}: the usage chunk`);
+    }
+  });
 });
 
 describe('headers', () => {

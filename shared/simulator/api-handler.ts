@@ -154,7 +154,7 @@ export async function handleApiRequest(context: ApiContext, req: IncomingMessage
 
   body ??= parseJsonObject(raw);
   if (body === null) return exchange.sendError(INVALID_JSON);
-  const parsed = parseRequest(route.operation, body);
+  const parsed = parseRequest(route.operation, body, apiVersion);
   if (!parsed.ok) return exchange.sendError(parsed.error);
   const request = parsed.request;
   record.stream = request.stream;

@@ -41,12 +41,30 @@ export type ParseResult = { ok: true; request: SimRequest } | { ok: false; error
 
 const MAX_CHOICES = 128;
 const MAX_EMBEDDING_DIMENSIONS = 3072;
+/** The first api-version that knows `stream_options` (2024-09-01-preview); dated versions before it reject it. */
+const STREAM_OPTIONS_SINCE = '2024-09-01';
+const DATED_API_VERSION = /^(\d{4}-\d{2}-\d{2})(?:-preview)?$/;
 
-export function parseRequest(operation: Operation, body: Record<string, unknown>): ParseResult {
+/**
+ * Whether Azure knows `stream_options` at this api-version: dated versions from 2024-09-01-preview on,
+ * and the v1 routes (no api-version, `preview`, `latest`). Older versions answer
+ * "Unrecognized request argument supplied: stream_options".
+ */
+export function streamOptionsSupported(apiVersion: string | null): boolean {
+  const dated = apiVersion === null ? null : DATED_API_VERSION.exec(apiVersion);
+  return dated === null || (dated[1] as string) >= STREAM_OPTIONS_SINCE;
+}
+
+/** `apiVersion`: the request's api-version, null when it named none (v1 routes). */
+export function parseRequest(operation: Operation, body: Record<string, unknown>, apiVersion: string | null = null): ParseResult {
   const fail = (error: ErrorReply): ParseResult => ({ ok: false, error });
 
   const stream = body.stream === true;
   const streamOptions = body.stream_options;
+  // An api-version that predates the field does not know it at all, whatever its value.
+  if (streamOptions !== undefined && !streamOptionsSupported(apiVersion)) {
+    return fail(invalidRequest('Unrecognized request argument supplied: stream_options'));
+  }
   if (streamOptions !== undefined && streamOptions !== null && !stream) {
     return fail(invalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", 'stream_options'));
   }
