@@ -6,6 +6,9 @@ import type { PoolLayout } from '../shared/store/types.ts';
 import { CLIENT_KEY, UPSTREAM_KEY, startGateway, testConfig, type RunningGateway } from './helpers/gateway.ts';
 import { chat, simulator, sleep, uniquePool, until } from './helpers/fixtures.ts';
 import { admissionWindowMs } from '../gateway/window.ts';
+import { DEFAULT_KEY_PREFIX } from '../shared/store/constants.ts';
+import { KeyLayout } from '../shared/store/keys.ts';
+import type { RedisStore } from '../shared/store/redis-store.ts';
 
 /** Scaled time: a 6 s "minute" for the simulator and the gateway alike. */
 const WINDOW_MS = 6000;
@@ -22,6 +25,7 @@ describe('token-aware admission', () => {
         { name: 'b', tpm: 1000, rpm: 600, completionTokens: 100 },
         { name: 'spill', tpm: 100_000, rpm: 6000, completionTokens: 100 },
         { name: 'ptu', ptu: { tokensPerMinute: 100_000 }, completionTokens: 10 },
+        { name: 'slow', tpm: 1000, rpm: 600, completionTokens: 20, latency: { ttftMs: 0, perTokenMs: 100 } },
       ],
       { windowMs: WINDOW_MS },
     );
@@ -117,6 +121,9 @@ describe('token-aware admission', () => {
     const second = waiter('second', two.url);
     await sleep(150);
     const third = waiter('third', one.url);
+    // All three wait in the pool's one queue that both instances share (in Redis), not each on its own.
+    const queue = new KeyLayout(DEFAULT_KEY_PREFIX).queue(name).order;
+    await until(async () => (await (one.store as RedisStore).client.zcard(queue)) === 3, 3000, 'three tickets in the shared queue');
     await Promise.all([first, second, third]);
     assert.deepEqual(order, ['first', 'second', 'third']);
   });
@@ -162,6 +169,28 @@ describe('token-aware admission', () => {
     const refused = await chat(g.url, name, { body: { max_tokens: 300 } });
     assert.equal(refused.status, 429, 'no room left: refused by the gateway, not by Azure');
     assert.equal(sim.stats('a').throttled, 0);
+  });
+
+  test('the deployment’s figures are learnt when its headers arrive, not when a long response ends', async () => {
+    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'slow', tpm: 1000, rpm: 600 }]) });
+    // Someone else books 800 of the deployment's tokens past the gateway (charged on arrival, then gone).
+    const other = new AbortController();
+    const direct = await fetch(`${sim.url}/openai/deployments/slow/chat/completions?api-version=2024-10-21`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': UPSTREAM_KEY },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 798, stream: true }),
+      signal: other.signal,
+    });
+    assert.equal(direct.status, 200);
+    other.abort();
+    // A stream of 20 tokens, one per 100 ms: its headers come at once, its end 2 s later.
+    const streaming = await chat(g.url, name, { stream: true, body: { max_tokens: 20 } });
+    assert.equal(streaming.status, 200);
+    const layout = layoutOf(name, ['slow']);
+    // The deployment's count: 800 + its own estimate of this request (2 + 20).
+    await until(async () => ((await g.store.snapshot(layout))[0]?.tokensInWindow ?? 0) >= 800 + 22, 3000, 'the window to learn the other use');
+    assert.equal(sim.stats('slow').inFlight, 1, 'learnt while the response was still streaming');
+    await streaming.text();
   });
 
   test('a quota exhaustion (retry after a day) takes the deployment out for that long', async () => {
