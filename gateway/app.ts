@@ -125,7 +125,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     } catch {
       return sendError(res, errors.badRequest('The request body is not valid JSON.'));
     }
-    if (!json || typeof json !== 'object' || Array.isArray(json)) return sendError(res, errors.badRequest('The request body must be a JSON object.'));
+    if (!json || typeof json !== 'object' || Array.isArray(json))
+      return sendError(res, errors.badRequest('The request body must be a JSON object.'));
     const body = json as Record<string, unknown>;
     let poolName: string;
     if (route.pool !== undefined) poolName = route.pool;
@@ -172,7 +173,8 @@ export function createGateway(options: GatewayOptions): Gateway {
   app.use((_req: Request, res: Response) => sendError(res, errors.notFound()));
   // Express needs all four parameters to recognise an error handler.
   app.use((error: Error & { status?: number }, _req: Request, res: Response, _next: NextFunction) => {
-    if (error.status && error.status >= 400 && error.status < 500) return sendError(res, errors.badRequest('The request could not be read.'));
+    if (error.status && error.status >= 400 && error.status < 500)
+      return sendError(res, errors.badRequest('The request could not be read.'));
     logger.error('unhandled error', { error: error.message });
     sendError(res, errors.internal());
   });

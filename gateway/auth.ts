@@ -16,7 +16,8 @@ export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
   const apiKey = headers['api-key'];
   if (typeof apiKey === 'string' && apiKey) return apiKey;
   const authorization = headers.authorization;
-  if (typeof authorization === 'string' && /^bearer\s+/i.test(authorization)) return authorization.replace(/^bearer\s+/i, '').trim() || undefined;
+  if (typeof authorization === 'string' && /^bearer\s+/i.test(authorization))
+    return authorization.replace(/^bearer\s+/i, '').trim() || undefined;
   return undefined;
 }
 

@@ -145,10 +145,18 @@ export class Dispatcher {
     const { client } = request;
     let result;
     try {
-      result = await this.deps.store.acquireQuota({ subject: client.name, tpm: client.tpm, rpm: client.rpm, estimatedTokens: request.estimatedTokens });
+      result = await this.deps.store.acquireQuota({
+        subject: client.name,
+        tpm: client.tpm,
+        rpm: client.rpm,
+        estimatedTokens: request.estimatedTokens,
+      });
     } catch (error) {
       // Quotas are a fairness tool; with the store gone the client is let through rather than refused.
-      this.deps.logger.warn('client quota unavailable: request admitted unchecked', { client: client.name, error: (error as Error).message });
+      this.deps.logger.warn('client quota unavailable: request admitted unchecked', {
+        client: client.name,
+        error: (error as Error).message,
+      });
       return undefined;
     }
     if (result.remainingTokens !== undefined) res.setHeader('x-ratelimit-remaining-tokens', String(result.remainingTokens));
@@ -266,7 +274,10 @@ export class Dispatcher {
             return;
           }
           // Our config names a deployment Azure does not have: our fault, not the client's. Fail over.
-          this.deps.logger.error('deployment not found upstream: check the config', { pool: deployment.pool, deployment: deployment.config.id });
+          this.deps.logger.error('deployment not found upstream: check the config', {
+            pool: deployment.pool,
+            deployment: deployment.config.id,
+          });
           failure.cooldownUntil = await this.deps.health.throttled(deployment, MISCONFIGURED_COOLDOWN_MS);
         }
         // A throttled deployment is not excluded: its cooldown keeps it out exactly as long as it asked,
@@ -281,7 +292,9 @@ export class Dispatcher {
       // response they would count again what left the window meanwhile. Off the latency path.
       const observed = observe(response.headers, deployment.config);
       if (worthObserving(observed)) {
-        acquired.store.observe(deployment.pool, deployment.config.id, observed).catch((error: Error) => this.deps.logger.warn('could not apply a deployment’s rate-limit figures', { error: error.message }));
+        acquired.store
+          .observe(deployment.pool, deployment.config.id, observed)
+          .catch((error: Error) => this.deps.logger.warn('could not apply a deployment’s rate-limit figures', { error: error.message }));
       }
       await this.pipe(response, res, request, deployment, log, askedForUsage);
       const charge = log.outcome === 'ok' ? deploymentCharge(lease, log.usage, isProvisioned(response.headers)) : undefined;
@@ -293,7 +306,11 @@ export class Dispatcher {
     else this.reject(res, request, log, errors.upstreamTimeout());
   }
 
-  private async acquire(request: ProxiedRequest, tried: readonly string[], ticket: string | undefined): Promise<{ store: Store; result: AcquireResult }> {
+  private async acquire(
+    request: ProxiedRequest,
+    tried: readonly string[],
+    ticket: string | undefined,
+  ): Promise<{ store: Store; result: AcquireResult }> {
     const input: AcquireInput = {
       queue: ticket ? { ticket, ttlMs: QUEUE_TICKET_TTL_MS } : undefined,
       pool: request.pool.layout,
@@ -329,7 +346,13 @@ export class Dispatcher {
     return errors.saturated(request.pool.name, Math.max(1, retryAfter), detail);
   }
 
-  private replayFailure(res: ServerResponse, request: ProxiedRequest, log: RequestLog, failure: FailedAttempt, history: AttemptHistory): void {
+  private replayFailure(
+    res: ServerResponse,
+    request: ProxiedRequest,
+    log: RequestLog,
+    failure: FailedAttempt,
+    history: AttemptHistory,
+  ): void {
     if (history.onlyThrottled) {
       const retryAfter = (history.soonestCooldownUntil ?? Date.now() + this.deps.settings.defaultCooldownMs) - Date.now();
       this.reject(res, request, log, errors.saturated(request.pool.name, Math.max(1, retryAfter), 'throttled or unavailable'));
@@ -449,7 +472,9 @@ export class Dispatcher {
 
   private async leaveQueue(store: Store | undefined, request: ProxiedRequest, ticket: string | undefined): Promise<void> {
     if (!ticket || !store) return;
-    await store.leaveQueue(request.pool.name, ticket).catch((error: Error) => this.deps.logger.warn('could not leave the wait queue', { error: error.message }));
+    await store
+      .leaveQueue(request.pool.name, ticket)
+      .catch((error: Error) => this.deps.logger.warn('could not leave the wait queue', { error: error.message }));
   }
 
   private async release(store: Store, lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {

@@ -50,7 +50,10 @@ async function main(): Promise<void> {
 
 main().catch((error: unknown) => {
   // A bad config or environment is the operator's to fix: say what, without a stack trace.
-  const message = error instanceof ConfigError || (error instanceof Error && error.message.startsWith('invalid environment')) ? error.message : String((error as Error)?.stack ?? error);
+  const message =
+    error instanceof ConfigError || (error instanceof Error && error.message.startsWith('invalid environment'))
+      ? error.message
+      : String((error as Error)?.stack ?? error);
   process.stderr.write(`spillway: ${message}\n`);
   process.exit(1);
 });

@@ -15,7 +15,11 @@ export interface ProxiedRoute {
   query: string;
 }
 
-const OPERATIONS: Record<string, Operation> = { 'chat/completions': 'chat/completions', completions: 'completions', embeddings: 'embeddings' };
+const OPERATIONS: Record<string, Operation> = {
+  'chat/completions': 'chat/completions',
+  completions: 'completions',
+  embeddings: 'embeddings',
+};
 const AZURE_PREFIX = '/openai/deployments/';
 const OPENAI_PREFIXES = ['/openai/v1/', '/v1/'];
 

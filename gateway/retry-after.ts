@@ -28,7 +28,12 @@ export function retryAfterMs(headers: IncomingHttpHeaders, now = Date.now()): nu
     const date = Date.parse(retryAfter);
     if (Number.isFinite(date) && date > now) return date - now;
   }
-  for (const name of ['x-ratelimit-reset-tokens', 'x-ratelimit-reset-requests', 'x-rate-limit-reset-tokens', 'x-rate-limit-reset-requests']) {
+  for (const name of [
+    'x-ratelimit-reset-tokens',
+    'x-ratelimit-reset-requests',
+    'x-rate-limit-reset-tokens',
+    'x-rate-limit-reset-requests',
+  ]) {
     const seconds = positiveNumber(header(headers, name));
     if (seconds !== undefined) return Math.ceil(seconds * 1000);
   }

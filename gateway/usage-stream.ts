@@ -41,7 +41,11 @@ export class UsageStripper extends Transform {
       try {
         const usage = (JSON.parse(data) as { usage?: Record<string, number> }).usage;
         if (usage && typeof usage.prompt_tokens === 'number' && typeof usage.total_tokens === 'number') {
-          this.usage = { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens ?? usage.total_tokens - usage.prompt_tokens, totalTokens: usage.total_tokens };
+          this.usage = {
+            promptTokens: usage.prompt_tokens,
+            completionTokens: usage.completion_tokens ?? usage.total_tokens - usage.prompt_tokens,
+            totalTokens: usage.total_tokens,
+          };
           return '';
         }
       } catch {

@@ -202,7 +202,10 @@ class Client {
   private readonly live = new Set<() => void>();
 
   constructor(urls: string[]) {
-    this.targets = urls.map((url) => ({ url: loopbackUrl(url), agent: new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT, scheduling: 'lifo' }) }));
+    this.targets = urls.map((url) => ({
+      url: loopbackUrl(url),
+      agent: new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT, scheduling: 'lifo' }),
+    }));
   }
 
   get count(): number {
@@ -288,7 +291,14 @@ function within<T, F>(work: Promise<T>, ms: number, fallback: F): Promise<T | F>
  * Arrival offsets (ms) over [0, totalMs): `warmupRate` per second before warmupMs, `rate` after it;
  * evenly spaced, or a Poisson process.
  */
-function arrivalSchedule(warmupRate: number, warmupMs: number, rate: number, totalMs: number, kind: Settings['arrivals'], seed: number): number[] {
+function arrivalSchedule(
+  warmupRate: number,
+  warmupMs: number,
+  rate: number,
+  totalMs: number,
+  kind: Settings['arrivals'],
+  seed: number,
+): number[] {
   const out: number[] = [];
   const random = prng(seed);
   const gap = (perSecond: number) => (kind === 'constant' ? 1000 / perSecond : (-Math.log(1 - random()) * 1000) / perSecond);
@@ -358,7 +368,8 @@ function coresBetween(a: CpuSnapshot, b: CpuSnapshot) {
 
 function diffStats(a: DeploymentStats, b: DeploymentStats): DeploymentStats {
   const out = { ...b };
-  for (const key of Object.keys(out) as (keyof DeploymentStats)[]) if (key !== 'inFlight' && key !== 'peakConcurrency') out[key] = b[key] - a[key];
+  for (const key of Object.keys(out) as (keyof DeploymentStats)[])
+    if (key !== 'inFlight' && key !== 'peakConcurrency') out[key] = b[key] - a[key];
   return out;
 }
 
@@ -370,11 +381,14 @@ async function startHeaderStrippingProxy(simulatorUrl: string, processes: Proces
   const target = new URL(simulatorUrl);
   const agent = new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT });
   const server = createServer((req, res) => {
-    const upstream = httpRequest({ agent, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (response) => {
-      const headers = Object.fromEntries(Object.entries(response.headers).filter(([name]) => !name.startsWith('x-ratelimit-')));
-      res.writeHead(response.statusCode ?? 502, headers);
-      response.pipe(res);
-    });
+    const upstream = httpRequest(
+      { agent, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (response) => {
+        const headers = Object.fromEntries(Object.entries(response.headers).filter(([name]) => !name.startsWith('x-ratelimit-')));
+        res.writeHead(response.statusCode ?? 502, headers);
+        response.pipe(res);
+      },
+    );
     upstream.on('error', () => res.destroy());
     req.pipe(upstream);
     res.on('close', () => upstream.destroy());
@@ -480,7 +494,15 @@ async function adminPools(gateway: GatewayHandle): Promise<unknown> {
   }
 }
 
-async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: number, capacityRps: number, body: Buffer, log: (line: string) => void): Promise<PhaseRaw> {
+async function runPhase(
+  stack: Stack,
+  settings: Settings,
+  policy: Policy,
+  load: number,
+  capacityRps: number,
+  body: Buffer,
+  log: (line: string) => void,
+): Promise<PhaseRaw> {
   const { simulator, client } = stack;
   const pool = poolName(policy, load);
   const path = requestPath(pool);
@@ -523,7 +545,8 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
       adminBusy = true;
       void adminPools(stack.gateways[0]!)
         .then((admin) => {
-          const deployments = (admin as { pools?: Record<string, { deployments?: { tokensInWindow?: number }[] }> }).pools?.[pool]?.deployments;
+          const deployments = (admin as { pools?: Record<string, { deployments?: { tokensInWindow?: number }[] }> }).pools?.[pool]
+            ?.deployments;
           if (deployments) gatewayView.push({ atMs: at, tokens: deployments.reduce((acc, d) => acc + (d.tokensInWindow ?? 0), 0) });
         })
         .finally(() => {
@@ -537,7 +560,12 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
         .then(
           (stats) => {
             const total = sumStats(stats);
-            upstreamTimeline.push({ atMs: Math.round(performance.now() - t0), received: total.received, served: total.served, throttled: total.throttled });
+            upstreamTimeline.push({
+              atMs: Math.round(performance.now() - t0),
+              received: total.received,
+              served: total.served,
+              throttled: total.throttled,
+            });
           },
           () => {},
         )
@@ -642,7 +670,10 @@ async function runPhase(stack: Stack, settings: Settings, policy: Policy, load: 
     gatewayView,
     cores: coresBetween(start.cpu, endSnapshot.cpu),
     clockDriftMs: endSnapshot.realMinusMono - start.realMinusMono,
-    clockRangeMs: clockSamples.length ? Math.max(...clockSamples, start.realMinusMono, endSnapshot.realMinusMono) - Math.min(...clockSamples, start.realMinusMono, endSnapshot.realMinusMono) : 0,
+    clockRangeMs: clockSamples.length
+      ? Math.max(...clockSamples, start.realMinusMono, endSnapshot.realMinusMono) -
+        Math.min(...clockSamples, start.realMinusMono, endSnapshot.realMinusMono)
+      : 0,
     unfinished,
     admin: (admin as { pools?: Record<string, unknown> }).pools?.[pool] ?? admin,
   };
@@ -707,7 +738,11 @@ interface PhaseReport {
  * Positive: the gateways think more budget is used than the simulator does (they refuse early).
  * As shares of the pool's budget (3 × tpm); only for pools with budgets.
  */
-function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { samples: number; mean: number; p95: number; min: number; max: number; atRefusals: Summary | null } | null {
+function budgetViewOf(
+  raw: PhaseRaw,
+  settings: Settings,
+  estimate: number,
+): { samples: number; mean: number; p95: number; min: number; max: number; atRefusals: Summary | null } | null {
   if (raw.policy !== 'spillway') return null;
   const calls = raw.records
     .flatMap((r) => [r.first, r.retry])
@@ -730,7 +765,9 @@ function budgetViewOf(raw: PhaseRaw, settings: Settings, estimate: number): { sa
     .filter((a): a is Answer => a !== undefined && a.status === 429 && a.gatewayAttempts === 0)
     .map((a) => (callsInWindow(a.sentAt) * estimate) / budget);
   const summary = summarize(shares);
-  return summary ? { samples: summary.count, mean: summary.mean, p95: summary.p95, min: summary.min, max: summary.max, atRefusals: summarize(refusals) } : null;
+  return summary
+    ? { samples: summary.count, mean: summary.mean, p95: summary.p95, min: summary.min, max: summary.max, atRefusals: summarize(refusals) }
+    : null;
 }
 
 /** Why a request did not end in a 200, as the report names it. */
@@ -854,7 +891,14 @@ interface ProbeReport {
  * refused too (else the figure was slack). If the probe is admitted (room freed while the burst
  * settled), the cycle is skipped and the pool filled again.
  */
-async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, pool: string, burstSize: number, body: Buffer): Promise<ProbeReport> {
+async function honestyProbe(
+  stack: Stack,
+  settings: Settings,
+  policy: Policy,
+  pool: string,
+  burstSize: number,
+  body: Buffer,
+): Promise<ProbeReport> {
   const { client } = stack;
   const path = requestPath(pool);
   const bucketMs = settings.windowMs / 60;
@@ -885,7 +929,11 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
     let burst = 0;
     let burst429 = 0;
     for (let batch = 0; batch < PROBE_FILL_BATCHES && burst429 === 0 && !aborting && left() > 0; batch++) {
-      const statuses = await within(Promise.all(Array.from({ length: burstSize }, head)), Math.min(REQUEST_TIMEOUT_MS, left()), [] as number[]);
+      const statuses = await within(
+        Promise.all(Array.from({ length: burstSize }, head)),
+        Math.min(REQUEST_TIMEOUT_MS, left()),
+        [] as number[],
+      );
       burst += burstSize;
       burst429 += statuses.filter((status) => status === 429).length;
     }
@@ -910,7 +958,14 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
     }
     // Waiting past the deadline would overrun the series: this retry time cannot be checked.
     if (toldAt + told >= deadline) {
-      cycles.push({ kind: 'error', burst, burst429, firstStatus: 429, retryAfterMs: told, unmeasured: 'the told retry time falls after the deadline' });
+      cycles.push({
+        kind: 'error',
+        burst,
+        burst429,
+        firstStatus: 429,
+        retryAfterMs: told,
+        unmeasured: 'the told retry time falls after the deadline',
+      });
       break;
     }
     let early: Answer | undefined;
@@ -922,7 +977,14 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
     const waitedMs = performance.now() - toldAt;
     const retry = await send();
     if (retry === undefined) {
-      cycles.push({ kind: 'error', burst, burst429, firstStatus: 429, retryAfterMs: told, unmeasured: 'no answer to the honoured retry before the deadline' });
+      cycles.push({
+        kind: 'error',
+        burst,
+        burst429,
+        firstStatus: 429,
+        retryAfterMs: told,
+        unmeasured: 'no answer to the honoured retry before the deadline',
+      });
       break;
     }
     probed += 1;
@@ -932,7 +994,15 @@ async function honestyProbe(stack: Stack, settings: Settings, policy: Policy, po
       burst429,
       firstStatus: 429,
       retryAfterMs: told,
-      ...(early ? { early: { status: early.status, gatewayAttempts: early.gatewayAttempts, ...(early.retryAfterMs !== undefined ? { retryAfterMs: early.retryAfterMs } : {}) } } : {}),
+      ...(early
+        ? {
+            early: {
+              status: early.status,
+              gatewayAttempts: early.gatewayAttempts,
+              ...(early.retryAfterMs !== undefined ? { retryAfterMs: early.retryAfterMs } : {}),
+            },
+          }
+        : {}),
       retry: {
         status: retry.status,
         gatewayAttempts: retry.gatewayAttempts,
@@ -974,7 +1044,13 @@ function verdicts(reports: PhaseReport[], probes: ProbeReport[]): Verdict[] {
   const out: Verdict[] = [];
   for (const r of reports) {
     if (r.load < 1) {
-      out.push({ target: 'no client-visible errors', policy: r.policy, load: r.load, measured: `${r.clientErrors} of ${r.requests}`, pass: r.clientErrors === 0 });
+      out.push({
+        target: 'no client-visible errors',
+        policy: r.policy,
+        load: r.load,
+        measured: `${r.clientErrors} of ${r.requests}`,
+        pass: r.clientErrors === 0,
+      });
       out.push({
         target: 'upstream 429s < 1 % of upstream calls',
         policy: r.policy,
@@ -983,7 +1059,13 @@ function verdicts(reports: PhaseReport[], probes: ProbeReport[]): Verdict[] {
         pass: r.upstream429Share < 0.01,
       });
     } else {
-      out.push({ target: 'tokens served ≥ 95 % of capacity', policy: r.policy, load: r.load, measured: pct(r.capacityShare, 1), pass: r.capacityShare >= 0.95 });
+      out.push({
+        target: 'tokens served ≥ 95 % of capacity',
+        policy: r.policy,
+        load: r.load,
+        measured: pct(r.capacityShare, 1),
+        pass: r.capacityShare >= 0.95,
+      });
       const probe = probes.find((p) => p.policy === r.policy);
       const everyRetryTime = r.gateway429WithoutRetryAfter === 0;
       const noEarlyFigure = r.honouredRefusedUpstream === 0;
@@ -1008,7 +1090,20 @@ function loadLabel(load: number): string {
 }
 
 function mainTable(reports: PhaseReport[]): { header: string[]; rows: string[][] } {
-  const header = ['policy', 'load', 'offered req/s', 'requests', 'client errors', 'gateway 429s', 'honoured retries → 200', 'upstream calls', 'upstream 429s', 'tokens served / capacity', 'p50 ms', 'p95 ms'];
+  const header = [
+    'policy',
+    'load',
+    'offered req/s',
+    'requests',
+    'client errors',
+    'gateway 429s',
+    'honoured retries → 200',
+    'upstream calls',
+    'upstream 429s',
+    'tokens served / capacity',
+    'p50 ms',
+    'p95 ms',
+  ];
   const rows = reports.map((r) => [
     POLICY_LABEL[r.policy],
     loadLabel(r.load),
@@ -1061,7 +1156,16 @@ function retryTable(reports: PhaseReport[]): { header: string[]; rows: string[][
 }
 
 function probeTable(probes: ProbeReport[]): { header: string[]; rows: string[][] } {
-  const header = ['policy', 'probes', 'retry-after told (ms)', 'honoured retry → 200', 'clean (200 at the first deployment tried)', 'honoured retry throttled upstream', 'early copies (2 buckets before) admitted / sent', 'cycles with room (skipped)'];
+  const header = [
+    'policy',
+    'probes',
+    'retry-after told (ms)',
+    'honoured retry → 200',
+    'clean (200 at the first deployment tried)',
+    'honoured retry throttled upstream',
+    'early copies (2 buckets before) admitted / sent',
+    'cycles with room (skipped)',
+  ];
   const rows = probes.map((p) => [
     POLICY_LABEL[p.policy],
     String(p.probed),
@@ -1077,8 +1181,6 @@ function probeTable(probes: ProbeReport[]): { header: string[]; rows: string[][]
   ]);
   return { header, rows };
 }
-
-
 
 const DOC_START = '<!-- admission:results:start (generated by loadtest/admission-bench.ts; edit outside these markers) -->';
 const DOC_END = '<!-- admission:results:end -->';
@@ -1100,8 +1202,11 @@ function parseSettings(values: Record<string, string | boolean | undefined>): Se
   if (windowMs % 60 !== 0) throw new Error('--window-ms must be a multiple of 60 (the gateway cuts its window into 60 buckets)');
   const loads = (typeof values.loads === 'string' ? values.loads : '0.9,1.5').split(',').map((v) => Number(v.trim()));
   if (loads.some((l) => !(l > 0 && l <= 5))) throw new Error('--loads: fractions of capacity in (0, 5]');
-  const policies = (typeof values.policies === 'string' ? values.policies : 'spillway,baseline').split(',').map((v) => v.trim()) as Policy[];
-  if (policies.some((p) => p !== 'spillway' && p !== 'baseline') || policies.length === 0) throw new Error('--policies: spillway and/or baseline');
+  const policies = (typeof values.policies === 'string' ? values.policies : 'spillway,baseline')
+    .split(',')
+    .map((v) => v.trim()) as Policy[];
+  if (policies.some((p) => p !== 'spillway' && p !== 'baseline') || policies.length === 0)
+    throw new Error('--policies: spillway and/or baseline');
   const arrivals = typeof values.arrivals === 'string' ? values.arrivals : 'constant';
   const warmupLoad = typeof values['warmup-load'] === 'string' ? Number(values['warmup-load']) : undefined;
   if (warmupLoad !== undefined && !(warmupLoad > 0 && warmupLoad <= 5)) throw new Error('--warmup-load: a fraction of capacity in (0, 5]');
@@ -1210,8 +1315,14 @@ async function main(): Promise<number> {
       countRejected: true,
     });
     // The seed's policy: round-robin, no budgets in the config (so it never refuses before trying).
-    const roundRobin: GatewayPoolInput = { strategy: 'round-robin', deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o' })) };
-    const spillway: GatewayPoolInput = { strategy: 'least-requests', deployments: roundRobin.deployments.map((d) => ({ ...d, tpm: settings.tpm, rpm: settings.rpm })) };
+    const roundRobin: GatewayPoolInput = {
+      strategy: 'round-robin',
+      deployments: DEPLOYMENT_IDS.map((id) => ({ id, deployment: `admission-${id}`, model: 'gpt-4o' })),
+    };
+    const spillway: GatewayPoolInput = {
+      strategy: 'least-requests',
+      deployments: roundRobin.deployments.map((d) => ({ ...d, tpm: settings.tpm, rpm: settings.rpm })),
+    };
     // `warmup` is for the JIT only: without budgets it never refuses.
     const pools: Record<string, GatewayPoolInput> = { warmup: roundRobin };
     for (const load of settings.loads) {
@@ -1221,7 +1332,13 @@ async function main(): Promise<number> {
     const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(upstreamUrl, pools, { windowMs: settings.gatewayWindowMs }));
     const gateways = await Promise.all(
       Array.from({ length: GATEWAYS }, (_, index) =>
-        startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, redisUrl: redis.url, logLevel: 'warn', env: { ADMIN_API_KEY: ADMIN_KEY } }),
+        startGateway(processes, dir, {
+          name: `gateway-${index + 1}`,
+          configFile,
+          redisUrl: redis.url,
+          logLevel: 'warn',
+          env: { ADMIN_API_KEY: ADMIN_KEY },
+        }),
       ),
     );
     client = new Client(gateways.map((g) => g.url));
@@ -1234,13 +1351,19 @@ async function main(): Promise<number> {
     process.once('SIGTERM', stopClient);
     const stack: Stack = { simulator, gateways, redisPid: redis.child.pid, client };
 
-    log(`admission benchmark: ${GATEWAYS} gateways [${gateways.map((g) => g.port).join(', ')}] with Redis ${redis.url}, simulator ${simulator.url}`);
+    log(
+      `admission benchmark: ${GATEWAYS} gateways [${gateways.map((g) => g.port).join(', ')}] with Redis ${redis.url}, simulator ${simulator.url}`,
+    );
     log(
       `  window ${settings.windowMs} ms${settings.gatewayWindowMs !== settings.windowMs ? ` (gateways: ${settings.gatewayWindowMs} ms)` : ''}; 3 deployments × ${settings.tpm} tokens/window (rpm ${settings.rpm}); request: ${settings.promptChars}-char prompt, max_tokens ${settings.maxTokens}; ` +
         `cost: simulator estimate ${costs.simulatorEstimate}, gateway estimate ${costs.gatewayEstimate}, usage ${costs.usage} tokens`,
     );
-    log(`  ${settings.stripRatelimitHeaders ? 'DIAGNOSTIC: x-ratelimit-* headers stripped between the gateways and the simulator; ' : ''}capacity ${costs.requestsPerWindowPerDeployment} requests/window/deployment = ${fmt(costs.capacityRps, 1)} requests/s summed; loads ${settings.loads.map(loadLabel).join(', ')}`);
-    log(`  machine: ${cpus().length} cores (${cpuModel()}), node ${process.version}, load average ${loadBefore.map((v) => v.toFixed(2)).join(' ')}`);
+    log(
+      `  ${settings.stripRatelimitHeaders ? 'DIAGNOSTIC: x-ratelimit-* headers stripped between the gateways and the simulator; ' : ''}capacity ${costs.requestsPerWindowPerDeployment} requests/window/deployment = ${fmt(costs.capacityRps, 1)} requests/s summed; loads ${settings.loads.map(loadLabel).join(', ')}`,
+    );
+    log(
+      `  machine: ${cpus().length} cores (${cpuModel()}), node ${process.version}, load average ${loadBefore.map((v) => v.toFixed(2)).join(' ')}`,
+    );
 
     // Smoke and JIT warm-up through every gateway (a pool without budgets), then a clean simulator.
     const warmPath = requestPath('warmup');
@@ -1254,7 +1377,7 @@ async function main(): Promise<number> {
     const bucketPhaseMs = await measureBucketPhase(simulator.url, settings.windowMs / 60);
     log(
       `  bucket grids: the simulator's ${settings.windowMs / 60} ms buckets end ${bucketPhaseMs === undefined ? '(not measured)' : `${fmt(bucketPhaseMs, 0)} ms`} after the gateways' (Redis clock); ` +
-        '(the two grids are independent, as Azure\'s and the gateways\' are)',
+        "(the two grids are independent, as Azure's and the gateways' are)",
     );
     await simulator.reset();
 
@@ -1264,7 +1387,9 @@ async function main(): Promise<number> {
     const burstSize = Math.max(8, Math.ceil((DEPLOYMENT_IDS.length * costs.requestsPerWindowPerDeployment) / 6));
     for (const load of settings.loads) {
       for (const policy of settings.policies) {
-        log(`\n  phase ${POLICY_LABEL[policy]} at ${loadLabel(load)}: ${fmt(costs.capacityRps * load, 1)} requests/s for ${phaseMs / 1000} s (first ${(settings.warmupWindows * settings.windowMs) / 1000} s at ${fmt(costs.capacityRps * (settings.warmupLoad ?? Math.min(load, 1)), 1)}/s, not measured)`);
+        log(
+          `\n  phase ${POLICY_LABEL[policy]} at ${loadLabel(load)}: ${fmt(costs.capacityRps * load, 1)} requests/s for ${phaseMs / 1000} s (first ${(settings.warmupWindows * settings.windowMs) / 1000} s at ${fmt(costs.capacityRps * (settings.warmupLoad ?? Math.min(load, 1)), 1)}/s, not measured)`,
+        );
         const raw = await runPhase(stack, settings, policy, load, costs.capacityRps, body, log);
         const report = analyse(raw, settings, costs.simulatorEstimate);
         raws.push(raw);
@@ -1279,7 +1404,9 @@ async function main(): Promise<number> {
         if (load > 1 && settings.probes > 0) {
           const probe = await honestyProbe(stack, settings, policy, raw.pool, burstSize, body);
           probes.push(probe);
-          log(`    honesty probe: ${probe.probed} probes, retry-after ${probe.cycles.map((c) => (c.kind === 'probed' ? fmt(c.retryAfterMs, 0) : c.kind)).join(', ')} ms → ${probe.retryOk} got 200, ${probe.clean} clean, ${probe.retryThrottledUpstream} throttled upstream`);
+          log(
+            `    honesty probe: ${probe.probed} probes, retry-after ${probe.cycles.map((c) => (c.kind === 'probed' ? fmt(c.retryAfterMs, 0) : c.kind)).join(', ')} ms → ${probe.retryOk} got 200, ${probe.clean} clean, ${probe.retryThrottledUpstream} throttled upstream`,
+          );
         }
         await simulator.reset();
       }
@@ -1301,8 +1428,15 @@ async function main(): Promise<number> {
       log(textTable(probeRows.header, probeRows.rows));
     }
     log('');
-    log(textTable(['target', 'policy', 'load', 'measured', 'result'], checks.map((c) => [c.target, POLICY_LABEL[c.policy], loadLabel(c.load), c.measured, c.pass ? 'PASS' : 'FAIL'])));
-    log(`\nrun time ${fmt(runSeconds, 0)} s; load average before ${loadBefore.map((v) => v.toFixed(2)).join(' ')}, after ${loadAfter.map((v) => v.toFixed(2)).join(' ')}`);
+    log(
+      textTable(
+        ['target', 'policy', 'load', 'measured', 'result'],
+        checks.map((c) => [c.target, POLICY_LABEL[c.policy], loadLabel(c.load), c.measured, c.pass ? 'PASS' : 'FAIL']),
+      ),
+    );
+    log(
+      `\nrun time ${fmt(runSeconds, 0)} s; load average before ${loadBefore.map((v) => v.toFixed(2)).join(' ')}, after ${loadAfter.map((v) => v.toFixed(2)).join(' ')}`,
+    );
 
     const output = {
       at: startedAt.toISOString(),
@@ -1335,7 +1469,12 @@ async function main(): Promise<number> {
 
     if (!values['no-doc']) {
       const noise = reports.map((r) => `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: ${fmt(r.cores.foreign, 2)}`).join('; ');
-      const own = reports.map((r) => `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: gateways ${fmt(r.cores.gateways, 2)}, simulator ${fmt(r.cores.simulator, 2)}, Redis ${fmt(r.cores.redis, 2)}, client ${fmt(r.cores.client, 2)}`).join('; ');
+      const own = reports
+        .map(
+          (r) =>
+            `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: gateways ${fmt(r.cores.gateways, 2)}, simulator ${fmt(r.cores.simulator, 2)}, Redis ${fmt(r.cores.redis, 2)}, client ${fmt(r.cores.client, 2)}`,
+        )
+        .join('; ');
       const lagLine = reports.map((r) => `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: ${fmt(r.scheduleLag?.p99, 1)} ms`).join('; ');
       const section = [
         `Command: \`${command}\`  `,
@@ -1356,12 +1495,26 @@ async function main(): Promise<number> {
         '',
         markdownTable(retries.header, retries.rows),
         '',
-        ...(probes.length ? ['### Honesty probe (after the 150 % phase, nothing else arriving)', '', markdownTable(probeRows.header, probeRows.rows), ''] : []),
+        ...(probes.length
+          ? ['### Honesty probe (after the 150 % phase, nothing else arriving)', '', markdownTable(probeRows.header, probeRows.rows), '']
+          : []),
         '### Against the targets',
         '',
-        markdownTable(['target', 'policy', 'load', 'measured', 'result'], checks.map((c) => [c.target, POLICY_LABEL[c.policy], loadLabel(c.load), c.measured, c.pass ? 'PASS' : 'FAIL'])),
+        markdownTable(
+          ['target', 'policy', 'load', 'measured', 'result'],
+          checks.map((c) => [c.target, POLICY_LABEL[c.policy], loadLabel(c.load), c.measured, c.pass ? 'PASS' : 'FAIL']),
+        ),
         '',
-        `Client-visible errors by kind: ${reports.map((r) => `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: ${Object.entries(r.clientErrorsByKind).map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`).join('; ')}.  `,
+        `Client-visible errors by kind: ${reports
+          .map(
+            (r) =>
+              `${POLICY_LABEL[r.policy]} ${loadLabel(r.load)}: ${
+                Object.entries(r.clientErrorsByKind)
+                  .map(([k, v]) => `${k} ${v}`)
+                  .join(', ') || 'none'
+              }`,
+          )
+          .join('; ')}.  `,
         `Machine noise (CPU of processes outside the benchmark, cores): ${noise}.  `,
         `Our processes (cores): ${own}.  `,
         `Client schedule lag p99: ${lagLine}.  `,

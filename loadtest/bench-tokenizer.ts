@@ -182,15 +182,20 @@ const perSecond = (count: number, ms: number): string => {
   const rate = (count / ms) * 1_000;
   return rate >= 1e6 ? `${(rate / 1e6).toFixed(2)} M` : `${(rate / 1e3).toFixed(0)} k`;
 };
-const percent = (estimate: number, exact: number): string => `${estimate >= exact ? '+' : ''}${(((estimate - exact) / exact) * 100).toFixed(1)}%`;
+const percent = (estimate: number, exact: number): string =>
+  `${estimate >= exact ? '+' : ''}${(((estimate - exact) / exact) * 100).toFixed(1)}%`;
 
 function printTable(title: string, header: readonly string[], rows: readonly (readonly string[])[]): void {
   const widths = header.map((cell, column) => Math.max(cell.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: readonly string[]): string =>
-    '| ' + cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join(' | ') + ' |';
+    '| ' +
+    cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join(' | ') +
+    ' |';
   console.log(`\n${title}\n`);
   console.log(line(header));
-  console.log('|' + widths.map((width, column) => (column === 0 ? '-'.repeat(width + 1) + '-' : '-'.repeat(width + 1) + ':')).join('|') + '|');
+  console.log(
+    '|' + widths.map((width, column) => (column === 0 ? '-'.repeat(width + 1) + '-' : '-'.repeat(width + 1) + ':')).join('|') + '|',
+  );
   for (const row of rows) console.log(line(row));
 }
 
@@ -222,7 +227,11 @@ for (const encoding of ENCODINGS) {
   const theirsMs = performance.now() - started;
   setupRows.push([encoding, fixed(theirsMs, 0), fixed(oursMs, 0), fixed(oursMb, 0)]);
 }
-printTable('1. Setup (synchronous; done once per process, ideally at startup)', ['encoding', 'js-tiktoken build ms', 'exact counter build ms', 'exact counter heap MB (approx)'], setupRows);
+printTable(
+  '1. Setup (synchronous; done once per process, ideally at startup)',
+  ['encoding', 'js-tiktoken build ms', 'exact counter build ms', 'exact counter heap MB (approx)'],
+  setupRows,
+);
 
 // 2. throughput
 const throughputRows: string[][] = [];
@@ -265,7 +274,8 @@ const random = (): number => {
   t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
   return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
 };
-const randomLetters = (length: number): string => Array.from({ length }, () => String.fromCharCode(97 + Math.floor(random() * 26))).join('');
+const randomLetters = (length: number): string =>
+  Array.from({ length }, () => String.fromCharCode(97 + Math.floor(random() * 26))).join('');
 const randomWords = (wordLength: number, total: number): string => {
   let text = '';
   while (text.length < total) text += randomLetters(wordLength) + ' ';
@@ -288,7 +298,13 @@ const hostile: [string, TextMaker][] = [
   ['Chinese messages (tsc zh-cn)', (size, variant) => sliceOf(chineseMessages, size, variant)],
   ['Russian messages (tsc ru)', (size, variant) => sliceOf(russianMessages, size, variant)],
   ['emoji', (size, variant) => sliceOf('😀🚀🎉'.repeat(Math.ceil(size / 6) + 20), size, variant * 2)],
-  ['base64', (size) => Buffer.from(Array.from({ length: size }, () => Math.floor(random() * 256))).toString('base64').slice(0, size)],
+  [
+    'base64',
+    (size) =>
+      Buffer.from(Array.from({ length: size }, () => Math.floor(random() * 256)))
+        .toString('base64')
+        .slice(0, size),
+  ],
 ];
 const hostileRows: string[][] = [];
 // The role "user" counts too: stay just inside the threshold so that only merge work decides the method.
@@ -341,7 +357,11 @@ for (const wordLength of [8, 24, 47, 64, 200, 2_000]) {
   const timing = measure((i) => exact.get('o200k_base')!.count(texts[Math.max(0, i) % texts.length]!), 11);
   mergeRows.push([`${wordLength} letters`, wordLength <= 48 ? 'linear' : 'heap', fixed((timing.msPerCall * 1_000) / 32_768, 3)]);
 }
-printTable('4. Merge cost, o200k: random lowercase words (no word is cached or a whole token)', ['word length', 'merge', 'µs per byte'], mergeRows);
+printTable(
+  '4. Merge cost, o200k: random lowercase words (no word is cached or a whole token)',
+  ['word length', 'merge', 'µs per byte'],
+  mergeRows,
+);
 
 // 5. calibration
 const calibrationRows: string[][] = [];
@@ -356,10 +376,21 @@ for (const encoding of ENCODINGS) {
     const key = `${encoding} ${corpus.kind}`;
     const total = kindTotals.get(key) ?? { chars: 0, tokens: 0 };
     kindTotals.set(key, { chars: total.chars + corpus.text.length, tokens: total.tokens + tokens });
-    calibrationRows.push([`${encoding} ${corpus.name}`, corpus.kind, String(corpus.text.length), String(tokens), fixed(corpus.text.length / tokens, 2), percent(estimate, tokens)]);
+    calibrationRows.push([
+      `${encoding} ${corpus.name}`,
+      corpus.kind,
+      String(corpus.text.length),
+      String(tokens),
+      fixed(corpus.text.length / tokens, 2),
+      percent(estimate, tokens),
+    ]);
   }
 }
-printTable('5. Calibration: chars per token and the char estimate error', ['corpus', 'kind', 'chars', 'tokens', 'chars/token', 'char estimate error'], calibrationRows);
+printTable(
+  '5. Calibration: chars per token and the char estimate error',
+  ['corpus', 'kind', 'chars', 'tokens', 'chars/token', 'char estimate error'],
+  calibrationRows,
+);
 console.log('');
 for (const encoding of ENCODINGS) {
   const ratio = (kind: string): number => {
@@ -419,4 +450,8 @@ for (const chars of [1_024, 4_096, DEFAULT_EXACT_UP_TO_CHARS - 16, DEFAULT_EXACT
   const estimate = estimateRequest('chat', body, { encoding: 'o200k_base', defaultMaxTokens: 0 });
   endToEndRows.push([kb(chars), fixed(timing.msPerCall, 3), estimate.method, String(estimate.promptTokens)]);
 }
-printTable('7. estimateRequest on a chat body (system + user message), o200k, default threshold', ['prompt', 'ms per call', 'method', 'prompt tokens'], endToEndRows);
+printTable(
+  '7. estimateRequest on a chat body (system + user message), o200k, default threshold',
+  ['prompt', 'ms per call', 'method', 'prompt tokens'],
+  endToEndRows,
+);

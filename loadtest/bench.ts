@@ -115,9 +115,6 @@ interface PhaseAggregate {
   cpu: CpuSplit;
 }
 
-
-
-
 function merge(values: number[][]): Summary | null {
   return summarize(values.flat());
 }
@@ -158,12 +155,14 @@ async function main(): Promise<number> {
   const nginxWorkers = Number(values['nginx-workers']);
   const keys = (values.targets ? values.targets.split(',').map((t) => t.trim()) : DEFAULT_TARGETS) as TargetKey[];
   for (const key of keys) if (!ALL_TARGETS.includes(key)) throw new Error(`unknown target '${key}'; known: ${ALL_TARGETS.join(', ')}`);
-  if (!(rounds >= 1 && rounds <= 10 && concurrency >= 1 && concurrency <= 1024 && rate > 0 && streamRate > 0)) throw new Error('bad numeric option');
+  if (!(rounds >= 1 && rounds <= 10 && concurrency >= 1 && concurrency <= 1024 && rate > 0 && streamRate > 0))
+    throw new Error('bad numeric option');
   const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
 
   // Bounded: every phase is timed; the hard cap covers them all plus start and stop.
   const plannedMs =
-    keys.length * (1500 + rounds * (closedMs + rateMs + streamMs + 3 * 1000)) + (values.profile ? 30_000 + rounds * (closedMs + rateMs + streamMs + 3 * 1000) : 0);
+    keys.length * (1500 + rounds * (closedMs + rateMs + streamMs + 3 * 1000)) +
+    (values.profile ? 30_000 + rounds * (closedMs + rateMs + streamMs + 3 * 1000) : 0);
   const hardCapMs = plannedMs + 180_000;
   const processes = new ProcessSet();
   processes.capRunTime(hardCapMs);
@@ -188,7 +187,9 @@ async function main(): Promise<number> {
     const configFile = writeGatewayConfig(
       dir,
       'gateway',
-      gatewayConfig(simulator.url, { bench: { strategy: 'least-requests', deployments: deployments.map((name, index) => ({ id: `d${index}`, deployment: name })) } }),
+      gatewayConfig(simulator.url, {
+        bench: { strategy: 'least-requests', deployments: deployments.map((name, index) => ({ id: `d${index}`, deployment: name })) },
+      }),
     );
 
     const targets: Target[] = [];
@@ -196,14 +197,44 @@ async function main(): Promise<number> {
     const poolPath = '/openai/deployments/bench';
     const nginxPids = (pid: number) => [pid, ...childPids(pid)];
     for (const key of keys) {
-      if (key === 'direct') targets.push({ key, url: simulator.url, apiKey: SIM_KEY, deploymentPath: simPath, gatewayPids: [], nginxPids: [], usesRedis: false });
+      if (key === 'direct')
+        targets.push({
+          key,
+          url: simulator.url,
+          apiKey: SIM_KEY,
+          deploymentPath: simPath,
+          gatewayPids: [],
+          nginxPids: [],
+          usesRedis: false,
+        });
       if (key === 'nginx') {
         const lb = await startNginx(processes, dir, 'nginx-sim', [Number(new URL(simulator.url).port)], nginxWorkers);
-        targets.push({ key, url: lb.url, apiKey: SIM_KEY, deploymentPath: simPath, gatewayPids: [], nginxPids: nginxPids(lb.child.pid), usesRedis: false });
+        targets.push({
+          key,
+          url: lb.url,
+          apiKey: SIM_KEY,
+          deploymentPath: simPath,
+          gatewayPids: [],
+          nginxPids: nginxPids(lb.child.pid),
+          usesRedis: false,
+        });
       }
       if (key === 'node-proxy') {
-        const bare = await startGateway(processes, dir, { name: key, configFile, script: 'loadtest/bare-proxy.ts', env: { UPSTREAM: simulator.url } });
-        targets.push({ key, url: bare.url, apiKey: SIM_KEY, deploymentPath: simPath, gatewayPids: [bare.child.pid], nginxPids: [], usesRedis: false });
+        const bare = await startGateway(processes, dir, {
+          name: key,
+          configFile,
+          script: 'loadtest/bare-proxy.ts',
+          env: { UPSTREAM: simulator.url },
+        });
+        targets.push({
+          key,
+          url: bare.url,
+          apiKey: SIM_KEY,
+          deploymentPath: simPath,
+          gatewayPids: [bare.child.pid],
+          nginxPids: [],
+          usesRedis: false,
+        });
       }
       if (key === 'gw1-mem' || key === 'gw1-redis' || key === 'gw1-redis-info') {
         const gw = await startGateway(processes, dir, {
@@ -212,22 +243,57 @@ async function main(): Promise<number> {
           ...(key === 'gw1-mem' ? {} : { redisUrl: redis!.url }),
           logLevel: key === 'gw1-redis-info' ? 'info' : 'warn',
         });
-        targets.push({ key, url: gw.url, apiKey: CLIENT_KEY, deploymentPath: poolPath, gatewayPids: [gw.child.pid], nginxPids: [], usesRedis: key !== 'gw1-mem' });
+        targets.push({
+          key,
+          url: gw.url,
+          apiKey: CLIENT_KEY,
+          deploymentPath: poolPath,
+          gatewayPids: [gw.child.pid],
+          nginxPids: [],
+          usesRedis: key !== 'gw1-mem',
+        });
       }
       if (key === 'gw3-redis') {
-        const three = await Promise.all([1, 2, 3].map((n) => startGateway(processes, dir, { name: `gw3-${n}`, configFile, redisUrl: redis!.url, logLevel: 'warn' })));
-        const lb = await startNginx(processes, dir, 'nginx-gw3', three.map((g) => g.port), nginxWorkers);
-        targets.push({ key, url: lb.url, apiKey: CLIENT_KEY, deploymentPath: poolPath, gatewayPids: three.map((g) => g.child.pid), nginxPids: nginxPids(lb.child.pid), usesRedis: true });
+        const three = await Promise.all(
+          [1, 2, 3].map((n) => startGateway(processes, dir, { name: `gw3-${n}`, configFile, redisUrl: redis!.url, logLevel: 'warn' })),
+        );
+        const lb = await startNginx(
+          processes,
+          dir,
+          'nginx-gw3',
+          three.map((g) => g.port),
+          nginxWorkers,
+        );
+        targets.push({
+          key,
+          url: lb.url,
+          apiKey: CLIENT_KEY,
+          deploymentPath: poolPath,
+          gatewayPids: three.map((g) => g.child.pid),
+          nginxPids: nginxPids(lb.child.pid),
+          usesRedis: true,
+        });
       }
     }
     const generator = await startGenerator(processes);
     const orchestratorPid = process.pid;
     const ourPids = () => [
-      ...new Set([orchestratorPid, simulator.child.pid, generator.child.pid!, ...(redis ? [redis.child.pid] : []), ...targets.flatMap((t) => [...t.gatewayPids, ...t.nginxPids])]),
+      ...new Set([
+        orchestratorPid,
+        simulator.child.pid,
+        generator.child.pid!,
+        ...(redis ? [redis.child.pid] : []),
+        ...targets.flatMap((t) => [...t.gatewayPids, ...t.nginxPids]),
+      ]),
     ];
 
     const chatBody = JSON.stringify({ messages: [{ role: 'user', content: promptText(400) }], max_tokens: 16 });
-    const streamBody = JSON.stringify({ messages: [{ role: 'user', content: promptText(400) }], max_tokens: 5, stream: true, stream_options: { include_usage: true } });
+    const streamBody = JSON.stringify({
+      messages: [{ role: 'user', content: promptText(400) }],
+      max_tokens: 5,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const request = (target: Target, stream: boolean): PreparedRequest => ({
       name: stream ? 'chat-stream' : 'chat',
       path: `${target.deploymentPath}/chat/completions?api-version=${API_VERSION}`,
@@ -251,8 +317,12 @@ async function main(): Promise<number> {
         if (response.status !== 200) throw new Error(`${target.key}: smoke request got ${response.status}: ${text.slice(0, 200)}`);
       }
     }
-    log(`bench: ${targets.length} targets, ${rounds} round(s); closed loop c=${concurrency} ${closedMs / 1000}s, fixed ${rate} rps ${rateMs / 1000}s, streams ${streamRate} rps ${streamMs / 1000}s`);
-    log(`machine: ${cpus().length} cores, ${cpuModel()}, node ${process.version}, load average ${loadBefore.map((v) => v.toFixed(2)).join(' ')}`);
+    log(
+      `bench: ${targets.length} targets, ${rounds} round(s); closed loop c=${concurrency} ${closedMs / 1000}s, fixed ${rate} rps ${rateMs / 1000}s, streams ${streamRate} rps ${streamMs / 1000}s`,
+    );
+    log(
+      `machine: ${cpus().length} cores, ${cpuModel()}, node ${process.version}, load average ${loadBefore.map((v) => v.toFixed(2)).join(' ')}`,
+    );
 
     const measure = async (target: Target, spec: RunSpec): Promise<{ result: RunResult; cpu: CpuSplit }> => {
       const pidsGateway = target.gatewayPids;
@@ -296,15 +366,24 @@ async function main(): Promise<number> {
     const phaseSpec = (target: Target, phase: 'closed' | 'rate' | 'stream', times = 1): RunSpec => {
       if (phase === 'closed') return { ...baseSpec(target, false), mode: { kind: 'closed', concurrency, durationMs: closedMs * times } };
       const [perSecond, durationMs] = phase === 'rate' ? [rate, rateMs] : [streamRate, streamMs];
-      return { ...baseSpec(target, phase === 'stream'), mode: { kind: 'open', startRate: perSecond, stages: [{ durationMs: durationMs * times, target: perSecond }], maxInFlight: 512 } };
+      return {
+        ...baseSpec(target, phase === 'stream'),
+        mode: { kind: 'open', startRate: perSecond, stages: [{ durationMs: durationMs * times, target: perSecond }], maxInFlight: 512 },
+      };
     };
 
     // Idle cost: what each target's gateway processes burn with no traffic (timers, leases, metrics).
     const idleMs = 3000;
     const idleBefore = targets.map((t) => cpuMsOf(t.gatewayPids));
     await sleep(idleMs);
-    const idleRss = new Map(targets.filter((t) => t.gatewayPids.length).map((t) => [t.key, t.gatewayPids.reduce((acc, pid) => acc + memoryMb(pid).rss, 0) / t.gatewayPids.length]));
-    const idleCores = new Map(targets.map((t, index) => [t.key, t.gatewayPids.length ? (cpuMsOf(t.gatewayPids) - idleBefore[index]!) / idleMs : null]));
+    const idleRss = new Map(
+      targets
+        .filter((t) => t.gatewayPids.length)
+        .map((t) => [t.key, t.gatewayPids.reduce((acc, pid) => acc + memoryMb(pid).rss, 0) / t.gatewayPids.length]),
+    );
+    const idleCores = new Map(
+      targets.map((t, index) => [t.key, t.gatewayPids.length ? (cpuMsOf(t.gatewayPids) - idleBefore[index]!) / idleMs : null]),
+    );
 
     // Warm-up: JIT, connection pools. Not recorded.
     for (const target of targets) {
@@ -312,8 +391,15 @@ async function main(): Promise<number> {
       await generator.run({ ...baseSpec(target, true), mode: { kind: 'closed', concurrency: 4, durationMs: 300 }, returnSamples: false });
     }
 
-    const empty = (): PhaseAggregate => ({ runs: [], cpu: { gateway: 0, nginx: 0, simulator: 0, redis: 0, generator: 0, foreign: 0, wallMs: 0 } });
-    const phases = { closed: new Map<TargetKey, PhaseAggregate>(), rate: new Map<TargetKey, PhaseAggregate>(), stream: new Map<TargetKey, PhaseAggregate>() };
+    const empty = (): PhaseAggregate => ({
+      runs: [],
+      cpu: { gateway: 0, nginx: 0, simulator: 0, redis: 0, generator: 0, foreign: 0, wallMs: 0 },
+    });
+    const phases = {
+      closed: new Map<TargetKey, PhaseAggregate>(),
+      rate: new Map<TargetKey, PhaseAggregate>(),
+      stream: new Map<TargetKey, PhaseAggregate>(),
+    };
     for (const target of targets) for (const phase of Object.values(phases)) phase.set(target.key, empty());
     const add = (phase: Map<TargetKey, PhaseAggregate>, key: TargetKey, run: { result: RunResult; cpu: CpuSplit }) => {
       const aggregate = phase.get(key)!;
@@ -326,17 +412,23 @@ async function main(): Promise<number> {
       for (const target of rotated(round)) {
         const run = await measure(target, phaseSpec(target, 'closed'));
         add(phases.closed, target.key, run);
-        log(`  round ${round + 1} closed  ${target.key.padEnd(15)} ${fmt(run.result.rps, 0).padStart(6)} rps  p50 ${fmt(run.result.latencyByStatus['200']?.p50, 2)} ms  errors ${run.result.errors}  foreign ${fmt(run.cpu.foreign / run.cpu.wallMs, 2)} cores`);
+        log(
+          `  round ${round + 1} closed  ${target.key.padEnd(15)} ${fmt(run.result.rps, 0).padStart(6)} rps  p50 ${fmt(run.result.latencyByStatus['200']?.p50, 2)} ms  errors ${run.result.errors}  foreign ${fmt(run.cpu.foreign / run.cpu.wallMs, 2)} cores`,
+        );
       }
       for (const target of rotated(round)) {
         const run = await measure(target, phaseSpec(target, 'rate'));
         add(phases.rate, target.key, run);
-        log(`  round ${round + 1} ${rate} rps ${target.key.padEnd(15)} p50 ${fmt(run.result.latencyByStatus['200']?.p50, 2)} ms  p99 ${fmt(run.result.latencyByStatus['200']?.p99, 2)} ms  errors ${run.result.errors}`);
+        log(
+          `  round ${round + 1} ${rate} rps ${target.key.padEnd(15)} p50 ${fmt(run.result.latencyByStatus['200']?.p50, 2)} ms  p99 ${fmt(run.result.latencyByStatus['200']?.p99, 2)} ms  errors ${run.result.errors}`,
+        );
       }
       for (const target of rotated(round)) {
         const run = await measure(target, phaseSpec(target, 'stream'));
         add(phases.stream, target.key, run);
-        log(`  round ${round + 1} streams ${target.key.padEnd(15)} TTFT p50 ${fmt(run.result.ttft?.p50, 2)} ms  p99 ${fmt(run.result.ttft?.p99, 2)} ms  errors ${run.result.errors}`);
+        log(
+          `  round ${round + 1} streams ${target.key.padEnd(15)} TTFT p50 ${fmt(run.result.ttft?.p50, 2)} ms  p99 ${fmt(run.result.ttft?.p99, 2)} ms  errors ${run.result.errors}`,
+        );
       }
     }
 
@@ -428,15 +520,27 @@ async function main(): Promise<number> {
       if (!row || !direct) continue;
       const p50 = added(row, (s) => s.p50, 'rateLatency');
       const p99 = added(row, (s) => s.p99, 'rateLatency');
-      verdicts.push({ goal: `${row.label}: added median latency < 1 ms at ${rate} rps`, measured: `${fmt(p50, 2)} ms`, result: p50 === null ? 'n/a' : p50 < 1 ? 'PASS' : 'FAIL' });
-      verdicts.push({ goal: `${row.label}: added p99 latency < 5 ms at ${rate} rps`, measured: `${fmt(p99, 2)} ms`, result: p99 === null ? 'n/a' : p99 < 5 ? 'PASS' : 'FAIL' });
+      verdicts.push({
+        goal: `${row.label}: added median latency < 1 ms at ${rate} rps`,
+        measured: `${fmt(p50, 2)} ms`,
+        result: p50 === null ? 'n/a' : p50 < 1 ? 'PASS' : 'FAIL',
+      });
+      verdicts.push({
+        goal: `${row.label}: added p99 latency < 5 ms at ${rate} rps`,
+        measured: `${fmt(p99, 2)} ms`,
+        result: p99 === null ? 'n/a' : p99 < 5 ? 'PASS' : 'FAIL',
+      });
     }
     const nginxRow = byKey.get('nginx');
     for (const key of ['gw1-mem', 'gw1-redis'] as TargetKey[]) {
       const row = byKey.get(key);
       if (!row || !nginxRow) continue;
       const ratio = row.closedRpsMedian / nginxRow.closedRpsMedian;
-      verdicts.push({ goal: `${row.label}: requests/s ≥ ½ of nginx alone`, measured: `${fmt(row.closedRpsMedian, 0)} vs ${fmt(nginxRow.closedRpsMedian, 0)} rps (×${fmt(ratio, 2)})`, result: ratio >= 0.5 ? 'PASS' : 'FAIL' });
+      verdicts.push({
+        goal: `${row.label}: requests/s ≥ ½ of nginx alone`,
+        measured: `${fmt(row.closedRpsMedian, 0)} vs ${fmt(nginxRow.closedRpsMedian, 0)} rps (×${fmt(ratio, 2)})`,
+        result: ratio >= 0.5 ? 'PASS' : 'FAIL',
+      });
     }
     const gw1 = byKey.get('gw1-redis');
     const gw3 = byKey.get('gw3-redis');
@@ -462,22 +566,52 @@ async function main(): Promise<number> {
         logLevel: 'warn',
         nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`],
       });
-      const target: Target = { key: profileStore === 'redis' ? 'gw1-redis' : 'gw1-mem', url: gw.url, apiKey: CLIENT_KEY, deploymentPath: poolPath, gatewayPids: [gw.child.pid], nginxPids: [], usesRedis: profileStore === 'redis' };
+      const target: Target = {
+        key: profileStore === 'redis' ? 'gw1-redis' : 'gw1-mem',
+        url: gw.url,
+        apiKey: CLIENT_KEY,
+        deploymentPath: poolPath,
+        gatewayPids: [gw.child.pid],
+        nginxPids: [],
+        usesRedis: profileStore === 'redis',
+      };
       await generator.run({ ...baseSpec(target, false), mode: { kind: 'closed', concurrency, durationMs: 1000 }, returnSamples: false });
       const fromUs = Number(process.hrtime.bigint() / 1000n);
       const cpuBefore = cpuMs(gw.child.pid);
       let requests = 0;
-      for (const phase of ['closed', 'rate', 'stream'] as const) requests += (await generator.run({ ...phaseSpec(target, phase, rounds), returnSamples: false })).completed;
+      for (const phase of ['closed', 'rate', 'stream'] as const)
+        requests += (await generator.run({ ...phaseSpec(target, phase, rounds), returnSamples: false })).completed;
       const procCpuMs = cpuMs(gw.child.pid) - cpuBefore;
       await stopChild(gw.child.process, 20_000);
       const file = existsSync(profileDir) ? readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile')) : undefined;
-      if (file) profile = { ...summarizeProfile(readProfile(join(profileDir, file)), 15, fromUs), store: profileStore, requests, procCpuMs: Math.round(procCpuMs) };
+      if (file)
+        profile = {
+          ...summarizeProfile(readProfile(join(profileDir, file)), 15, fromUs),
+          store: profileStore,
+          requests,
+          procCpuMs: Math.round(procCpuMs),
+        };
       else log(`no .cpuprofile found in ${profileDir}`);
     }
     await generator.stop();
 
     // ---------------------------------------------------------------- output
-    const headerMain = ['target', `rps (c=${concurrency}) median`, 'best round', 'p50 ms', 'p95 ms', 'p99 ms', `p50 @${rate}/s`, `p99 @${rate}/s`, '+p50 ms', '+p99 ms', 'TTFT p50', 'TTFT p99', '+TTFT p50', 'errors'];
+    const headerMain = [
+      'target',
+      `rps (c=${concurrency}) median`,
+      'best round',
+      'p50 ms',
+      'p95 ms',
+      'p99 ms',
+      `p50 @${rate}/s`,
+      `p99 @${rate}/s`,
+      '+p50 ms',
+      '+p99 ms',
+      'TTFT p50',
+      'TTFT p99',
+      '+TTFT p50',
+      'errors',
+    ];
     const mainRows = rows.map((row) => [
       row.label,
       fmt(row.closedRpsMedian, 0),
@@ -487,14 +621,41 @@ async function main(): Promise<number> {
       fmt(row.closed?.p99, 2),
       fmt(row.rateLatency?.p50, 2),
       fmt(row.rateLatency?.p99, 2),
-      row.key === 'direct' ? '–' : fmt(added(row, (s) => s.p50, 'rateLatency'), 2),
-      row.key === 'direct' ? '–' : fmt(added(row, (s) => s.p99, 'rateLatency'), 2),
+      row.key === 'direct'
+        ? '–'
+        : fmt(
+            added(row, (s) => s.p50, 'rateLatency'),
+            2,
+          ),
+      row.key === 'direct'
+        ? '–'
+        : fmt(
+            added(row, (s) => s.p99, 'rateLatency'),
+            2,
+          ),
       fmt(row.ttft?.p50, 2),
       fmt(row.ttft?.p99, 2),
-      row.key === 'direct' ? '–' : fmt(added(row, (s) => s.p50, 'ttft'), 2),
+      row.key === 'direct'
+        ? '–'
+        : fmt(
+            added(row, (s) => s.p50, 'ttft'),
+            2,
+          ),
       String(row.closedErrors + row.rateErrors + row.streamErrors),
     ]);
-    const headerCost = ['target', `gateway CPU µs/req @${rate}/s`, 'gateway CPU µs/req (closed)', 'gateway cores (closed)', 'gateway cores idle', 'nginx µs/req (closed)', 'Redis µs/req (closed)', 'RSS MB/instance idle', 'RSS MB/instance after', 'generator cores (closed)', 'foreign cores'];
+    const headerCost = [
+      'target',
+      `gateway CPU µs/req @${rate}/s`,
+      'gateway CPU µs/req (closed)',
+      'gateway cores (closed)',
+      'gateway cores idle',
+      'nginx µs/req (closed)',
+      'Redis µs/req (closed)',
+      'RSS MB/instance idle',
+      'RSS MB/instance after',
+      'generator cores (closed)',
+      'foreign cores',
+    ];
     const costRows = rows.map((row) => [
       row.label,
       fmt(row.gatewayUsPerRequest, 0),
@@ -513,20 +674,42 @@ async function main(): Promise<number> {
     log('');
     log(textTable(headerCost, costRows));
     log('');
-    log(textTable(['goal', 'measured', 'result'], verdicts.map((v) => [v.goal, v.measured, v.result])));
+    log(
+      textTable(
+        ['goal', 'measured', 'result'],
+        verdicts.map((v) => [v.goal, v.measured, v.result]),
+      ),
+    );
     if (profile) {
-      log(`\nprofile of a separate gateway (${profile.store} store), loaded phases only: ${profile.requests} requests; main thread busy ${profile.busyMs} ms (sampled) vs ${profile.procCpuMs} ms CPU from /proc (all threads): top self time`);
-      log(textTable(['share', 'ms', 'function', 'where'], profile.selfByFunction.map((l) => [pct(l.share, 1), fmt(l.ms, 0), l.name, l.where])));
+      log(
+        `\nprofile of a separate gateway (${profile.store} store), loaded phases only: ${profile.requests} requests; main thread busy ${profile.busyMs} ms (sampled) vs ${profile.procCpuMs} ms CPU from /proc (all threads): top self time`,
+      );
+      log(
+        textTable(
+          ['share', 'ms', 'function', 'where'],
+          profile.selfByFunction.map((l) => [pct(l.share, 1), fmt(l.ms, 0), l.name, l.where]),
+        ),
+      );
       log('');
-      log(textTable(['share', 'ms', 'area (self time)'], profile.selfByArea.map((l) => [pct(l.share, 1), fmt(l.ms, 0), l.name])));
+      log(
+        textTable(
+          ['share', 'ms', 'area (self time)'],
+          profile.selfByArea.map((l) => [pct(l.share, 1), fmt(l.ms, 0), l.name]),
+        ),
+      );
     }
-    log(`\nupstream (simulator) totals: received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}`);
+    log(
+      `\nupstream (simulator) totals: received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}`,
+    );
 
     const machine = {
       cores: cores,
       cpu: cpuModel(),
       node: process.version,
-      nginx: spawnSync(nginxBinary()!, ['-v'], { encoding: 'utf8' }).stderr.trim().replace(/^nginx version: /, '') || 'nginx',
+      nginx:
+        spawnSync(nginxBinary()!, ['-v'], { encoding: 'utf8' })
+          .stderr.trim()
+          .replace(/^nginx version: /, '') || 'nginx',
       loadAverageBefore: loadBefore,
       loadAverageAfter: loadavg(),
     };
@@ -540,7 +723,12 @@ async function main(): Promise<number> {
       verdicts,
       profile,
       runs: Object.fromEntries(
-        Object.entries(phases).map(([phase, map]) => [phase, Object.fromEntries([...map].map(([key, agg]) => [key, { cpu: agg.cpu, runs: agg.runs.map(({ samples: _samples, ...rest }) => rest) }]))]),
+        Object.entries(phases).map(([phase, map]) => [
+          phase,
+          Object.fromEntries(
+            [...map].map(([key, agg]) => [key, { cpu: agg.cpu, runs: agg.runs.map(({ samples: _samples, ...rest }) => rest) }]),
+          ),
+        ]),
       ),
     };
     const file = join(resultsDir, `bench-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
@@ -589,13 +777,16 @@ async function main(): Promise<number> {
         '',
         '### Cost',
         '',
-        '`foreign cores`: CPU that processes outside this benchmark used meanwhile, in cores (the noise of the shared machine); `generator cores`: the load generator\'s own use (near 1.0 means it, not the target, limited the closed loop).',
+        "`foreign cores`: CPU that processes outside this benchmark used meanwhile, in cores (the noise of the shared machine); `generator cores`: the load generator's own use (near 1.0 means it, not the target, limited the closed loop).",
         '',
         markdownTable(headerCost, costRows),
         '',
         '### Against the targets',
         '',
-        markdownTable(['goal', 'measured', 'result'], verdicts.map((v) => [v.goal, v.measured, v.result])),
+        markdownTable(
+          ['goal', 'measured', 'result'],
+          verdicts.map((v) => [v.goal, v.measured, v.result]),
+        ),
         '',
         ...(profile
           ? [
@@ -608,15 +799,24 @@ async function main(): Promise<number> {
               '',
               'Self time by area:',
               '',
-              markdownTable(['share of busy', 'ms', 'area'], profile.selfByArea.map((l) => [pct(l.share, 1), fmt(l.ms, 0), l.name])),
+              markdownTable(
+                ['share of busy', 'ms', 'area'],
+                profile.selfByArea.map((l) => [pct(l.share, 1), fmt(l.ms, 0), l.name]),
+              ),
               '',
               'Top functions by self time:',
               '',
-              markdownTable(['share of busy', 'ms', 'function', 'where'], profile.selfByFunction.map((l) => [pct(l.share, 1), fmt(l.ms, 0), `\`${l.name}\``, l.where])),
+              markdownTable(
+                ['share of busy', 'ms', 'function', 'where'],
+                profile.selfByFunction.map((l) => [pct(l.share, 1), fmt(l.ms, 0), `\`${l.name}\``, l.where]),
+              ),
               '',
-              'Inclusive time of the gateway\'s own functions:',
+              "Inclusive time of the gateway's own functions:",
               '',
-              markdownTable(['share of busy', 'ms', 'function', 'where'], profile.inclusiveOwn.slice(0, 12).map((l) => [pct(l.share, 1), fmt(l.ms, 0), `\`${l.name}\``, l.where])),
+              markdownTable(
+                ['share of busy', 'ms', 'function', 'where'],
+                profile.inclusiveOwn.slice(0, 12).map((l) => [pct(l.share, 1), fmt(l.ms, 0), `\`${l.name}\``, l.where]),
+              ),
               '',
             ]
           : []),

@@ -67,16 +67,29 @@ interface Check {
 
 function evaluate(scenario: Scenario, result: RunResult): Check[] {
   const t = scenario.thresholds;
-  const checks: Check[] = [{ name: 'error rate', limit: `< ${pct(t.maxErrorRate)}`, actual: pct(result.errorRate), pass: result.errorRate < t.maxErrorRate }];
+  const checks: Check[] = [
+    { name: 'error rate', limit: `< ${pct(t.maxErrorRate)}`, actual: pct(result.errorRate), pass: result.errorRate < t.maxErrorRate },
+  ];
   const p95 = (summary: { p95: number } | null | undefined) => summary?.p95;
   const add = (name: string, limit: number | undefined, actual: number | undefined) => {
     if (limit === undefined) return;
-    checks.push({ name, limit: `< ${limit} ms`, actual: actual === undefined ? 'no samples' : `${fmt(actual)} ms`, pass: actual === undefined ? null : actual < limit });
+    checks.push({
+      name,
+      limit: `< ${limit} ms`,
+      actual: actual === undefined ? 'no samples' : `${fmt(actual)} ms`,
+      pass: actual === undefined ? null : actual < limit,
+    });
   };
   add('p95 latency (200)', t.p95LatencyMs, p95(result.latencyByStatus['200']));
   add('p95 TTFT (streams)', t.p95TtftMs, p95(result.ttft));
   add('p95 latency (429)', t.p95ThrottledLatencyMs, p95(result.latencyByStatus['429']));
-  if (t.retryAfterOn429) checks.push({ name: '429 with retry-after', limit: 'all', actual: `${result.retryAfterMissing} missing`, pass: result.retryAfterMissing === 0 });
+  if (t.retryAfterOn429)
+    checks.push({
+      name: '429 with retry-after',
+      limit: 'all',
+      actual: `${result.retryAfterMissing} missing`,
+      pass: result.retryAfterMissing === 0,
+    });
   return checks;
 }
 
@@ -178,12 +191,26 @@ async function main(): Promise<number> {
     }
 
     const redis = memory ? undefined : await startRedis(processes, dir);
-    const simulator = await startSimulatorProcess(processes, dir, { deployments: simDeployments, windowMs: scenario.local.windowMs, latency: scenario.local.latency });
+    const simulator = await startSimulatorProcess(processes, dir, {
+      deployments: simDeployments,
+      windowMs: scenario.local.windowMs,
+      latency: scenario.local.latency,
+    });
     const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools));
     const started: GatewayHandle[] = await Promise.all(
-      Array.from({ length: gateways }, (_, index) => startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, ...(redis ? { redisUrl: redis.url } : {}), logLevel })),
+      Array.from({ length: gateways }, (_, index) =>
+        startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, ...(redis ? { redisUrl: redis.url } : {}), logLevel }),
+      ),
     );
-    const nginx = useLb ? await startNginx(processes, dir, 'nginx', started.map((g) => g.port), values['nginx-workers'] ? Number(values['nginx-workers']) : 1) : undefined;
+    const nginx = useLb
+      ? await startNginx(
+          processes,
+          dir,
+          'nginx',
+          started.map((g) => g.port),
+          values['nginx-workers'] ? Number(values['nginx-workers']) : 1,
+        )
+      : undefined;
     const target = nginx?.url ?? started[0]!.url;
     const generator = await startGenerator(processes);
     log(
@@ -225,11 +252,18 @@ async function main(): Promise<number> {
       okStatuses: scenario.thresholds.okStatuses ?? [200],
     };
     const peak = Math.max(startRate, ...stages.map((s) => s.target));
-    log(`load: ${stages.map((s) => `${fmt(s.durationMs / 1000)}s→${s.target}/s`).join(', ')} (peak ${peak}/s, max ${scenario.load.maxVUs} in flight, max ${maxRequests} requests)`);
+    log(
+      `load: ${stages.map((s) => `${fmt(s.durationMs / 1000)}s→${s.target}/s`).join(', ')} (peak ${peak}/s, max ${scenario.load.maxVUs} in flight, max ${maxRequests} requests)`,
+    );
 
     const gatewayPids = started.map((g) => g.child.pid);
     const nginxPids = nginx ? [nginx.child.pid, ...childPids(nginx.child.pid)] : [];
-    const before = { gateways: cpuMsOf(gatewayPids), nginx: cpuMsOf(nginxPids), simulator: cpuMs(simulator.child.pid), redis: redis ? cpuMs(redis.child.pid) : 0 };
+    const before = {
+      gateways: cpuMsOf(gatewayPids),
+      nginx: cpuMsOf(nginxPids),
+      simulator: cpuMs(simulator.child.pid),
+      redis: redis ? cpuMs(redis.child.pid) : 0,
+    };
     let lastPrinted = 0;
     const result = await generator.run(spec, (p) => {
       if (p.elapsedMs - lastPrinted >= 5000) {
@@ -253,18 +287,45 @@ async function main(): Promise<number> {
     const l429 = result.latencyByStatus['429'];
     const perReq = (ms: number) => (result.completed ? `${fmt(ms / result.completed, 2)} ms/request` : '–');
     const rows: string[][] = [
-      ['requests', `sent ${result.sent}, completed ${result.completed}, dropped (max in flight) ${result.dropped}, unfinished ${result.unfinished}${result.capped ? ' (request cap hit)' : ''}`],
+      [
+        'requests',
+        `sent ${result.sent}, completed ${result.completed}, dropped (max in flight) ${result.dropped}, unfinished ${result.unfinished}${result.capped ? ' (request cap hit)' : ''}`,
+      ],
       ['duration', `${fmt(result.loadMs / 1000)} s load + ${fmt(result.drainMs / 1000)} s drain`],
       ['throughput', `${fmt(result.rps)} rps completed, ${fmt(((result.statuses['200'] ?? 0) / result.loadMs) * 1000)} rps served (200)`],
       ['error rate', `${pct(result.errorRate)} (not in [${spec.okStatuses.join(', ')}], transport errors, unfinished streams)`],
       ['statuses', statusLine(result.statuses)],
       ['latency 200', l200 ? `p50 ${fmt(l200.p50)}  p95 ${fmt(l200.p95)}  p99 ${fmt(l200.p99)}  max ${fmt(l200.max)} ms` : '–'],
-      ['TTFT streams', result.ttft ? `p50 ${fmt(result.ttft.p50)}  p95 ${fmt(result.ttft.p95)}  p99 ${fmt(result.ttft.p99)}  max ${fmt(result.ttft.max)} ms` : '–'],
-      ['latency 429', l429 ? `p50 ${fmt(l429.p50)}  p95 ${fmt(l429.p95)}  p99 ${fmt(l429.p99)} ms; without retry-after: ${result.retryAfterMissing}` : '–'],
-      ['upstream', `received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}, aborted ${upstream.aborted}, peak concurrency/deployment ≤ ${Math.max(...Object.values(upstreamByDeployment).map((s) => s.peakConcurrency))}`],
-      ['CPU gateways', `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`],
-      ['CPU others', `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`],
-      ['schedule lag', result.lag ? `p50 ${fmt(result.lag.p50)}  p99 ${fmt(result.lag.p99)}  max ${fmt(result.lag.max)} ms (the generator's lateness; large = the machine is saturated)` : '–'],
+      [
+        'TTFT streams',
+        result.ttft
+          ? `p50 ${fmt(result.ttft.p50)}  p95 ${fmt(result.ttft.p95)}  p99 ${fmt(result.ttft.p99)}  max ${fmt(result.ttft.max)} ms`
+          : '–',
+      ],
+      [
+        'latency 429',
+        l429
+          ? `p50 ${fmt(l429.p50)}  p95 ${fmt(l429.p95)}  p99 ${fmt(l429.p99)} ms; without retry-after: ${result.retryAfterMissing}`
+          : '–',
+      ],
+      [
+        'upstream',
+        `received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}, aborted ${upstream.aborted}, peak concurrency/deployment ≤ ${Math.max(...Object.values(upstreamByDeployment).map((s) => s.peakConcurrency))}`,
+      ],
+      [
+        'CPU gateways',
+        `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`,
+      ],
+      [
+        'CPU others',
+        `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`,
+      ],
+      [
+        'schedule lag',
+        result.lag
+          ? `p50 ${fmt(result.lag.p50)}  p99 ${fmt(result.lag.p99)}  max ${fmt(result.lag.max)} ms (the generator's lateness; large = the machine is saturated)`
+          : '–',
+      ],
     ];
     log('');
     log(textTable(['', scenario.name], rows));
@@ -273,7 +334,15 @@ async function main(): Promise<number> {
       log(
         textTable(
           ['request', 'count', 'errors', 'p50 ms', 'p95 ms', 'p99 ms', 'TTFT p95'],
-          Object.entries(result.byRequest).map(([name, b]) => [name, String(b.count), String(b.errors), fmt(b.latency?.p50), fmt(b.latency?.p95), fmt(b.latency?.p99), fmt(b.ttft?.p95)]),
+          Object.entries(result.byRequest).map(([name, b]) => [
+            name,
+            String(b.count),
+            String(b.errors),
+            fmt(b.latency?.p50),
+            fmt(b.latency?.p95),
+            fmt(b.latency?.p99),
+            fmt(b.ttft?.p95),
+          ]),
         ),
       );
     }

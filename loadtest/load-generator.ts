@@ -66,7 +66,8 @@ class ArrivalSchedule {
       const seconds = segment.durationMs / 1000;
       const slope = (segment.to - segment.from) / seconds;
       // from·s + slope·s²/2 = need
-      const s = Math.abs(slope) < 1e-12 ? need / segment.from : (-segment.from + Math.sqrt(segment.from * segment.from + 2 * slope * need)) / slope;
+      const s =
+        Math.abs(slope) < 1e-12 ? need / segment.from : (-segment.from + Math.sqrt(segment.from * segment.from + 2 * slope * need)) / slope;
       return segment.startMs + Math.min(seconds, Math.max(0, s)) * 1000;
     }
     return this.endMs;
@@ -174,7 +175,8 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
     if (!loadDone) completedInLoad += 1;
     const key = outcome.status === 0 ? (outcome.error ?? 'error') : String(outcome.status);
     statuses[key] = (statuses[key] ?? 0) + 1;
-    const isError = outcome.status === 0 || !ok.has(outcome.status) || (outcome.status === 200 && outcome.request.stream && !outcome.streamComplete);
+    const isError =
+      outcome.status === 0 || !ok.has(outcome.status) || (outcome.status === 200 && outcome.request.stream && !outcome.streamComplete);
     if (isError) errors += 1;
     const bucket = second(performance.now());
     bucket.completed += 1;
@@ -327,7 +329,8 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
   const cpu = process.cpuUsage(cpuBefore);
 
   const byRequest: Record<string, RequestBreakdown> = {};
-  for (const [name, stats] of perRequest) byRequest[name] = { count: stats.count, errors: stats.errors, latency: stats.latency.summary(), ttft: stats.ttft.summary() };
+  for (const [name, stats] of perRequest)
+    byRequest[name] = { count: stats.count, errors: stats.errors, latency: stats.latency.summary(), ttft: stats.ttft.summary() };
   const latencyByStatus: Record<string, ReturnType<Samples['summary']> & object> = {};
   for (const [status, samples] of byStatus) {
     const summary = samples.summary();

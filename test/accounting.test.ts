@@ -4,7 +4,8 @@ import { deploymentCharge, isProvisioned, observe, worthObserving } from '../gat
 import type { DeploymentConfig } from '../shared/config/schema.ts';
 import type { Lease } from '../shared/store/types.ts';
 
-const deployment = (tpm?: number, rpm?: number) => ({ id: 'a', endpoint: 'https://a.example', deployment: 'a', apiKey: 'k', priority: 1, weight: 1, tpm, rpm }) as DeploymentConfig;
+const deployment = (tpm?: number, rpm?: number) =>
+  ({ id: 'a', endpoint: 'https://a.example', deployment: 'a', apiKey: 'k', priority: 1, weight: 1, tpm, rpm }) as DeploymentConfig;
 const lease: Lease = { pool: 'p', deploymentId: 'a', leaseId: 'l', bucket: 0, tokens: 300, probe: false };
 const usage = { promptTokens: 9, completionTokens: 20, totalTokens: 29 };
 

@@ -74,7 +74,12 @@ describe('config', () => {
     ['negative tpm', withDeployment('tpm: -10'), undefined, 'pools.p.deployments[0].tpm: must be positive'],
     ['unknown key', withDeployment('tmp: 1000'), undefined, 'pools.p.deployments[0].tmp: unknown key'],
     ['bad api version', withDeployment('apiVersion: yesterday'), undefined, 'pools.p.deployments[0].apiVersion: must look like 2024-10-21'],
-    ['unknown strategy', withDeployment('').replace('    deployments:', '    strategy: fastest\n    deployments:'), undefined, 'pools.p.strategy: must be one of least-requests, round-robin, random, power-of-two, weighted'],
+    [
+      'unknown strategy',
+      withDeployment('').replace('    deployments:', '    strategy: fastest\n    deployments:'),
+      undefined,
+      'pools.p.strategy: must be one of least-requests, round-robin, random, power-of-two, weighted',
+    ],
     ['empty pool', 'pools:\n  p:\n    deployments: []\n', undefined, 'pools.p.deployments: a pool needs at least one deployment'],
     ['no pools', 'pools: {}\n', undefined, 'pools: define at least one pool'],
     ['unknown top-level key', `pool: {}\n${withDeployment('')}`, undefined, 'pool: unknown key'],
@@ -125,13 +130,16 @@ describe('config', () => {
     const dir = mkdtempSync(join(tmpdir(), 'spillway-config-'));
     const file = join(dir, 'gateway.yaml');
     writeFileSync(file, withDeployment('tpm: 0\nrpm: 0'));
-    assert.throws(() => loadConfigFile(file), (error: Error) => {
-      assert.equal(
-        error.message,
-        `invalid config ${file}:\n  - pools.p.deployments[0].tpm: must be positive\n  - pools.p.deployments[0].rpm: must be positive`,
-      );
-      return true;
-    });
+    assert.throws(
+      () => loadConfigFile(file),
+      (error: Error) => {
+        assert.equal(
+          error.message,
+          `invalid config ${file}:\n  - pools.p.deployments[0].tpm: must be positive\n  - pools.p.deployments[0].rpm: must be positive`,
+        );
+        return true;
+      },
+    );
     assert.throws(() => loadConfigFile(join(dir, 'absent.yaml')), /cannot read the file: ENOENT/);
   });
 });

@@ -22,12 +22,15 @@ describe('admin API', () => {
     await sim.close();
   });
   async function gateway(adminApiKey?: string): Promise<RunningGateway> {
-    const config = testConfig({ pools: { [pool]: { strategy: 'round-robin', deployments: ['d1', 'd2'].map((id) => ({ id, endpoint: sim.url })) } } });
+    const config = testConfig({
+      pools: { [pool]: { strategy: 'round-robin', deployments: ['d1', 'd2'].map((id) => ({ id, endpoint: sim.url })) } },
+    });
     const g = await startGateway(config, { adminApiKey });
     running.push(g);
     return g;
   }
-  const adminPools = (g: RunningGateway, headers: Record<string, string> = {}) => fetch(`${g.url}/admin/pools`, { headers, signal: AbortSignal.timeout(10_000) });
+  const adminPools = (g: RunningGateway, headers: Record<string, string> = {}) =>
+    fetch(`${g.url}/admin/pools`, { headers, signal: AbortSignal.timeout(10_000) });
 
   test('without an admin key configured, /admin/pools is 404 whatever key is presented', async () => {
     const g = await gateway();
@@ -40,7 +43,12 @@ describe('admin API', () => {
 
   test('with an admin key: 401 without it or with another key, the snapshot with it', async () => {
     const g = await gateway(ADMIN_KEY);
-    for (const headers of [{}, { 'api-key': 'wrong-admin-key' }, { 'api-key': CLIENT_KEY }, { authorization: `Bearer ${CLIENT_KEY}` }] as Record<string, string>[]) {
+    for (const headers of [
+      {},
+      { 'api-key': 'wrong-admin-key' },
+      { 'api-key': CLIENT_KEY },
+      { authorization: `Bearer ${CLIENT_KEY}` },
+    ] as Record<string, string>[]) {
       const response = await adminPools(g, headers);
       assert.equal(response.status, 401, JSON.stringify(headers));
       const text = await response.text();
@@ -55,13 +63,20 @@ describe('admin API', () => {
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
     const body = (await response.json()) as {
-      pools: Record<string, { strategy: string; deployments: { id: string; requestsInWindow: number; cooldownUntil: number; circuit: string }[] }>;
+      pools: Record<
+        string,
+        { strategy: string; deployments: { id: string; requestsInWindow: number; cooldownUntil: number; circuit: string }[] }
+      >;
     };
     const snapshot = body.pools[pool];
     assert.ok(snapshot, `the pool ${pool} is listed`);
     assert.equal(snapshot.strategy, 'round-robin');
     assert.deepEqual(snapshot.deployments.map((d) => d.id).sort(), ['d1', 'd2']);
-    assert.equal(snapshot.deployments.reduce((sum, d) => sum + d.requestsInWindow, 0), 1, 'the one request is in the window');
+    assert.equal(
+      snapshot.deployments.reduce((sum, d) => sum + d.requestsInWindow, 0),
+      1,
+      'the one request is in the window',
+    );
     for (const deployment of snapshot.deployments) {
       assert.equal(deployment.circuit, 'closed');
       assert.equal(deployment.cooldownUntil, 0);

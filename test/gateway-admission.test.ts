@@ -36,7 +36,10 @@ describe('token-aware admission', () => {
     await sim.close();
   });
 
-  async function gateway(pool: Record<string, unknown>, extra: { clients?: { name: string; apiKey: string; tpm?: number; rpm?: number }[] } = {}) {
+  async function gateway(
+    pool: Record<string, unknown>,
+    extra: { clients?: { name: string; apiKey: string; tpm?: number; rpm?: number }[] } = {},
+  ) {
     const name = uniquePool();
     const g = await startGateway(testConfig({ pools: { [name]: pool as never }, gateway: { windowMs: WINDOW_MS }, ...extra }));
     running.push(g);
@@ -47,7 +50,11 @@ describe('token-aware admission', () => {
     { id: 'b', endpoint: '', tpm: 1000, rpm: 600, ...extra },
   ];
   const withEndpoint = (deployments: ({ id: string } & Record<string, unknown>)[]) => deployments.map((d) => ({ ...d, endpoint: sim.url }));
-  const layoutOf = (name: string, ids: string[]): PoolLayout => ({ name, strategy: 'least-requests', deployments: ids.map((id) => ({ id, priority: 1, weight: 1 })) });
+  const layoutOf = (name: string, ids: string[]): PoolLayout => ({
+    name,
+    strategy: 'least-requests',
+    deployments: ids.map((id) => ({ id, priority: 1, weight: 1 })),
+  });
 
   test('a deployment without room is not chosen: the gateway answers 429 before Azure would', async () => {
     const { name, g } = await gateway({ deployments: withEndpoint(ab()) });
@@ -67,7 +74,10 @@ describe('token-aware admission', () => {
     const body = (await refused.json()) as { error: { message: string } };
     assert.match(body.error.message, /token or request budget/);
     const retryAfterMs = Number(refused.headers.get('retry-after-ms'));
-    assert.ok(retryAfterMs > 0 && retryAfterMs <= admissionWindowMs(WINDOW_MS), `retry-after-ms ${retryAfterMs}: within the gateway's window`);
+    assert.ok(
+      retryAfterMs > 0 && retryAfterMs <= admissionWindowMs(WINDOW_MS),
+      `retry-after-ms ${retryAfterMs}: within the gateway's window`,
+    );
     assert.equal(refused.headers.get('retry-after'), String(Math.ceil(retryAfterMs / 1000)));
     await sleep(retryAfterMs + 50);
     const honoured = await chat(g.url, name, { body: { max_tokens: 300 } });
@@ -77,7 +87,10 @@ describe('token-aware admission', () => {
 
   test('priority tiers spill to the next tier when the preferred one lacks room, before any 429', async () => {
     const { name, g } = await gateway({
-      deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600, priority: 1 }, { id: 'spill', tpm: 100_000, rpm: 6000, priority: 2 }]),
+      deployments: withEndpoint([
+        { id: 'a', tpm: 1000, rpm: 600, priority: 1 },
+        { id: 'spill', tpm: 100_000, rpm: 6000, priority: 2 },
+      ]),
     });
     const served: string[] = [];
     for (let i = 0; i < 5; i++) {
@@ -101,7 +114,10 @@ describe('token-aware admission', () => {
 
   test('waiters are served first come, first served across instances', async () => {
     const name = uniquePool();
-    const config = testConfig({ pools: { [name]: { maxWaitMs: 3 * WINDOW_MS, deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) } }, gateway: { windowMs: WINDOW_MS } });
+    const config = testConfig({
+      pools: { [name]: { maxWaitMs: 3 * WINDOW_MS, deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600 }]) } },
+      gateway: { windowMs: WINDOW_MS },
+    });
     const [one, two] = [await startGateway(config), await startGateway(config)];
     running.push(one, two);
     // The three fillers land in different 100 ms buckets, so room comes back one request at a time
@@ -138,7 +154,11 @@ describe('token-aware admission', () => {
     const seen = sim.recentRequests('ptu').at(-1);
     assert.equal(seen?.stream, true);
     // PTU corrects to the actual cost: 9 prompt + 10 completion tokens, not the 59 reserved.
-    await until(async () => (await g.store.snapshot(layoutOf(name, ['ptu'])))[0]?.tokensInWindow === PROMPT_TOKENS + 10, 2000, 'the charge to be reconciled');
+    await until(
+      async () => (await g.store.snapshot(layoutOf(name, ['ptu'])))[0]?.tokensInWindow === PROMPT_TOKENS + 10,
+      2000,
+      'the charge to be reconciled',
+    );
   });
 
   test('a client that asked for usage still gets it', async () => {
@@ -165,7 +185,11 @@ describe('token-aware admission', () => {
     });
     assert.equal(direct.status, 200);
     assert.equal((await chat(g.url, name, { body: { max_tokens: 10 } })).status, 200);
-    await until(async () => ((await g.store.snapshot(layoutOf(name, ['a'])))[0]?.tokensInWindow ?? 0) >= 800 + 12, 2000, "the window to learn the other client's use");
+    await until(
+      async () => ((await g.store.snapshot(layoutOf(name, ['a'])))[0]?.tokensInWindow ?? 0) >= 800 + 12,
+      2000,
+      "the window to learn the other client's use",
+    );
     const refused = await chat(g.url, name, { body: { max_tokens: 300 } });
     assert.equal(refused.status, 429, 'no room left: refused by the gateway, not by Azure');
     assert.equal(sim.stats('a').throttled, 0);
@@ -188,7 +212,11 @@ describe('token-aware admission', () => {
     assert.equal(streaming.status, 200);
     const layout = layoutOf(name, ['slow']);
     // The deployment's count: 800 + its own estimate of this request (2 + 20).
-    await until(async () => ((await g.store.snapshot(layout))[0]?.tokensInWindow ?? 0) >= 800 + 22, 3000, 'the window to learn the other use');
+    await until(
+      async () => ((await g.store.snapshot(layout))[0]?.tokensInWindow ?? 0) >= 800 + 22,
+      3000,
+      'the window to learn the other use',
+    );
     assert.equal(sim.stats('slow').inFlight, 1, 'learnt while the response was still streaming');
     await streaming.text();
   });
@@ -204,8 +232,16 @@ describe('token-aware admission', () => {
     // Counted as a quota exhaustion, not as a per-minute throttle.
     const metrics = await (await fetch(`${g.url}/metrics`)).text();
     for (const id of ['a', 'b']) {
-      assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'quota' }), 1, `${id}: kind="quota"`);
-      assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'rate' }), 0, `${id}: no kind="rate"`);
+      assert.equal(
+        counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'quota' }),
+        1,
+        `${id}: kind="quota"`,
+      );
+      assert.equal(
+        counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'rate' }),
+        0,
+        `${id}: no kind="rate"`,
+      );
     }
   });
 
@@ -223,9 +259,16 @@ describe('token-aware admission', () => {
       // The quota is settled just after the response ends; give that round trip time before the next.
       await sleep(50);
     }
-    assert.deepEqual(greedy.map((r) => r.status), [200, 200, 200, 200, 200, 200, 200, 429]);
+    assert.deepEqual(
+      greedy.map((r) => r.status),
+      [200, 200, 200, 200, 200, 200, 200, 429],
+    );
     assert.equal(greedy[0]?.headers.get('x-ratelimit-remaining-tokens'), String(1000 - (PROMPT_TOKENS + 300)));
-    assert.equal(greedy[1]?.headers.get('x-ratelimit-remaining-tokens'), String(1000 - (PROMPT_TOKENS + 100) - (PROMPT_TOKENS + 300)), 'the first was reconciled to its real usage');
+    assert.equal(
+      greedy[1]?.headers.get('x-ratelimit-remaining-tokens'),
+      String(1000 - (PROMPT_TOKENS + 100) - (PROMPT_TOKENS + 300)),
+      'the first was reconciled to its real usage',
+    );
     const refused = greedy[7]!;
     assert.ok(Number(refused.headers.get('retry-after-ms')) > 0);
     assert.ok(refused.headers.get('x-ratelimit-remaining-tokens') !== null);
@@ -256,7 +299,12 @@ describe('token-aware admission', () => {
   });
 
   test('a short 429 is counted as a rate cooldown, not a quota exhaustion', async () => {
-    const { name, g } = await gateway({ deployments: withEndpoint([{ id: 'a', tpm: 1000, rpm: 600, priority: 1 }, { id: 'b', tpm: 1000, rpm: 600, priority: 2 }]) });
+    const { name, g } = await gateway({
+      deployments: withEndpoint([
+        { id: 'a', tpm: 1000, rpm: 600, priority: 1 },
+        { id: 'b', tpm: 1000, rpm: 600, priority: 2 },
+      ]),
+    });
     sim.setFault('a', { fault: { kind: 'storm-429', retryAfterMs: 1500 }, count: 1 });
     const response = await chat(g.url, name);
     assert.equal(response.status, 200);
@@ -280,10 +328,22 @@ describe('token-aware admission', () => {
     assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
     const events = (await response.text()).split('\n\n').filter((event) => event !== '');
     assert.equal(events.at(-1), 'data: [DONE]');
-    const chunks = events.slice(0, -1).map((event) => JSON.parse(event.slice('data: '.length)) as { choices: { delta?: { content?: string }; finish_reason: string | null }[] });
+    const chunks = events
+      .slice(0, -1)
+      .map(
+        (event) =>
+          JSON.parse(event.slice('data: '.length)) as { choices: { delta?: { content?: string }; finish_reason: string | null }[] },
+      );
     // Prompt annotations, role, five tokens, finish: no usage chunk, as the client asked for none.
     assert.equal(chunks.length, 1 + 1 + 5 + 1);
-    assert.equal(chunks.map((chunk) => chunk.choices[0]?.delta?.content ?? '').join('').trim().split(/\s+/).length, 5);
+    assert.equal(
+      chunks
+        .map((chunk) => chunk.choices[0]?.delta?.content ?? '')
+        .join('')
+        .trim()
+        .split(/\s+/).length,
+      5,
+    );
     assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, 'length');
     assert.ok(!events.some((event) => event.includes('"usage"')));
     const seen = sim.recentRequests('a').at(-1);
@@ -318,15 +378,24 @@ describe('token-aware admission', () => {
       refusedBody = await response.text();
       responses.push(response);
     }
-    assert.deepEqual(responses.map((r) => r.status), [200, 200, 200, 429]);
-    assert.deepEqual(responses.slice(0, 3).map((r) => r.headers.get('x-ratelimit-remaining-requests')), ['2', '1', '0']);
+    assert.deepEqual(
+      responses.map((r) => r.status),
+      [200, 200, 200, 429],
+    );
+    assert.deepEqual(
+      responses.slice(0, 3).map((r) => r.headers.get('x-ratelimit-remaining-requests')),
+      ['2', '1', '0'],
+    );
     assert.equal(responses[0]?.headers.get('x-ratelimit-remaining-tokens'), null, 'no token quota, no token figure');
     const refused = responses[3]!;
     assert.equal(refused.headers.get('x-ratelimit-remaining-requests'), '0');
     const retryAfterMs = Number(refused.headers.get('retry-after-ms'));
     assert.ok(retryAfterMs > 0 && retryAfterMs <= admissionWindowMs(WINDOW_MS), `retry-after-ms ${retryAfterMs}: within the scaled window`);
     assert.equal(refused.headers.get('retry-after'), String(Math.ceil(retryAfterMs / 1000)));
-    assert.match((JSON.parse(refusedBody) as { error: { message: string } }).error.message, new RegExp(`${client} has exceeded its request rate limit`));
+    assert.match(
+      (JSON.parse(refusedBody) as { error: { message: string } }).error.message,
+      new RegExp(`${client} has exceeded its request rate limit`),
+    );
     assert.equal(sim.stats('spill').received, 3, 'the refused request reached no deployment');
   });
 });
@@ -337,7 +406,9 @@ function counterValue(metrics: string, name: string, labels: Record<string, stri
   for (const line of metrics.split('\n')) {
     if (!line.startsWith(`${name}{`)) continue;
     const close = line.lastIndexOf('}');
-    const found = Object.fromEntries([...line.slice(name.length + 1, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+    const found = Object.fromEntries(
+      [...line.slice(name.length + 1, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
+    );
     if (Object.entries(labels).every(([key, value]) => found[key] === value)) total += Number(line.slice(close + 1).trim());
   }
   return total;

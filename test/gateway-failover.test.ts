@@ -19,7 +19,13 @@ describe('failover, shared health and saturation', () => {
   });
 
   /** With `tiered`, d3 is a second tier: taken only when d1 and d2 cannot, so the order of attempts is known. */
-  async function gateways(pool: string, count: number, settings: Record<string, unknown> = {}, strategy = 'round-robin', tiered = false): Promise<RunningGateway[]> {
+  async function gateways(
+    pool: string,
+    count: number,
+    settings: Record<string, unknown> = {},
+    strategy = 'round-robin',
+    tiered = false,
+  ): Promise<RunningGateway[]> {
     const deployments = IDS.map((id) => ({ id, endpoint: sim.url, priority: tiered && id === 'd3' ? 2 : 1 }));
     const config = testConfig({ pools: { [pool]: { strategy, deployments } }, gateway: settings });
     const started = await Promise.all(Array.from({ length: count }, () => startGateway(config)));
@@ -59,7 +65,11 @@ describe('failover, shared health and saturation', () => {
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('x-gateway-deployment'), 'd3');
     assert.ok(Date.now() - started >= 600, 'two timeouts of 300 ms passed');
-    await until(() => sim.stats('d1').aborted === 1 && sim.stats('d2').aborted === 1, 2000, 'the simulator to see the hung requests closed');
+    await until(
+      () => sim.stats('d1').aborted === 1 && sim.stats('d2').aborted === 1,
+      2000,
+      'the simulator to see the hung requests closed',
+    );
   });
 
   test('a 429 cools the deployment down for every instance until its retry-after', async () => {
@@ -74,9 +84,16 @@ describe('failover, shared health and saturation', () => {
     sim.resetStats();
     // Instance b never saw a 429, yet sends nothing to the cooled deployments.
     const results = await Promise.all(Array.from({ length: 6 }, () => chat(b!.url, pool)));
-    assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      [200, 200, 200, 200, 200, 200],
+    );
     assert.deepEqual(received(), { d1: 0, d2: 0, d3: 6 });
-    const snapshot = await b!.store.snapshot({ name: pool, strategy: 'least-requests', deployments: IDS.map((id) => ({ id, priority: 1, weight: 1 })) });
+    const snapshot = await b!.store.snapshot({
+      name: pool,
+      strategy: 'least-requests',
+      deployments: IDS.map((id) => ({ id, priority: 1, weight: 1 })),
+    });
     const cooled = snapshot.find((d) => d.id === 'd1')!;
     assert.ok(cooled.cooldownUntil - Date.now() > 1000 && cooled.cooldownUntil - Date.now() <= 2100, 'cooldown as long as retry-after-ms');
   });
@@ -119,7 +136,10 @@ describe('failover, shared health and saturation', () => {
     assert.equal(response.headers.get('x-gateway-attempts'), '2');
     const body = (await response.json()) as { error: { type: string; message: string } };
     assert.equal(body.error.type, 'server_error');
-    assert.equal(IDS.reduce((sum, id) => sum + sim.stats(id).received, 0), 2);
+    assert.equal(
+      IDS.reduce((sum, id) => sum + sim.stats(id).received, 0),
+      2,
+    );
   });
 
   test('connection failures on every deployment end in a 502 without internals', async () => {
@@ -140,7 +160,11 @@ describe('failover, shared health and saturation', () => {
     sim.setFault('d1', { fault: { kind: 'status', status: 503 } });
     for (let i = 0; i < 6; i++) assert.equal((await chat(a!.url, pool)).status, 200, 'a fails over while d1 fails');
     const layout = { name: pool, strategy: 'round-robin' as const, deployments: IDS.map((id) => ({ id, priority: 1, weight: 1 })) };
-    await until(async () => (await a!.store.snapshot(layout)).find((d) => d.id === 'd1')?.circuit === 'open', 2000, 'the circuit to be published');
+    await until(
+      async () => (await a!.store.snapshot(layout)).find((d) => d.id === 'd1')?.circuit === 'open',
+      2000,
+      'the circuit to be published',
+    );
     sim.resetStats();
     for (let i = 0; i < 6; i++) assert.equal((await chat(b!.url, pool)).status, 200);
     assert.equal(sim.stats('d1').received, 0, 'b sends nothing to the open circuit');
@@ -152,7 +176,11 @@ describe('failover, shared health and saturation', () => {
     assert.ok(probes.every((r) => r.status === 200));
     assert.equal(sim.stats('d1').received, 1, 'one probe cluster-wide');
     sim.setFault('d1', null);
-    await until(async () => (await b!.store.snapshot(layout)).find((d) => d.id === 'd1')?.circuit === 'closed', 2000, 'the circuit to close');
+    await until(
+      async () => (await b!.store.snapshot(layout)).find((d) => d.id === 'd1')?.circuit === 'closed',
+      2000,
+      'the circuit to close',
+    );
     sim.resetStats();
     for (let i = 0; i < 6; i++) await chat(b!.url, pool);
     assert.equal(sim.stats('d1').received, 2, 'd1 is back in the rotation');
@@ -172,7 +200,11 @@ describe('failover, shared health and saturation', () => {
     assert.equal(response.headers.get('x-gateway-deployment'), 'd1');
     assert.equal(response.headers.get('x-gateway-attempts'), '2');
     assert.equal(((await response.json()) as { object: string }).object, 'chat.completion', 'the 404 never reached the client');
-    const layout = { name: pool, strategy: 'least-requests' as const, deployments: deployments.map((d) => ({ id: d.id, priority: d.priority, weight: 1 })) };
+    const layout = {
+      name: pool,
+      strategy: 'least-requests' as const,
+      deployments: deployments.map((d) => ({ id: d.id, priority: d.priority, weight: 1 })),
+    };
     const misnamed = (await g.store.snapshot(layout)).find((d) => d.id === 'misnamed')!;
     const coolingMs = misnamed.cooldownUntil - Date.now();
     assert.ok(coolingMs > 50_000 && coolingMs <= 60_000, `cooled down for about a minute (${coolingMs} ms)`);
@@ -189,6 +221,9 @@ describe('failover, shared health and saturation', () => {
     const [g] = await gateways(pool, 1, { breaker }, 'round-robin');
     for (let i = 0; i < 8; i++) assert.equal((await chat(g!.url, pool, { body: { messages: 'bad' } })).status, 400);
     const layout = { name: pool, strategy: 'round-robin' as const, deployments: IDS.map((id) => ({ id, priority: 1, weight: 1 })) };
-    assert.deepEqual((await g!.store.snapshot(layout)).map((d) => d.circuit), ['closed', 'closed', 'closed']);
+    assert.deepEqual(
+      (await g!.store.snapshot(layout)).map((d) => d.circuit),
+      ['closed', 'closed', 'closed'],
+    );
   });
 });

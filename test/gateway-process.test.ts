@@ -26,8 +26,25 @@ describe('gateway processes', () => {
 
   test('kill -9 of an instance mid-load: its leases are reaped and in-flight returns to true', async () => {
     const pool = uniquePool();
-    const config = testConfig({ pools: { [pool]: { deployments: [{ id: 'd1', endpoint: sim.url }, { id: 'd2', endpoint: sim.url }] } }, gateway: { leaseMs: 1500 } });
-    const layout: PoolLayout = { name: pool, strategy: 'least-requests', deployments: [{ id: 'd1', priority: 1, weight: 1 }, { id: 'd2', priority: 1, weight: 1 }] };
+    const config = testConfig({
+      pools: {
+        [pool]: {
+          deployments: [
+            { id: 'd1', endpoint: sim.url },
+            { id: 'd2', endpoint: sim.url },
+          ],
+        },
+      },
+      gateway: { leaseMs: 1500 },
+    });
+    const layout: PoolLayout = {
+      name: pool,
+      strategy: 'least-requests',
+      deployments: [
+        { id: 'd1', priority: 1, weight: 1 },
+        { id: 'd2', priority: 1, weight: 1 },
+      ],
+    };
     const [victim, survivor] = await Promise.all([spawnGateway(config), spawnGateway(config)]);
     processes.push(victim!, survivor!);
     sim.setFault('d1', { fault: { kind: 'hang' } });
@@ -47,7 +64,10 @@ describe('gateway processes', () => {
     // The survivor routes evenly again: its first two requests spread over both deployments.
     sim.reset();
     const responses = await Promise.all([chat(survivor!.url, pool), chat(survivor!.url, pool)]);
-    assert.deepEqual(responses.map((r) => r.status), [200, 200]);
+    assert.deepEqual(
+      responses.map((r) => r.status),
+      [200, 200],
+    );
     assert.deepEqual(new Set(responses.map((r) => r.headers.get('x-gateway-deployment'))), new Set(['d1', 'd2']));
   });
 
@@ -75,8 +95,15 @@ describe('gateway processes', () => {
   test('an invalid config stops start-up with one line per problem', () => {
     const dir = mkdtempSync(join(tmpdir(), 'spillway-bad-'));
     const file = join(dir, 'bad.yaml');
-    writeFileSync(file, 'pools:\n  p:\n    strategy: fastest\n    deployments:\n      - {id: a, endpoint: nope, deployment: d, apiKey: "${MISSING_KEY_VAR}", tpm: 0}\n');
-    const result = spawnSync(process.execPath, ['gateway/main.ts'], { env: { ...process.env, GATEWAY_CONFIG: file, PORT: '0' }, encoding: 'utf8', timeout: 10_000 });
+    writeFileSync(
+      file,
+      'pools:\n  p:\n    strategy: fastest\n    deployments:\n      - {id: a, endpoint: nope, deployment: d, apiKey: "${MISSING_KEY_VAR}", tpm: 0}\n',
+    );
+    const result = spawnSync(process.execPath, ['gateway/main.ts'], {
+      env: { ...process.env, GATEWAY_CONFIG: file, PORT: '0' },
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
     assert.equal(result.status, 1);
     assert.equal(
       result.stderr.trim(),

@@ -31,7 +31,10 @@ describe('routing through the gateway', () => {
     const g = await gateway(pool);
     sim.resetStats();
     const responses = await Promise.all(Array.from({ length: 6 }, () => chat(g.url, pool)));
-    assert.deepEqual(responses.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.deepEqual(
+      responses.map((r) => r.status),
+      [200, 200, 200, 200, 200, 200],
+    );
     const served = responses.map((r) => r.headers.get('x-gateway-deployment'));
     for (const id of ['d1', 'd2', 'd3']) {
       assert.equal(served.filter((s) => s === id).length, 2, `${id} served two of six`);
@@ -60,7 +63,9 @@ describe('routing through the gateway', () => {
   test('Azure-style, /openai/v1 and /v1 routes reach the deployment with its own key, path and api-version', async () => {
     const pool = uniquePool();
     const g = await startGateway(
-      testConfig({ pools: { [pool]: { deployments: [{ id: 'only', endpoint: sim.url, deployment: 'pinned', apiVersion: '2024-06-01' }] } } }),
+      testConfig({
+        pools: { [pool]: { deployments: [{ id: 'only', endpoint: sim.url, deployment: 'pinned', apiVersion: '2024-06-01' }] } },
+      }),
     );
     running.push(g);
     const azure = await chat(g.url, pool, { headers: { 'x-request-id': 'trace-123' } });
@@ -105,7 +110,10 @@ describe('routing through the gateway', () => {
       headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
       body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }] }),
     });
-    const latest = ['d1', 'd2', 'd3'].flatMap((id) => sim.recentRequests(id)).sort((a, b) => a.at - b.at).at(-1);
+    const latest = ['d1', 'd2', 'd3']
+      .flatMap((id) => sim.recentRequests(id))
+      .sort((a, b) => a.at - b.at)
+      .at(-1);
     assert.equal(latest?.apiVersion, '2024-09-01-preview');
   });
 
@@ -186,17 +194,28 @@ describe('routing through the gateway', () => {
       sim.resetStats();
       const response = await chat(g.url, pool, { body: { messages: [{ role: 'user', content: 'x'.repeat(4096) }] } });
       await expectError(response, 413, 'RequestEntityTooLarge');
-      assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
+      assert.equal(
+        ['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0),
+        0,
+      );
     });
 
     test('413 for a body that grows past the limit without a content-length, and the connection is closed', async () => {
       sim.resetStats();
       const chunks = [Buffer.from('{"messages":[{"role":"user","content":"'), Buffer.from('x'.repeat(4096)), Buffer.from('"}]}')];
-      const response = await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, { 'api-key': CLIENT_KEY, 'content-type': 'application/json' }, chunks);
+      const response = await postRaw(
+        g.url,
+        `/openai/deployments/${pool}/chat/completions`,
+        { 'api-key': CLIENT_KEY, 'content-type': 'application/json' },
+        chunks,
+      );
       assert.equal(response.status, 413);
       assert.equal(response.headers.connection, 'close');
       assert.equal(JSON.parse(response.body).error.code, 'RequestEntityTooLarge');
-      assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
+      assert.equal(
+        ['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0),
+        0,
+      );
     });
 
     test('408 for a body that does not arrive in time, and the connection is closed', async () => {
@@ -204,7 +223,9 @@ describe('routing through the gateway', () => {
       const server = new URL(slow.url);
       const answer = await new Promise<string>((resolve, reject) => {
         const socket = connect(Number(server.port), server.hostname, () => {
-          socket.write(`POST /openai/deployments/${pool}/chat/completions HTTP/1.1\r\nhost: x\r\napi-key: ${CLIENT_KEY}\r\ncontent-length: 100\r\n\r\n{"messages":`);
+          socket.write(
+            `POST /openai/deployments/${pool}/chat/completions HTTP/1.1\r\nhost: x\r\napi-key: ${CLIENT_KEY}\r\ncontent-length: 100\r\n\r\n{"messages":`,
+          );
         });
         let text = '';
         socket.setEncoding('utf8');
@@ -216,7 +237,10 @@ describe('routing through the gateway', () => {
       assert.match(answer, /^HTTP\/1\.1 408 /);
       assert.match(answer, /\r\nconnection: close\r\n/i);
       assert.match(answer, /"code":"RequestTimeout"/);
-      assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 0);
+      assert.equal(
+        ['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0),
+        0,
+      );
     });
 
     test('a gzip, deflate or br body is inflated and sent upstream plain; an unknown content-encoding is 415; inflating past the limit is 413', async () => {
@@ -237,17 +261,31 @@ describe('routing through the gateway', () => {
       });
       await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
       const echoPool = uniquePool();
-      const viaEcho = await startGateway(testConfig({ pools: { [echoPool]: { deployments: [{ id: 'echo', endpoint: `http://127.0.0.1:${(echo.address() as AddressInfo).port}` }] } } }));
+      const viaEcho = await startGateway(
+        testConfig({
+          pools: { [echoPool]: { deployments: [{ id: 'echo', endpoint: `http://127.0.0.1:${(echo.address() as AddressInfo).port}` }] } },
+        }),
+      );
       running.push(viaEcho);
       try {
-        const ok = await postRaw(viaEcho.url, `/openai/deployments/${echoPool}/chat/completions?api-version=2024-10-21`, headers, [gzipSync(body)]);
+        const ok = await postRaw(viaEcho.url, `/openai/deployments/${echoPool}/chat/completions?api-version=2024-10-21`, headers, [
+          gzipSync(body),
+        ]);
         assert.equal(ok.status, 200, ok.body);
         assert.equal(received.length, 1);
         assert.equal(received[0]?.body, body, 'upstream received the inflated body');
         assert.equal(received[0]?.headers['content-encoding'], undefined, 'and no content-encoding with it');
         assert.equal(received[0]?.headers['content-length'], String(Buffer.byteLength(body)));
-        for (const [encoding, compress] of [['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
-          const compressed = await postRaw(viaEcho.url, `/openai/deployments/${echoPool}/chat/completions?api-version=2024-10-21`, { ...headers, 'content-encoding': encoding }, [compress(body)]);
+        for (const [encoding, compress] of [
+          ['deflate', deflateSync],
+          ['br', brotliCompressSync],
+        ] as const) {
+          const compressed = await postRaw(
+            viaEcho.url,
+            `/openai/deployments/${echoPool}/chat/completions?api-version=2024-10-21`,
+            { ...headers, 'content-encoding': encoding },
+            [compress(body)],
+          );
           assert.equal(compressed.status, 200, `${encoding}: ${compressed.body}`);
           const seen = received.at(-1);
           assert.equal(seen?.body, body, `${encoding}: upstream received the inflated body`);
@@ -258,7 +296,9 @@ describe('routing through the gateway', () => {
         echo.closeAllConnections();
         echo.close();
       }
-      const zstd = await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, { ...headers, 'content-encoding': 'zstd' }, [Buffer.from(body)]);
+      const zstd = await postRaw(g.url, `/openai/deployments/${pool}/chat/completions`, { ...headers, 'content-encoding': 'zstd' }, [
+        Buffer.from(body),
+      ]);
       assert.equal(zstd.status, 415);
       assert.equal(JSON.parse(zstd.body).error.code, 'UnsupportedMediaType');
       // 8 KiB of one letter compresses to a few dozen bytes: the limit applies to what it inflates to.
@@ -271,10 +311,20 @@ describe('routing through the gateway', () => {
     test('routes match as Express did: any case, a trailing slash; a bad escape in the pool is 400; other methods are 404', async () => {
       const body = JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
       const headers = { 'api-key': CLIENT_KEY, 'content-type': 'application/json' };
-      const upper = await postRaw(g.url, `/OpenAI/Deployments/${pool}/Chat/Completions/?api-version=2024-10-21`, headers, [Buffer.from(body)]);
+      const upper = await postRaw(g.url, `/OpenAI/Deployments/${pool}/Chat/Completions/?api-version=2024-10-21`, headers, [
+        Buffer.from(body),
+      ]);
       assert.equal(upper.status, 200, upper.body);
-      await expectError(await fetch(`${g.url}/openai/deployments/%E0%A4%A/chat/completions`, { method: 'POST', headers, body }), 400, 'invalid_request_error');
-      await expectError(await fetch(`${g.url}/openai/deployments/${pool}/chat/completions`, { headers: { 'api-key': CLIENT_KEY } }), 404, '404');
+      await expectError(
+        await fetch(`${g.url}/openai/deployments/%E0%A4%A/chat/completions`, { method: 'POST', headers, body }),
+        400,
+        'invalid_request_error',
+      );
+      await expectError(
+        await fetch(`${g.url}/openai/deployments/${pool}/chat/completions`, { headers: { 'api-key': CLIENT_KEY } }),
+        404,
+        '404',
+      );
     });
 
     test('an upstream 400 is passed through and never retried', async () => {
@@ -282,13 +332,21 @@ describe('routing through the gateway', () => {
       const response = await chat(g.url, pool, { body: { messages: 'not a list' } });
       assert.equal(response.status, 400);
       assert.equal(response.headers.get('x-gateway-attempts'), '1');
-      assert.equal(['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0), 1);
+      assert.equal(
+        ['d1', 'd2', 'd3'].reduce((sum, id) => sum + sim.stats(id).received, 0),
+        1,
+      );
     });
   });
 });
 
 /** A POST written chunk by chunk (no content-length unless given): what fetch cannot send. */
-function postRaw(base: string, path: string, headers: Record<string, string>, chunks: Buffer[]): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+function postRaw(
+  base: string,
+  path: string,
+  headers: Record<string, string>,
+  chunks: Buffer[],
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(`${base}${path}`, { method: 'POST', headers }, (res) => {
       let body = '';

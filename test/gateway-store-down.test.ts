@@ -23,7 +23,16 @@ describe('when Redis goes away', () => {
     redis = await startRedisServer();
     storeInstance = store();
     gateway = createGateway({
-      config: testConfig({ pools: { p: { deployments: [{ id: 'd1', endpoint: sim.url }, { id: 'd2', endpoint: sim.url }] } } }),
+      config: testConfig({
+        pools: {
+          p: {
+            deployments: [
+              { id: 'd1', endpoint: sim.url },
+              { id: 'd2', endpoint: sim.url },
+            ],
+          },
+        },
+      }),
       store: storeInstance,
       logger: createLogger('error', true),
     });
@@ -42,7 +51,10 @@ describe('when Redis goes away', () => {
     await redis.stop();
     const started = Date.now();
     const responses = await Promise.all(Array.from({ length: 4 }, () => chat(url, 'p')));
-    assert.deepEqual(responses.map((r) => r.status), [200, 200, 200, 200]);
+    assert.deepEqual(
+      responses.map((r) => r.status),
+      [200, 200, 200, 200],
+    );
     assert.ok(Date.now() - started < 3000, 'no request waits on the dead store');
     await until(async () => (await fetch(`${url}/readyz`)).status === 503, 3000, 'readyz to report the store');
     const metrics = await (await fetch(`${url}/metrics`)).text();
@@ -67,7 +79,11 @@ describe('waiting while Redis is away', () => {
         done();
       },
     });
-    const logger = winston.createLogger({ level: 'info', format: winston.format.json(), transports: [new winston.transports.Stream({ stream: sink })] });
+    const logger = winston.createLogger({
+      level: 'info',
+      format: winston.format.json(),
+      transports: [new winston.transports.Stream({ stream: sink })],
+    });
     const pool = { maxWaitMs: 5000, deployments: [{ id: 'w', endpoint: sim.url, tpm: 1000, rpm: 600 }] };
     gateway = createGateway({ config: testConfig({ pools: { p: pool }, gateway: { windowMs: 6000 } }), store: storeInstance, logger });
     url = (await gateway.listen(0)).url;
@@ -99,9 +115,16 @@ describe('waiting while Redis is away', () => {
     waiter.end(body);
     await sleep(300);
     waiter.destroy();
-    await until(() => lines.some((line) => line.message === 'request' && line.outcome === 'client-closed'), 5000, 'the waiter to be logged as gone');
+    await until(
+      () => lines.some((line) => line.message === 'request' && line.outcome === 'client-closed'),
+      5000,
+      'the waiter to be logged as gone',
+    );
     // Its ticket left the queue it was in: it no longer heads that queue, so a request that fits is served.
-    assert.deepEqual(lines.filter((line) => line.message === 'could not leave the wait queue'), []);
+    assert.deepEqual(
+      lines.filter((line) => line.message === 'could not leave the wait queue'),
+      [],
+    );
     const served = await chat(url, 'p', { body: { max_tokens: 1 } });
     assert.equal(served.status, 200);
     await served.arrayBuffer();

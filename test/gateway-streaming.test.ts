@@ -11,13 +11,33 @@ describe('streams and client disconnects', () => {
   let sim: Simulator;
   let g: RunningGateway;
   const pool = uniquePool();
-  const layout: PoolLayout = { name: pool, strategy: 'least-requests', deployments: [{ id: 'slow', priority: 1, weight: 1 }, { id: 'spare', priority: 2, weight: 1 }] };
+  const layout: PoolLayout = {
+    name: pool,
+    strategy: 'least-requests',
+    deployments: [
+      { id: 'slow', priority: 1, weight: 1 },
+      { id: 'spare', priority: 2, weight: 1 },
+    ],
+  };
   before(async () => {
     // 10 tokens at 80 ms each: a stream takes about a second upstream.
-    sim = await simulator([{ name: 'slow', completionTokens: 10 }, { name: 'spare', completionTokens: 10 }], { latency: { ttftMs: 50, perTokenMs: 80 } });
+    sim = await simulator(
+      [
+        { name: 'slow', completionTokens: 10 },
+        { name: 'spare', completionTokens: 10 },
+      ],
+      { latency: { ttftMs: 50, perTokenMs: 80 } },
+    );
     g = await startGateway(
       testConfig({
-        pools: { [pool]: { deployments: [{ id: 'slow', endpoint: sim.url }, { id: 'spare', endpoint: sim.url, priority: 2 }] } },
+        pools: {
+          [pool]: {
+            deployments: [
+              { id: 'slow', endpoint: sim.url },
+              { id: 'spare', endpoint: sim.url, priority: 2 },
+            ],
+          },
+        },
         gateway: { streamIdleTimeoutMs: 400, leaseMs: 30_000 },
       }),
     );

@@ -25,7 +25,9 @@ describe('load test scenarios', { timeout: BLOCK_TIMEOUT_MS }, () => {
     for (const name of scenarios) assert.doesNotThrow(() => loadScenario(name), name);
     const opened = readdirSync(K6_DIR)
       .filter((file) => file.endsWith('.js'))
-      .flatMap((file) => [...readFileSync(join(K6_DIR, file), 'utf8').matchAll(/open\('\.\.\/scenarios\/([\w-]+)\.json'\)/g)].map((m) => m[1]));
+      .flatMap((file) =>
+        [...readFileSync(join(K6_DIR, file), 'utf8').matchAll(/open\('\.\.\/scenarios\/([\w-]+)\.json'\)/g)].map((m) => m[1]),
+      );
     assert.deepEqual([...new Set(opened)].sort(), [...scenarios].sort());
   });
 });
@@ -71,7 +73,10 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
     assert.equal(sim.stats('d').served, closed.completed, 'every completed request was served upstream, once');
 
     sim.resetStats();
-    const open = await generator.run({ ...spec(sim.url, true), mode: { kind: 'open', startRate: 40, stages: [{ durationMs: 500, target: 40 }], maxInFlight: 16 } });
+    const open = await generator.run({
+      ...spec(sim.url, true),
+      mode: { kind: 'open', startRate: 40, stages: [{ durationMs: 500, target: 40 }], maxInFlight: 16 },
+    });
     assert.ok(open.sent >= 15 && open.sent <= 25, `about 20 arrivals at 40/s for 0.5 s, got ${open.sent}`);
     // The schedule's arrivals are floor(area under the rate) = floor(40/s × 0.5 s) = 20: each is sent or dropped.
     assert.equal(open.sent + open.dropped, 20, 'every scheduled arrival accounted for');
@@ -85,7 +90,12 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
   });
 
   test('the bare Node proxy passes requests and streams through unchanged', async () => {
-    const bare = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), { name: 'bare-proxy-test', configFile: '', script: 'loadtest/bare-proxy.ts', env: { UPSTREAM: sim.url } });
+    const bare = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), {
+      name: 'bare-proxy-test',
+      configFile: '',
+      script: 'loadtest/bare-proxy.ts',
+      env: { UPSTREAM: sim.url },
+    });
     sim.resetStats();
     let completed = 0;
     for (const stream of [false, true]) {

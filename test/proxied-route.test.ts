@@ -14,7 +14,11 @@ describe('proxied routes', () => {
   });
 
   test('case-insensitive literals, a trailing slash, a decoded pool whose case is kept', () => {
-    assert.deepEqual(matchProxiedRoute('POST', '/OpenAI/Deployments/My%20Pool/Chat/Completions/'), { operation: 'chat/completions', pool: 'My Pool', query: '' });
+    assert.deepEqual(matchProxiedRoute('POST', '/OpenAI/Deployments/My%20Pool/Chat/Completions/'), {
+      operation: 'chat/completions',
+      pool: 'My Pool',
+      query: '',
+    });
     assert.equal(matchProxiedRoute('POST', '/openai/deployments/%E0%A4%A/chat/completions'), 'bad-path');
   });
 

@@ -46,10 +46,17 @@ describe('README against the project', () => {
     assert.ok(snippet, 'README has an SDK snippet');
     assert.equal(snippet.code.match(/endpoint: 'http:\/\/localhost:(\d+)'/)?.[1], String(defaults.PORT));
     assert.equal(snippet.code.match(/apiKey: '([^']+)'/)?.[1], DEMO_CLIENT_KEY);
-    assert.ok(quickStart.includes(`new OpenAI({ baseURL: 'http://localhost:${defaults.PORT}/openai/v1', apiKey: '${DEMO_CLIENT_KEY}' })`), 'the OpenAI-style line too');
+    assert.ok(
+      quickStart.includes(`new OpenAI({ baseURL: 'http://localhost:${defaults.PORT}/openai/v1', apiKey: '${DEMO_CLIENT_KEY}' })`),
+      'the OpenAI-style line too',
+    );
     assert.ok(quickStart.includes(`on port ${defaults.PORT}`));
     // The environment table states the same defaults.
-    for (const [name, value] of [['PORT', defaults.PORT], ['HOST', defaults.HOST], ['LOG_LEVEL', defaults.LOG_LEVEL]] as const) {
+    for (const [name, value] of [
+      ['PORT', defaults.PORT],
+      ['HOST', defaults.HOST],
+      ['LOG_LEVEL', defaults.LOG_LEVEL],
+    ] as const) {
       assert.ok(readme.includes(`| \`${name}\` | \`${value}\` |`), `README's environment table: ${name} defaults to ${value}`);
     }
   });
@@ -64,7 +71,11 @@ describe('README quick start', () => {
     delete env.GATEWAY_CONFIG;
     delete env.REDIS_URL;
     child = spawn(process.execPath, ['gateway/main.ts'], { env, stdio: 'ignore' });
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, 15_000, 'the demo gateway');
+    await until(
+      async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200,
+      15_000,
+      'the demo gateway',
+    );
   });
   after(() => {
     child.kill('SIGTERM');

@@ -60,7 +60,16 @@ test('config file (YAML) and SIGINT', async () => {
   const config = join(dir, 'sim.yaml');
   writeFileSync(
     config,
-    ['apiKeys: [from-file]', 'windowMs: 6000', 'deployments:', '  - name: ptu-a', '    ptu: { tokensPerMinute: 5000 }', '  - name: std', '    tpm: 1000', ''].join('\n'),
+    [
+      'apiKeys: [from-file]',
+      'windowMs: 6000',
+      'deployments:',
+      '  - name: ptu-a',
+      '    ptu: { tokensPerMinute: 5000 }',
+      '  - name: std',
+      '    tpm: 1000',
+      '',
+    ].join('\n'),
   );
   const child = runCli(['--config', config]);
   try {

@@ -99,7 +99,11 @@ describe('status faults', () => {
         sim.setFault('d', { fault: { kind: 'status', status: 503, retryAfterMs: 1500 }, count: 1 });
         await client().chat.completions.create({ model: 'x', ...hello });
       })(),
-      (error: unknown) => error instanceof InternalServerError && error.status === 503 && error.headers.get('retry-after-ms') === '1500' && error.headers.get('retry-after') === '2',
+      (error: unknown) =>
+        error instanceof InternalServerError &&
+        error.status === 503 &&
+        error.headers.get('retry-after-ms') === '1500' &&
+        error.headers.get('retry-after') === '2',
     );
   });
 
@@ -113,7 +117,10 @@ describe('status faults', () => {
     assert.equal(res.headers.get('x-ratelimit-remaining-requests'), '0');
     const body = (await res.json()) as { error: { code: string; message: string } };
     assert.equal(body.error.code, 'RateLimitReached');
-    assert.ok(body.error.message.startsWith('Your requests to d for gpt-4o in East US have exceeded the token rate limit'), body.error.message);
+    assert.ok(
+      body.error.message.startsWith('Your requests to d for gpt-4o in East US have exceeded the token rate limit'),
+      body.error.message,
+    );
     assert.ok(body.error.message.includes('Please retry after 3 seconds.'));
 
     sim.setFault('d', { fault: { kind: 'storm-429', retryAfterMs: 800 } });
@@ -315,9 +322,16 @@ describe('latency model and stats', () => {
   });
 
   test('close() ends hanging requests and stream timers promptly', async () => {
-    const own = await startSimulator({ apiKeys: [KEY], deployments: [{ name: 'h', latency: { ttftMs: 0, perTokenMs: 50 }, completionTokens: 1000 }] });
+    const own = await startSimulator({
+      apiKeys: [KEY],
+      deployments: [{ name: 'h', latency: { ttftMs: 0, perTokenMs: 50 }, completionTokens: 1000 }],
+    });
     own.setFault('h', { fault: { kind: 'hang' }, count: 1 });
-    const hanging = fetch(`${own.url}/openai/v1/chat/completions`, { method: 'POST', headers: { 'api-key': KEY }, body: JSON.stringify({ model: 'h', ...hello }) });
+    const hanging = fetch(`${own.url}/openai/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'api-key': KEY },
+      body: JSON.stringify({ model: 'h', ...hello }),
+    });
     const streaming = await fetch(`${own.url}/openai/v1/chat/completions`, {
       method: 'POST',
       headers: { 'api-key': KEY },

@@ -101,10 +101,7 @@ describe('Standard deployments (windows that outlast the test)', () => {
     assert.equal(last.headers.get('x-ratelimit-remaining-tokens'), '0');
     await last.arrayBuffer();
     await expect429(await chatAt(strict, 'tokens', bodyCosting(1)));
-    assert.deepEqual(
-      [strict.stats('tokens').served, strict.stats('tokens').throttled],
-      [10, 2],
-    );
+    assert.deepEqual([strict.stats('tokens').served, strict.stats('tokens').throttled], [10, 2]);
   });
 
   test('the estimate uses max_tokens × n, max_completion_tokens, and defaultMaxTokens (16) when absent', async () => {
@@ -117,7 +114,10 @@ describe('Standard deployments (windows that outlast the test)', () => {
     const completionTokens = await chatAt(strict, 'tokens', { messages: [{ role: 'user', content: '' }], max_completion_tokens: 42 });
     assert.equal(completionTokens.headers.get('x-ratelimit-remaining-tokens'), String(942 - 42));
     // Content parts count their text.
-    const parts = await chatAt(strict, 'tokens', { messages: [{ role: 'user', content: [{ type: 'text', text: 'z'.repeat(8) }] }], max_tokens: 1 });
+    const parts = await chatAt(strict, 'tokens', {
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'z'.repeat(8) }] }],
+      max_tokens: 1,
+    });
     assert.equal(parts.headers.get('x-ratelimit-remaining-tokens'), String(900 - 3));
     await Promise.all([noMax, withN, completionTokens, parts].map((res) => res.arrayBuffer()));
   });
@@ -155,12 +155,15 @@ describe('Standard deployments (windows that outlast the test)', () => {
 
   test('the openai client surfaces the 429 as RateLimitError with the headers', async () => {
     const client = new AzureOpenAI({ endpoint: strict.url, apiKey: KEY, apiVersion: '2024-10-21', deployment: 'tokens', maxRetries: 0 });
-    await assert.rejects(client.chat.completions.create(bodyCosting(5000) as unknown as ChatCompletionCreateParamsNonStreaming), (error: unknown) => {
-      assert.ok(error instanceof RateLimitError);
-      assert.equal((error.error as { code?: string }).code, 'RateLimitReached');
-      assert.ok(Number(error.headers.get('retry-after-ms')) > 0);
-      return true;
-    });
+    await assert.rejects(
+      client.chat.completions.create(bodyCosting(5000) as unknown as ChatCompletionCreateParamsNonStreaming),
+      (error: unknown) => {
+        assert.ok(error instanceof RateLimitError);
+        assert.equal((error.error as { code?: string }).code, 'RateLimitReached');
+        assert.ok(Number(error.headers.get('retry-after-ms')) > 0);
+        return true;
+      },
+    );
   });
 
   test('embeddings and completions name their operation in the 429', async () => {
@@ -169,13 +172,17 @@ describe('Standard deployments (windows that outlast the test)', () => {
       headers: { 'api-key': KEY },
       body: JSON.stringify({ input: 'e'.repeat(8000) }),
     });
-    assert.ok((await expect429(embeddings)).message.includes('This request was for Embeddings_Create under Azure OpenAI API version 2024-06-01.'));
+    assert.ok(
+      (await expect429(embeddings)).message.includes('This request was for Embeddings_Create under Azure OpenAI API version 2024-06-01.'),
+    );
     const completions = await fetch(`${strict.url}/openai/v1/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${KEY}` },
       body: JSON.stringify({ model: 'tokens', prompt: 'p', max_tokens: 5000 }),
     });
-    assert.ok((await expect429(completions)).message.includes('This request was for Completions_Create under Azure OpenAI API version v1.'));
+    assert.ok(
+      (await expect429(completions)).message.includes('This request was for Completions_Create under Azure OpenAI API version v1.'),
+    );
   });
 });
 
@@ -277,7 +284,11 @@ describe('PTU deployments', () => {
   });
 
   test('honouring retry-after-ms gets through', async () => {
-    const fast = await startSimulator({ apiKeys: [KEY], windowMs: 1000, deployments: [{ name: 'p', ptu: { tokensPerMinute: 100 }, completionTokens: 150 }] });
+    const fast = await startSimulator({
+      apiKeys: [KEY],
+      windowMs: 1000,
+      deployments: [{ name: 'p', ptu: { tokensPerMinute: 100 }, completionTokens: 150 }],
+    });
     try {
       assert.equal((await chatAt(fast, 'p', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 150 })).status, 200);
       const { retryAfterMs } = await expect429(await chatAt(fast, 'p', { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 }));

@@ -8,7 +8,14 @@ import { test } from 'node:test';
 import { Tiktoken } from 'js-tiktoken/lite';
 import o200kBase from 'js-tiktoken/ranks/o200k_base';
 import cl100kBase from 'js-tiktoken/ranks/cl100k_base';
-import { COMPLETION_WORDS, completionText, countChatPromptTokens, encodingForModel, getTokenCounter, type EncodingName } from '../shared/simulator/tokens.ts';
+import {
+  COMPLETION_WORDS,
+  completionText,
+  countChatPromptTokens,
+  encodingForModel,
+  getTokenCounter,
+  type EncodingName,
+} from '../shared/simulator/tokens.ts';
 
 const reference: Record<EncodingName, Tiktoken> = { o200k_base: new Tiktoken(o200kBase), cl100k_base: new Tiktoken(cl100kBase) };
 const ENCODINGS: EncodingName[] = ['o200k_base', 'cl100k_base'];
@@ -49,11 +56,19 @@ test('prompt counts equal js-tiktoken on varied text', () => {
 test('chat overhead: 3 per message, +1 per name, +3 priming', () => {
   const messages = [
     { role: 'system', content: 'You are helpful.' },
-    { role: 'user', name: 'ann', content: [{ type: 'text', text: 'Hi' }, { type: 'text', text: ' there' }] },
+    {
+      role: 'user',
+      name: 'ann',
+      content: [
+        { type: 'text', text: 'Hi' },
+        { type: 'text', text: ' there' },
+      ],
+    },
   ];
   for (const encoding of ENCODINGS) {
     const tokens = (text: string) => reference[encoding].encode(text, [], []).length;
-    const expected = 3 + (3 + tokens('system') + tokens('You are helpful.')) + (3 + tokens('user') + tokens('ann') + 1 + tokens('Hi there'));
+    const expected =
+      3 + (3 + tokens('system') + tokens('You are helpful.')) + (3 + tokens('user') + tokens('ann') + 1 + tokens('Hi there'));
     assert.equal(countChatPromptTokens(messages, encoding), expected, encoding);
   }
 });

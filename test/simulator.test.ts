@@ -12,7 +12,10 @@ const API_VERSION = '2024-10-21';
 const SAFE = { filtered: false, severity: 'safe' };
 const CHOICE_FILTER = { hate: SAFE, self_harm: SAFE, sexual: SAFE, violence: SAFE };
 const PROMPT_FILTER = [
-  { prompt_index: 0, content_filter_results: { hate: SAFE, jailbreak: { filtered: false, detected: false }, self_harm: SAFE, sexual: SAFE, violence: SAFE } },
+  {
+    prompt_index: 0,
+    content_filter_results: { hate: SAFE, jailbreak: { filtered: false, detected: false }, self_harm: SAFE, sexual: SAFE, violence: SAFE },
+  },
 ];
 const FIVE_WORDS = ' the quick brown fox jumps';
 
@@ -63,7 +66,16 @@ describe('chat completions', () => {
     const { data, response } = await azure()
       .chat.completions.create({ model: 'ignored', messages: [{ role: 'user', content: 'Hello' }] })
       .withResponse();
-    assert.deepEqual(Object.keys(data), ['choices', 'created', 'id', 'model', 'object', 'prompt_filter_results', 'system_fingerprint', 'usage']);
+    assert.deepEqual(Object.keys(data), [
+      'choices',
+      'created',
+      'id',
+      'model',
+      'object',
+      'prompt_filter_results',
+      'system_fingerprint',
+      'usage',
+    ]);
     assert.match(data.id, /^chatcmpl-[A-Za-z0-9]{29}$/);
     assert.equal(data.object, 'chat.completion');
     assert.equal(data.model, 'gpt-4o-2024-08-06', 'the model version, not the deployment name');
@@ -117,7 +129,11 @@ describe('chat completions', () => {
   });
 
   test('max_completion_tokens caps like max_tokens; a cap at the length is still stop', async () => {
-    const capped = await openai().chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], max_completion_tokens: 4 });
+    const capped = await openai().chat.completions.create({
+      model: 'chat',
+      messages: [{ role: 'user', content: 'x' }],
+      max_completion_tokens: 4,
+    });
     assert.equal(capped.choices[0]?.finish_reason, 'length');
     assert.equal(capped.usage?.completion_tokens, 4);
     const exact = await openai().chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'x' }], max_tokens: 5 });
@@ -162,7 +178,13 @@ describe('chat completions', () => {
   });
 
   test('streaming through OpenAI on /openai/v1 interleaves n choices', async () => {
-    const stream = await openai().chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'Hi' }], stream: true, n: 2, max_tokens: 3 });
+    const stream = await openai().chat.completions.create({
+      model: 'chat',
+      messages: [{ role: 'user', content: 'Hi' }],
+      stream: true,
+      n: 2,
+      max_tokens: 3,
+    });
     const texts = ['', ''];
     const finishes: (string | null)[] = [null, null];
     for await (const chunk of stream) {
@@ -176,7 +198,12 @@ describe('chat completions', () => {
   });
 
   test('raw SSE: headers, chunk order and every chunk shape as Azure sends them', async () => {
-    const res = await post(chatPath(), { messages: [{ role: 'user', content: 'Hello' }], stream: true, max_tokens: 2, stream_options: { include_usage: true } });
+    const res = await post(chatPath(), {
+      messages: [{ role: 'user', content: 'Hello' }],
+      stream: true,
+      max_tokens: 2,
+      stream_options: { include_usage: true },
+    });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
     const events = sseEvents(await res.text());
@@ -191,12 +218,34 @@ describe('chat completions', () => {
       Record<string, unknown>,
       Record<string, unknown>,
     ];
-    assert.deepEqual(annotations, { choices: [], created: 0, id: '', model: '', object: '', prompt_filter_results: PROMPT_FILTER, usage: null });
+    assert.deepEqual(annotations, {
+      choices: [],
+      created: 0,
+      id: '',
+      model: '',
+      object: '',
+      prompt_filter_results: PROMPT_FILTER,
+      usage: null,
+    });
     const id = role.id as string;
     assert.match(id, /^chatcmpl-/);
-    const identity = { created: role.created, id, model: 'gpt-4o-2024-08-06', object: 'chat.completion.chunk', system_fingerprint: role.system_fingerprint };
+    const identity = {
+      created: role.created,
+      id,
+      model: 'gpt-4o-2024-08-06',
+      object: 'chat.completion.chunk',
+      system_fingerprint: role.system_fingerprint,
+    };
     assert.deepEqual(role, {
-      choices: [{ content_filter_results: {}, delta: { content: '', refusal: null, role: 'assistant' }, finish_reason: null, index: 0, logprobs: null }],
+      choices: [
+        {
+          content_filter_results: {},
+          delta: { content: '', refusal: null, role: 'assistant' },
+          finish_reason: null,
+          index: 0,
+          logprobs: null,
+        },
+      ],
       ...identity,
       usage: null,
     });
@@ -239,7 +288,9 @@ describe('completions and embeddings', () => {
     assert.deepEqual(Object.keys(data), ['choices', 'created', 'id', 'model', 'object', 'prompt_filter_results', 'usage']);
     assert.match(data.id, /^cmpl-/);
     assert.equal(data.object, 'text_completion');
-    assert.deepEqual(data.choices, [{ content_filter_results: CHOICE_FILTER, finish_reason: 'length', index: 0, logprobs: null, text: ' the quick brown' }]);
+    assert.deepEqual(data.choices, [
+      { content_filter_results: CHOICE_FILTER, finish_reason: 'length', index: 0, logprobs: null, text: ' the quick brown' },
+    ]);
     assert.deepEqual(data.usage, { completion_tokens: 3, prompt_tokens: 2, total_tokens: 5 });
 
     const two = await openai().completions.create({ model: 'chat', prompt: ['a', 'b'], n: 2, max_tokens: 1 });
@@ -248,16 +299,27 @@ describe('completions and embeddings', () => {
   });
 
   test('completions stream: text chunks, finish, usage, [DONE]', async () => {
-    const res = await post('/openai/v1/completions', { model: 'chat', prompt: 'Hi', stream: true, max_tokens: 2, stream_options: { include_usage: true } });
+    const res = await post('/openai/v1/completions', {
+      model: 'chat',
+      prompt: 'Hi',
+      stream: true,
+      max_tokens: 2,
+      stream_options: { include_usage: true },
+    });
     const events = sseEvents(await res.text());
     assert.equal(events.length, 6, 'annotations, 2 tokens, finish, usage, [DONE]');
-    const chunks = events.slice(0, 5).map((event) => JSON.parse(event) as { choices: { text?: string; finish_reason: string | null }[]; object: string });
+    const chunks = events
+      .slice(0, 5)
+      .map((event) => JSON.parse(event) as { choices: { text?: string; finish_reason: string | null }[]; object: string });
     assert.deepEqual(chunks[0]?.choices, []);
-    assert.deepEqual(chunks.slice(1, 4).map((chunk) => [chunk.object, chunk.choices[0]?.text, chunk.choices[0]?.finish_reason]), [
-      ['text_completion', ' the', null],
-      ['text_completion', ' quick', null],
-      ['text_completion', '', 'length'],
-    ]);
+    assert.deepEqual(
+      chunks.slice(1, 4).map((chunk) => [chunk.object, chunk.choices[0]?.text, chunk.choices[0]?.finish_reason]),
+      [
+        ['text_completion', ' the', null],
+        ['text_completion', ' quick', null],
+        ['text_completion', '', 'length'],
+      ],
+    );
     assert.deepEqual((chunks[4] as unknown as { usage: unknown }).usage, { completion_tokens: 2, prompt_tokens: 1, total_tokens: 3 });
   });
 
@@ -296,7 +358,8 @@ describe('errors', () => {
   const DEPLOYMENT_NOT_FOUND_BODY = {
     error: {
       code: 'DeploymentNotFound',
-      message: 'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
+      message:
+        'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
     },
   };
   const hello = { messages: [{ role: 'user' as const, content: 'Hello' }] };
@@ -360,12 +423,30 @@ describe('errors', () => {
           code: null,
         },
       ],
-      [chatPath(), {}, { message: "Missing required parameter: 'messages'.", type: 'invalid_request_error', param: 'messages', code: 'missing_required_parameter' }],
-      [chatPath(), { messages: [] }, { message: "[] is too short - 'messages'", type: 'invalid_request_error', param: 'messages', code: null }],
+      [
+        chatPath(),
+        {},
+        {
+          message: "Missing required parameter: 'messages'.",
+          type: 'invalid_request_error',
+          param: 'messages',
+          code: 'missing_required_parameter',
+        },
+      ],
+      [
+        chatPath(),
+        { messages: [] },
+        { message: "[] is too short - 'messages'", type: 'invalid_request_error', param: 'messages', code: null },
+      ],
       [
         chatPath(),
         { ...hello, stream_options: { include_usage: true } },
-        { message: "The 'stream_options' parameter is only allowed when 'stream' is enabled.", type: 'invalid_request_error', param: 'stream_options', code: null },
+        {
+          message: "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+          type: 'invalid_request_error',
+          param: 'stream_options',
+          code: null,
+        },
       ],
       [
         chatPath(),
@@ -377,9 +458,36 @@ describe('errors', () => {
           code: 'integer_below_min_value',
         },
       ],
-      ['/openai/deployments/chat/completions?api-version=2024-10-21', {}, { message: "Missing required parameter: 'prompt'.", type: 'invalid_request_error', param: 'prompt', code: 'missing_required_parameter' }],
-      ['/openai/deployments/embed/embeddings?api-version=2024-10-21', {}, { message: "Missing required parameter: 'input'.", type: 'invalid_request_error', param: 'input', code: 'missing_required_parameter' }],
-      ['/openai/v1/chat/completions', hello, { message: "Missing required parameter: 'model'.", type: 'invalid_request_error', param: 'model', code: 'missing_required_parameter' }],
+      [
+        '/openai/deployments/chat/completions?api-version=2024-10-21',
+        {},
+        {
+          message: "Missing required parameter: 'prompt'.",
+          type: 'invalid_request_error',
+          param: 'prompt',
+          code: 'missing_required_parameter',
+        },
+      ],
+      [
+        '/openai/deployments/embed/embeddings?api-version=2024-10-21',
+        {},
+        {
+          message: "Missing required parameter: 'input'.",
+          type: 'invalid_request_error',
+          param: 'input',
+          code: 'missing_required_parameter',
+        },
+      ],
+      [
+        '/openai/v1/chat/completions',
+        hello,
+        {
+          message: "Missing required parameter: 'model'.",
+          type: 'invalid_request_error',
+          param: 'model',
+          code: 'missing_required_parameter',
+        },
+      ],
     ];
     for (const [path, body, error] of cases) {
       const res = await post(path, body);
@@ -393,7 +501,9 @@ describe('errors', () => {
   });
   test('400 "Unrecognized request argument" for stream_options on api-versions before 2024-09-01-preview', async () => {
     const streaming = { ...hello, stream: true, max_tokens: 2, stream_options: { include_usage: true } };
-    const unrecognized = { error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error', param: null, code: null } };
+    const unrecognized = {
+      error: { message: 'Unrecognized request argument supplied: stream_options', type: 'invalid_request_error', param: null, code: null },
+    };
     for (const version of ['2024-06-01', '2024-02-01', '2023-05-15', '2024-08-01-preview', '2024-05-01-preview']) {
       const res = await post(chatPath('chat', version), streaming);
       assert.equal(res.status, 400, version);
@@ -406,13 +516,20 @@ describe('errors', () => {
     // Even a field with no effect is unknown to an old version.
     assert.equal((await post(chatPath('chat', '2024-06-01'), { ...hello, stream: true, stream_options: null })).status, 400);
     await assert.rejects(
-      new AzureOpenAI({ endpoint: sim.url, apiKey: KEY, apiVersion: '2024-06-01', deployment: 'chat', maxRetries: 0 }).chat.completions.create({
+      new AzureOpenAI({
+        endpoint: sim.url,
+        apiKey: KEY,
+        apiVersion: '2024-06-01',
+        deployment: 'chat',
+        maxRetries: 0,
+      }).chat.completions.create({
         model: 'x',
         ...hello,
         stream: true,
         stream_options: { include_usage: true },
       }),
-      (error: unknown) => error instanceof BadRequestError && error.message.includes('Unrecognized request argument supplied: stream_options'),
+      (error: unknown) =>
+        error instanceof BadRequestError && error.message.includes('Unrecognized request argument supplied: stream_options'),
     );
     // From 2024-09-01-preview on, and on v1 routes without a dated version, it is known.
     for (const path of [
@@ -432,7 +549,11 @@ describe('errors', () => {
 
 describe('headers', () => {
   test('every answer carries request ids; known deployments add region, session and limits', async () => {
-    const ok = await post(chatPath(), { messages: [{ role: 'user', content: 'Hello' }] }, { 'api-key': KEY, 'x-request-id': 'client-chosen' });
+    const ok = await post(
+      chatPath(),
+      { messages: [{ role: 'user', content: 'Hello' }] },
+      { 'api-key': KEY, 'x-request-id': 'client-chosen' },
+    );
     const apim = ok.headers.get('apim-request-id') ?? '';
     assert.match(apim, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
     assert.equal(ok.headers.get('x-ms-client-request-id'), apim);
@@ -457,7 +578,12 @@ describe('headers', () => {
 
     const unlimited = await post(chatPath('old-chat'), { messages: [{ role: 'user', content: 'Hello' }] });
     assert.equal(unlimited.headers.get('x-ms-region'), 'East US');
-    for (const name of ['x-ratelimit-limit-tokens', 'x-ratelimit-limit-requests', 'x-ratelimit-remaining-tokens', 'x-ratelimit-remaining-requests']) {
+    for (const name of [
+      'x-ratelimit-limit-tokens',
+      'x-ratelimit-limit-requests',
+      'x-ratelimit-remaining-tokens',
+      'x-ratelimit-remaining-requests',
+    ]) {
       assert.equal(unlimited.headers.get(name), null, `unlimited deployments omit ${name}`);
     }
   });

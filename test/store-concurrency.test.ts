@@ -120,11 +120,19 @@ describe('RedisStore with 8 clients racing', () => {
     const name = 'race-queue';
     const layout = pool(name, 'least-requests', [{ id: 'a', tpm: 800 }]);
     const held = await Promise.all(
-      stores.map(async (store) => granted(await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100 }))),
+      stores.map(async (store) =>
+        granted(await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100 })),
+      ),
     );
     const tickets = stores.map((_, i) => `waiter-${i}`);
     const poll = (i: number): Promise<AcquireResult> =>
-      stores[i]!.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100, queue: { ticket: tickets[i]!, ttlMs: 30_000 } });
+      stores[i]!.acquire({
+        pool: layout,
+        leaseId: randomUUID(),
+        leaseMs: 30_000,
+        estimatedTokens: 100,
+        queue: { ticket: tickets[i]!, ttlMs: 30_000 },
+      });
 
     // All join at once; Redis serialises them, and that order is the one to keep.
     const joined = await Promise.all(stores.map((_, i) => poll(i)));
@@ -132,7 +140,13 @@ describe('RedisStore with 8 clients racing', () => {
     const order = await stores[0]!.client.zrange(new KeyLayout(keyPrefix).queue(name).order, 0, -1);
     assert.deepEqual([...order].sort(), [...tickets].sort());
     const headFirst = joined.map((r, i) => [tickets[i], r.ok ? 'granted' : r.reason]);
-    assert.deepEqual(countBy(headFirst.map(([, reason]) => reason)), new Map([['no-budget', 1], ['queued', 7]]));
+    assert.deepEqual(
+      countBy(headFirst.map(([, reason]) => reason)),
+      new Map([
+        ['no-budget', 1],
+        ['queued', 7],
+      ]),
+    );
     assert.deepEqual(headFirst.find(([, reason]) => reason === 'no-budget')?.[0], order[0], 'the first to arrive was told the truth');
 
     const served: string[] = [];
@@ -145,7 +159,10 @@ describe('RedisStore with 8 clients racing', () => {
       served.push(tickets[grantedNow[0]!]!);
       const reasons = new Set(results.flatMap((r) => (r.ok ? [] : [r.reason])));
       // The next head finds no room; everyone behind it is queued.
-      assert.ok([...reasons].every((reason) => reason === 'queued' || reason === 'no-budget'), `${[...reasons]}`);
+      assert.ok(
+        [...reasons].every((reason) => reason === 'queued' || reason === 'no-budget'),
+        `${[...reasons]}`,
+      );
       waiting = waiting.filter((i) => i !== grantedNow[0]);
     }
     assert.deepEqual(served, order);

@@ -139,7 +139,11 @@ describe('MemoryStore with a fake clock (windowMs 600: 10 ms buckets, 100 ms sho
     refused(await store.acquire(attempt()));
     at(100);
     granted(await store.acquire(attempt()));
-    assert.deepEqual(refused(await store.acquire(attempt())), { ok: false, reason: 'no-budget', retryAfterMs: 20 }, 'the deficit leaves at 120');
+    assert.deepEqual(
+      refused(await store.acquire(attempt())),
+      { ok: false, reason: 'no-budget', retryAfterMs: 20 },
+      'the deficit leaves at 120',
+    );
     at(120);
     granted(await store.acquire(attempt()));
   });
@@ -205,7 +209,7 @@ describe('MemoryStore with a fake clock (windowMs 600: 10 ms buckets, 100 ms sho
     assert.deepEqual(
       refused(await store.acquire(wait('A', 100))),
       { ok: false, reason: 'queued', retryAfterMs: 5 },
-      'room now is the head\'s: next bucket edge',
+      "room now is the head's: next bucket edge",
     );
     granted(await store.acquire(wait('B', 1000)));
     assert.equal(refused(await store.acquire(wait('A', 100))).reason, 'no-budget');

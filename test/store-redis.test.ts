@@ -13,9 +13,7 @@ import { defineStoreSuite, granted, pool, quotaGranted, refused, uniquePrefix } 
 const redisUrl = process.env.REDIS_URL;
 if (!redisUrl) throw new Error('REDIS_URL is not set: run through `npm test` or set it to a Redis the tests may write to');
 
-defineStoreSuite('RedisStore', (options, instances) =>
-  Array.from({ length: instances }, () => new RedisStore(redisUrl, options)),
-);
+defineStoreSuite('RedisStore', (options, instances) => Array.from({ length: instances }, () => new RedisStore(redisUrl, options)));
 
 describe('RedisStore specifics', () => {
   const admin = new Redis(redisUrl);
@@ -64,7 +62,9 @@ describe('RedisStore specifics', () => {
     granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 500, estimatedTokens: 100 }));
     const queue = { ticket: 'w:1', ttlMs: 5000 };
     refused(await store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 500, estimatedTokens: 100, queue }));
-    refused(await store.acquire({ pool: layout, leaseId: 'l3', leaseMs: 500, estimatedTokens: 100, queue: { ticket: 'w:2', ttlMs: 3000 } }));
+    refused(
+      await store.acquire({ pool: layout, leaseId: 'l3', leaseMs: 500, estimatedTokens: 100, queue: { ticket: 'w:2', ttlMs: 3000 } }),
+    );
     quotaGranted(await store.acquireQuota({ subject: 'team:a', tpm: 10, estimatedTokens: 5 }));
 
     const keys = (await admin.keys(`${keyPrefix}*`)).sort();

@@ -39,11 +39,14 @@ function randomUnicodeStrings(count: number): string[] {
     const length = Math.floor(random() * 120);
     for (let j = 0; j < length; j++) {
       const roll = random();
-      if (roll < 0.35) text += String.fromCharCode(32 + Math.floor(random() * 95)); // printable ASCII
+      if (roll < 0.35)
+        text += String.fromCharCode(32 + Math.floor(random() * 95)); // printable ASCII
       else if (roll < 0.5) text += ' ';
       else if (roll < 0.57) text += random() < 0.5 ? '\n' : '\r\n';
-      else if (roll < 0.8) text += String.fromCodePoint(0x80 + Math.floor(random() * 0x2f80)); // Latin-1 to CJK symbols
-      else if (roll < 0.9) text += String.fromCodePoint(0x4e00 + Math.floor(random() * 0x5000)); // CJK ideographs
+      else if (roll < 0.8)
+        text += String.fromCodePoint(0x80 + Math.floor(random() * 0x2f80)); // Latin-1 to CJK symbols
+      else if (roll < 0.9)
+        text += String.fromCodePoint(0x4e00 + Math.floor(random() * 0x5000)); // CJK ideographs
       else text += String.fromCodePoint(Math.floor(random() * 0x110000)); // anything, lone surrogates included
     }
     strings.push(text);
@@ -76,7 +79,9 @@ function samples(): [string, string][] {
     ['random letters at the merge-path boundary', [47, 48, 49, 50, 63, 64, 65, 120].map(letters).join(' ')],
   ];
   for (const language of ['ru', 'ja', 'zh-cn', 'ko', 'de']) {
-    const messages = Object.values(JSON.parse(fromPackages(`typescript/lib/${language}/diagnosticMessages.generated.json`)) as Record<string, string>);
+    const messages = Object.values(
+      JSON.parse(fromPackages(`typescript/lib/${language}/diagnosticMessages.generated.json`)) as Record<string, string>,
+    );
     cases.push([`tsc messages ${language}`, messages.slice(0, 150).join('\n')]);
   }
   return cases;
@@ -108,7 +113,18 @@ test('countWithin sums several texts and gives up once merging exceeds the cap',
 test('utf8ByteString matches TextEncoder, short and long, lone surrogates included', () => {
   const encoder = new TextEncoder();
   const latin1 = (bytes: Uint8Array): string => Array.from(bytes, (byte) => String.fromCharCode(byte)).join('');
-  for (const text of ['plain', 'Größe', 'Привет', '我们', '😀x', '\ud800', 'a\udc00b', '\ud83d\ude00', 'é'.repeat(100), '\ud800'.repeat(70) + '😀']) {
+  for (const text of [
+    'plain',
+    'Größe',
+    'Привет',
+    '我们',
+    '😀x',
+    '\ud800',
+    'a\udc00b',
+    '\ud83d\ude00',
+    'é'.repeat(100),
+    '\ud800'.repeat(70) + '😀',
+  ]) {
     assert.equal(utf8ByteString(text), latin1(encoder.encode(text)), JSON.stringify(text));
   }
 });

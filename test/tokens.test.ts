@@ -27,7 +27,11 @@ const COOKBOOK_MESSAGES = [
   { role: 'system', content: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.' },
   { role: 'system', name: 'example_user', content: 'New synergies will help drive top-line growth.' },
   { role: 'system', name: 'example_assistant', content: 'Things working well together will increase revenue.' },
-  { role: 'system', name: 'example_user', content: "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage." },
+  {
+    role: 'system',
+    name: 'example_user',
+    content: "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+  },
   { role: 'system', name: 'example_assistant', content: "Let's talk later when we're less busy about how to do better." },
   { role: 'user', content: "This late pivot means we don't have time to boil the ocean for the client deliverable." },
 ];
@@ -147,7 +151,10 @@ test('tool definitions count as their JSON text: a little above what the API cou
   const withoutTools = estimateRequest('chat', { messages }, O200K).promptTokens;
   const withTools = estimateRequest('chat', { messages, tools }, O200K).promptTokens;
   assert.equal(withTools - withoutTools, countTokens(JSON.stringify(tools[0]), 'o200k_base'));
-  for (const [options, apiCount] of [[CL100K, 105], [O200K, 101]] as const) {
+  for (const [options, apiCount] of [
+    [CL100K, 105],
+    [O200K, 101],
+  ] as const) {
     const estimate = estimateRequest('chat', { messages, tools }, options).promptTokens;
     assert.ok(estimate >= apiCount && estimate <= apiCount * 1.25, `${options.encoding}: ${estimate} vs API ${apiCount}`);
   }
@@ -192,7 +199,14 @@ test('completions: prompt as a string, strings or token ids', () => {
   assert.equal(prompt('Say this is a test'), 5);
   assert.equal(prompt(['Say this is a test', 'hello world']), 5 + 2);
   assert.equal(prompt([1, 2, 3, 4]), 4, 'one prompt of token ids');
-  assert.equal(prompt([[1, 2, 3], [4, 5]]), 5, 'several prompts of token ids');
+  assert.equal(
+    prompt([
+      [1, 2, 3],
+      [4, 5],
+    ]),
+    5,
+    'several prompts of token ids',
+  );
   assert.equal(estimateRequest('completions', { prompt: 'Say this is a test', suffix: 'hello world' }, O200K).promptTokens, 7);
   assert.equal(estimateRequest('completions', { prompt: 'Say this is a test' }, O200K).maxOutputTokens, 16);
 });
@@ -223,7 +237,11 @@ test('odd bodies never throw and give finite non-negative integers', () => {
     { messages: [null, 1, 'text', [], true] },
     { messages: [{ role: 'user', content: null }, { content: 5 }, { role: 7, name: 8 }, {}] },
     { messages: [{ role: 'user', content: [null, 1, 'loose string', { type: 'text', text: 5 }, { type: 'image_url' }, []] }] },
-    { messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] },
+    {
+      messages: [
+        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+      ],
+    },
     { messages: [cyclic] },
     { messages: [{ role: 'user', content: 'hi', extra: 10n }] },
     { tools: 'nope', functions: [null, 3], response_format: { json_schema: 7n } },
@@ -271,7 +289,12 @@ test('above the threshold the calibrated char estimate is used, within ±25% of 
 test('the threshold counts all prompt text of the request, and can be set per call', () => {
   const half = 'word '.repeat(Math.ceil(DEFAULT_EXACT_UP_TO_CHARS / 10)); // just over half the threshold
   const oneMessage = { messages: [{ role: 'user', content: half }] };
-  const twoMessages = { messages: [{ role: 'user', content: half }, { role: 'user', content: half }] };
+  const twoMessages = {
+    messages: [
+      { role: 'user', content: half },
+      { role: 'user', content: half },
+    ],
+  };
   assert.equal(estimateRequest('chat', oneMessage, O200K).method, 'tokenizer');
   assert.equal(estimateRequest('chat', twoMessages, O200K).method, 'chars', 'the sum is over the threshold');
   assert.equal(estimateRequest('chat', oneMessage, { ...O200K, exactUpToChars: 0 }).method, 'chars');

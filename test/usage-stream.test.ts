@@ -7,7 +7,8 @@ import { UsageStripper, acceptsStreamOptions, withUsageRequested } from '../gate
 const chunk = (content: string) =>
   `data: {"choices":[{"content_filter_results":{},"delta":{"content":"${content}"},"finish_reason":null,"index":0,"logprobs":null}],"created":1,"id":"x","model":"m","object":"chat.completion.chunk","system_fingerprint":"fp","usage":null}\n\n`;
 const plain = (content: string) => chunk(content).replace(',"usage":null', '');
-const usageChunk = 'data: {"choices":[],"created":1,"id":"x","model":"m","object":"chat.completion.chunk","system_fingerprint":"fp","usage":{"completion_tokens":2,"prompt_tokens":8,"total_tokens":10}}\n\n';
+const usageChunk =
+  'data: {"choices":[],"created":1,"id":"x","model":"m","object":"chat.completion.chunk","system_fingerprint":"fp","usage":{"completion_tokens":2,"prompt_tokens":8,"total_tokens":10}}\n\n';
 
 test('strips the usage chunk and the usage:null fields, whatever the chunk boundaries', async () => {
   const upstream = chunk(' Hello') + chunk(' world') + usageChunk + 'data: [DONE]\n\n';

@@ -34,7 +34,27 @@ export const retryAfterMissing = new Rate('retry_after_missing');
 /** Share of all responses that were 429 (informative; overload expects many). */
 export const throttled = new Rate('throttled');
 
-const WORDS = ['the', 'gateway', 'spreads', 'traffic', 'over', 'many', 'deployments', 'so', 'that', 'clients', 'see', 'one', 'endpoint', 'with', 'the', 'sum', 'of', 'their', 'capacity'];
+const WORDS = [
+  'the',
+  'gateway',
+  'spreads',
+  'traffic',
+  'over',
+  'many',
+  'deployments',
+  'so',
+  'that',
+  'clients',
+  'see',
+  'one',
+  'endpoint',
+  'with',
+  'the',
+  'sum',
+  'of',
+  'their',
+  'capacity',
+];
 
 /** Deterministic prompt text of exactly `chars` characters. @param {number} chars */
 export function promptText(chars) {

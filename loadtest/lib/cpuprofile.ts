@@ -152,7 +152,12 @@ export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): Pro
   }
 
   const busyUs = totalUs - idleUs;
-  const line = (name: string, where: string, us: number): ProfileLine => ({ name, where, ms: Math.round(us / 100) / 10, share: busyUs > 0 ? us / busyUs : 0 });
+  const line = (name: string, where: string, us: number): ProfileLine => ({
+    name,
+    where,
+    ms: Math.round(us / 100) / 10,
+    share: busyUs > 0 ? us / busyUs : 0,
+  });
   return {
     totalMs: Math.round(totalUs / 1000),
     skippedMs: Math.round(skippedUs / 1000),
@@ -185,7 +190,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const summary = summarizeProfile(readProfile(file), 25, Number(process.argv[3] ?? 0));
   const show = (title: string, lines: ProfileLine[]) => {
     console.log(`\n${title}`);
-    for (const l of lines) console.log(`${(l.share * 100).toFixed(1).padStart(5)} %  ${l.ms.toFixed(0).padStart(6)} ms  ${l.name}  ${l.where}`);
+    for (const l of lines)
+      console.log(`${(l.share * 100).toFixed(1).padStart(5)} %  ${l.ms.toFixed(0).padStart(6)} ms  ${l.name}  ${l.where}`);
   };
   console.log(`profile: ${summary.totalMs} ms sampled (${summary.skippedMs} ms before the window left out), ${summary.busyMs} ms busy`);
   show('self time by area', summary.selfByArea);

@@ -28,7 +28,13 @@ export interface Ending {
  * activity for `timeoutMs` counts as 'timeout'), or when it was cut. `onResponse` gets the response
  * head and must read or resume the body. Returns `cut`, which ends the request at once as 'unfinished'.
  */
-export function sendOnce(options: RequestOptions, body: Buffer, timeoutMs: number, onResponse: (response: IncomingMessage) => void, onEnd: (ending: Ending) => void): () => void {
+export function sendOnce(
+  options: RequestOptions,
+  body: Buffer,
+  timeoutMs: number,
+  onResponse: (response: IncomingMessage) => void,
+  onEnd: (ending: Ending) => void,
+): () => void {
   let ended = false;
   let response: IncomingMessage | undefined;
   const end = (ending: Ending) => {

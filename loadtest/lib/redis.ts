@@ -15,10 +15,27 @@ const READY_TIMEOUT_MS = 5000;
  * arguments, stdout piped (tracked by a ProcessSet, or plainly); a child that does not get ready
  * is killed and another port tried.
  */
-export async function launchRedis<C extends { process: ChildProcess }>(binary: string, dataDir: string, spawnRedis: (args: string[]) => C): Promise<{ url: string; port: number; child: C }> {
+export async function launchRedis<C extends { process: ChildProcess }>(
+  binary: string,
+  dataDir: string,
+  spawnRedis: (args: string[]) => C,
+): Promise<{ url: string; port: number; child: C }> {
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const port = await freePort();
-    const child = spawnRedis(['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dataDir, '--protected-mode', 'yes']);
+    const child = spawnRedis([
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dataDir,
+      '--protected-mode',
+      'yes',
+    ]);
     if (await ready(child.process)) {
       child.process.stdout?.resume();
       child.process.stderr?.resume();

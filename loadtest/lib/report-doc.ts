@@ -31,7 +31,8 @@ export function writeDocSection(file: string, start: string, end: string, sectio
 export function gitRevision(): string {
   try {
     const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'gateway', 'shared'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+    const dirty =
+      execFileSync('git', ['status', '--porcelain', '--', 'gateway', 'shared'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
     return `${rev}${dirty ? ' + uncommitted changes in gateway/ or shared/' : ''}`;
   } catch {
     return 'unknown';

@@ -104,12 +104,33 @@ export function loadScenario(name: string): Scenario {
   const parsed = scenarioSchema.safeParse(raw);
   if (!parsed.success) throw new Error(`invalid scenario ${file}:\n${z.prettifyError(parsed.error)}`);
   for (const request of parsed.data.requests) {
-    if (!(request.pool in parsed.data.local.pools)) throw new Error(`scenario ${name}: request '${request.name}' names pool '${request.pool}', which local.pools does not define`);
+    if (!(request.pool in parsed.data.local.pools))
+      throw new Error(`scenario ${name}: request '${request.name}' names pool '${request.pool}', which local.pools does not define`);
   }
   return parsed.data;
 }
 
-const WORDS = ['the', 'gateway', 'spreads', 'traffic', 'over', 'many', 'deployments', 'so', 'that', 'clients', 'see', 'one', 'endpoint', 'with', 'the', 'sum', 'of', 'their', 'capacity'];
+const WORDS = [
+  'the',
+  'gateway',
+  'spreads',
+  'traffic',
+  'over',
+  'many',
+  'deployments',
+  'so',
+  'that',
+  'clients',
+  'see',
+  'one',
+  'endpoint',
+  'with',
+  'the',
+  'sum',
+  'of',
+  'their',
+  'capacity',
+];
 
 /** Deterministic prompt text of exactly `chars` characters (as lib.js). */
 export function promptText(chars: number): string {

@@ -37,7 +37,8 @@ function tail(file: string, lines = 20): string {
 }
 
 function deadReason(child: Child, log?: string): () => string | undefined {
-  return () => (alive(child.process) ? undefined : `exited (${child.process.exitCode ?? child.process.signalCode})${log ? `:\n${tail(log)}` : ''}`);
+  return () =>
+    alive(child.process) ? undefined : `exited (${child.process.exitCode ?? child.process.signalCode})${log ? `:\n${tail(log)}` : ''}`;
 }
 
 async function httpOk(url: string): Promise<boolean> {
@@ -74,7 +75,11 @@ export interface SimulatorHandle {
   reset(): Promise<void>;
 }
 
-export async function startSimulatorProcess(processes: ProcessSet, dir: string, options: Omit<SimulatorOptions, 'apiKeys' | 'port' | 'host'>): Promise<SimulatorHandle> {
+export async function startSimulatorProcess(
+  processes: ProcessSet,
+  dir: string,
+  options: Omit<SimulatorOptions, 'apiKeys' | 'port' | 'host'>,
+): Promise<SimulatorHandle> {
   const file = join(dir, 'simulator.json');
   writeFileSync(file, JSON.stringify({ ...options, apiKeys: [SIM_KEY], host: '127.0.0.1', port: 0 }, null, 2));
   const child = processes.spawn('simulator', NODE, ['shared/simulator/cli.ts', '--config', file], { cwd: REPO_ROOT });
@@ -117,7 +122,17 @@ export async function startSimulatorProcess(processes: ProcessSet, dir: string, 
 }
 
 export function sumStats(all: Record<string, DeploymentStats>): DeploymentStats {
-  const total: DeploymentStats = { received: 0, served: 0, throttled: 0, failed: 0, aborted: 0, promptTokens: 0, completionTokens: 0, inFlight: 0, peakConcurrency: 0 };
+  const total: DeploymentStats = {
+    received: 0,
+    served: 0,
+    throttled: 0,
+    failed: 0,
+    aborted: 0,
+    promptTokens: 0,
+    completionTokens: 0,
+    inFlight: 0,
+    peakConcurrency: 0,
+  };
   for (const stats of Object.values(all)) {
     for (const key of Object.keys(total) as (keyof DeploymentStats)[]) total[key] += stats[key];
   }
@@ -135,7 +150,11 @@ export interface GatewayPoolInput {
  * A gateway config (plain data, validated against the gateway's own schema) pointing at the simulator.
  * `gateway`: optional settings for the config's `gateway:` section (e.g. windowMs in scaled time).
  */
-export function gatewayConfig(simulatorUrl: string, pools: Record<string, GatewayPoolInput>, gateway?: Record<string, unknown>): Record<string, unknown> {
+export function gatewayConfig(
+  simulatorUrl: string,
+  pools: Record<string, GatewayPoolInput>,
+  gateway?: Record<string, unknown>,
+): Record<string, unknown> {
   const config = {
     ...(gateway ? { gateway } : {}),
     pools: Object.fromEntries(
@@ -182,13 +201,23 @@ export async function startGateway(processes: ProcessSet, dir: string, options: 
   const log = join(dir, `${options.name}.log`);
   for (let attempt = 1; attempt <= GATEWAY_START_ATTEMPTS; attempt++) {
     const port = await freePort();
-    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), HOST: '127.0.0.1', GATEWAY_CONFIG: options.configFile, LOG_LEVEL: options.logLevel ?? 'warn' };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      GATEWAY_CONFIG: options.configFile,
+      LOG_LEVEL: options.logLevel ?? 'warn',
+    };
     delete env.REDIS_URL;
     delete env.ADMIN_API_KEY;
     if (options.redisUrl) env.REDIS_URL = options.redisUrl;
     Object.assign(env, options.env);
     const fd = openSync(log, 'a');
-    const child = processes.spawn(options.name, NODE, [...(options.nodeArgs ?? []), options.script ?? 'gateway/main.ts'], { cwd: REPO_ROOT, env, stdio: ['ignore', fd, fd] });
+    const child = processes.spawn(options.name, NODE, [...(options.nodeArgs ?? []), options.script ?? 'gateway/main.ts'], {
+      cwd: REPO_ROOT,
+      env,
+      stdio: ['ignore', fd, fd],
+    });
     closeSync(fd);
     try {
       await waitFor(`gateway ${options.name}`, () => httpOk(`http://127.0.0.1:${port}/readyz`), 30_000, deadReason(child, log));
@@ -210,7 +239,8 @@ export interface NginxHandle {
   child: Child;
 }
 
-export const NGINX_MISSING = 'nginx is not installed. On Debian/Ubuntu: apt-get install -y nginx (or nginx-light). It only runs as a child of the load driver, on loopback.';
+export const NGINX_MISSING =
+  'nginx is not installed. On Debian/Ubuntu: apt-get install -y nginx (or nginx-light). It only runs as a child of the load driver, on loopback.';
 
 export function nginxBinary(): string | undefined {
   return commandPath('nginx', ['/usr/sbin/nginx']);
@@ -221,7 +251,13 @@ export function nginxBinary(): string | undefined {
  * With one worker it runs as a single process (master_process off), so the parent-death signal reaches
  * the process that serves; with more, a SIGKILLed orchestrator can leave the workers behind.
  */
-export async function startNginx(processes: ProcessSet, parent: string, name: string, upstreamPorts: number[], workers = 1): Promise<NginxHandle> {
+export async function startNginx(
+  processes: ProcessSet,
+  parent: string,
+  name: string,
+  upstreamPorts: number[],
+  workers = 1,
+): Promise<NginxHandle> {
   const binary = nginxBinary();
   if (!binary) throw new Error(NGINX_MISSING);
   const dir = join(parent, name);
@@ -274,10 +310,15 @@ ${servers}
   let stderr = '';
   child.process.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
   child.process.stdout?.resume();
-  await waitFor(`nginx ${name}`, () => httpOk(`http://127.0.0.1:${port}/__lb/health`), 10_000, () => {
-    const dead = deadReason(child, join(dir, 'logs', 'error.log'))();
-    return dead ? `${dead}\n${stderr}` : undefined;
-  });
+  await waitFor(
+    `nginx ${name}`,
+    () => httpOk(`http://127.0.0.1:${port}/__lb/health`),
+    10_000,
+    () => {
+      const dead = deadReason(child, join(dir, 'logs', 'error.log'))();
+      return dead ? `${dead}\n${stderr}` : undefined;
+    },
+  );
   return { url: `http://127.0.0.1:${port}`, child };
 }
 

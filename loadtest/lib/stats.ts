@@ -60,5 +60,8 @@ export function summarize(values: ArrayLike<number>): Summary | null {
 }
 
 export function median(values: number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 50);
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
 }

@@ -32,7 +32,9 @@ export function barChart(title: string, categories: string[], panels: BarPanel[]
     // legend
     let lx = labelWidth;
     for (const s of panel.series) {
-      parts.push(`<rect x="${lx}" y="${y - 10}" width="10" height="10" fill="${s.color}"/><text x="${lx + 14}" y="${y}" font-size="11">${esc(s.name)}</text>`);
+      parts.push(
+        `<rect x="${lx}" y="${y - 10}" width="10" height="10" fill="${s.color}"/><text x="${lx + 14}" y="${y}" font-size="11">${esc(s.name)}</text>`,
+      );
       lx += 24 + s.name.length * 7;
     }
     y += 8;
@@ -45,14 +47,18 @@ export function barChart(title: string, categories: string[], panels: BarPanel[]
         const w = value === null || value === undefined ? 0 : Math.max(1, (value / max) * plotWidth);
         parts.push(`<rect x="${labelWidth}" y="${y}" width="${w.toFixed(1)}" height="${barHeight}" fill="${s.color}"/>`);
         const label = value === null || value === undefined ? 'n/a' : value >= 100 ? value.toFixed(0) : value.toFixed(2);
-        parts.push(`<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + barHeight - 3}" font-size="11">${esc(label)} ${esc(panel.unit)}</text>`);
+        parts.push(
+          `<text x="${(labelWidth + w + 4).toFixed(1)}" y="${y + barHeight - 3}" font-size="11">${esc(label)} ${esc(panel.unit)}</text>`,
+        );
         y += barHeight + gap;
       }
       y += 6;
     });
     // axis
     parts.push(`<line x1="${labelWidth}" y1="${top - 2}" x2="${labelWidth}" y2="${y - 4}" stroke="#444"/>`);
-    parts.push(`<text x="${labelWidth + plotWidth}" y="${y + 8}" text-anchor="end" font-size="10" fill="#666">scale 0–${max} ${esc(panel.unit)}</text>`);
+    parts.push(
+      `<text x="${labelWidth + plotWidth}" y="${y + 8}" text-anchor="end" font-size="10" fill="#666">scale 0–${max} ${esc(panel.unit)}</text>`,
+    );
     y += 14;
   }
   if (note) {

@@ -56,7 +56,10 @@ function substitute(value: unknown, env: NodeJS.ProcessEnv, path: Path, problems
 export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, source = '(inline)'): GatewayConfig {
   const document = parseDocument(text, { uniqueKeys: true });
   if (document.errors.length > 0) {
-    throw new ConfigError(source, document.errors.map((e) => `YAML: ${e.message.split('\n')[0]}`));
+    throw new ConfigError(
+      source,
+      document.errors.map((e) => `YAML: ${e.message.split('\n')[0]}`),
+    );
   }
   const problems: string[] = [];
   const raw = substitute(document.toJS() ?? {}, env, [], problems);

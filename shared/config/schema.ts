@@ -8,7 +8,10 @@ import { STRATEGIES } from '../store/types.ts';
 const positiveInt = z.number({ error: 'must be a number' }).int('must be a whole number').positive('must be positive');
 
 const deploymentSchema = z.strictObject({
-  id: z.string().min(1).regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" or "-"'),
+  id: z
+    .string()
+    .min(1)
+    .regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" or "-"'),
   endpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
   deployment: z.string().min(1),
   apiKey: z.string().min(1),
@@ -16,7 +19,10 @@ const deploymentSchema = z.strictObject({
   rpm: positiveInt.optional(),
   priority: positiveInt.default(1),
   weight: positiveInt.default(1),
-  apiVersion: z.string().regex(/^\d{4}-\d{2}-\d{2}(-preview)?$|^(preview|latest)$/, 'must look like 2024-10-21').optional(),
+  apiVersion: z
+    .string()
+    .regex(/^\d{4}-\d{2}-\d{2}(-preview)?$|^(preview|latest)$/, 'must look like 2024-10-21')
+    .optional(),
   /** Model behind the deployment (e.g. gpt-4o); picks the tokenizer when the pool does not. */
   model: z.string().min(1).optional(),
 });
@@ -81,7 +87,12 @@ const gatewaySchema = z.strictObject({
    * Length of the sliding usage window that tpm/rpm budget. Azure's is a minute; shorter only to
    * run simulations and benchmarks in scaled time (the simulator's windowMs must match).
    */
-  windowMs: z.number().int().min(600).refine((ms) => ms % 60 === 0, 'must be a multiple of 60').default(60_000),
+  windowMs: z
+    .number()
+    .int()
+    .min(600)
+    .refine((ms) => ms % 60 === 0, 'must be a multiple of 60')
+    .default(60_000),
   breaker: breakerSchema.default(() => breakerSchema.parse({})),
 });
 
@@ -97,8 +108,10 @@ export const configSchema = z
     const names = new Set<string>();
     const keys = new Set<string>();
     config.clients?.forEach((client, index) => {
-      if (names.has(client.name)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'name'], message: `duplicate client name "${client.name}"` });
-      if (keys.has(client.apiKey)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'apiKey'], message: 'two clients share one key' });
+      if (names.has(client.name))
+        ctx.addIssue({ code: 'custom', path: ['clients', index, 'name'], message: `duplicate client name "${client.name}"` });
+      if (keys.has(client.apiKey))
+        ctx.addIssue({ code: 'custom', path: ['clients', index, 'apiKey'], message: 'two clients share one key' });
       names.add(client.name);
       keys.add(client.apiKey);
     });

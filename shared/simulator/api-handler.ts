@@ -93,7 +93,14 @@ function authenticate(req: IncomingMessage, apiKeys: ReadonlySet<string>): 'api-
 function baseHeaders(requestId: string, deployment: DeploymentRuntime | null): string[] {
   const headers = ['apim-request-id', requestId, 'x-request-id', randomUUID(), 'x-ms-client-request-id', requestId];
   if (deployment !== null) {
-    headers.push('x-ms-region', deployment.region, 'azureml-model-session', deployment.modelSession, 'x-ms-deployment-name', deployment.name);
+    headers.push(
+      'x-ms-region',
+      deployment.region,
+      'azureml-model-session',
+      deployment.modelSession,
+      'x-ms-deployment-name',
+      deployment.name,
+    );
   }
   return headers;
 }
@@ -133,7 +140,11 @@ export async function handleApiRequest(context: ApiContext, req: IncomingMessage
     body = parseJsonObject(raw);
     if (body === null) return sendError(res, INVALID_JSON, baseHeaders(requestId, null));
     if (typeof body.model !== 'string' || body.model === '') {
-      return sendError(res, invalidRequest("Missing required parameter: 'model'.", 'model', 'missing_required_parameter'), baseHeaders(requestId, null));
+      return sendError(
+        res,
+        invalidRequest("Missing required parameter: 'model'.", 'model', 'missing_required_parameter'),
+        baseHeaders(requestId, null),
+      );
     }
     deployment = context.deployments.get(body.model);
     if (deployment === undefined) return sendError(res, DEPLOYMENT_NOT_FOUND, baseHeaders(requestId, null));
@@ -299,7 +310,9 @@ class Exchange {
         if (cutAfter !== null) cut = toCut(cutAfter, cutAfter.afterChunks);
       } else {
         const text = completionText(tokensPerChoice);
-        pieces = [request.operation === 'chat' ? chatCompletionBody(generation, request, text) : textCompletionBody(generation, request, text)];
+        pieces = [
+          request.operation === 'chat' ? chatCompletionBody(generation, request, text) : textCompletionBody(generation, request, text),
+        ];
         tickEnds = [1];
         firstTickMs = ttftMs + perTokenMs * tokensPerChoice + extraDelayMs;
       }

@@ -71,7 +71,9 @@ function optionsFromArgs(args: string[]): SimulatorOptions | 'help' {
   });
   if (values.help) return 'help';
 
-  const base: Partial<SimulatorOptions> = values.config ? (parseYaml(readFileSync(values.config, 'utf8')) as Partial<SimulatorOptions>) : {};
+  const base: Partial<SimulatorOptions> = values.config
+    ? (parseYaml(readFileSync(values.config, 'utf8')) as Partial<SimulatorOptions>)
+    : {};
   const options: Record<string, unknown> = { ...base };
   const port = numberFlag(values.port, 'port');
   if (port !== undefined) options.port = port;
@@ -90,7 +92,11 @@ function optionsFromArgs(args: string[]): SimulatorOptions | 'help' {
   }
 
   const deployments: SimDeployment[] = [...(base.deployments ?? [])];
-  const names = values.deployments?.split(',').map((name) => name.trim()).filter((name) => name !== '') ?? [];
+  const names =
+    values.deployments
+      ?.split(',')
+      .map((name) => name.trim())
+      .filter((name) => name !== '') ?? [];
   if (names.length === 0 && deployments.length === 0) names.push('gpt-4o');
   for (const name of names) {
     const deployment: SimDeployment = { name };
@@ -125,7 +131,8 @@ async function main(): Promise<void> {
   }
   const simulator = await startSimulator(options);
   process.stdout.write(
-    JSON.stringify({ url: simulator.url, port: simulator.port, deployments: options.deployments.map((deployment) => deployment.name) }) + '\n',
+    JSON.stringify({ url: simulator.url, port: simulator.port, deployments: options.deployments.map((deployment) => deployment.name) }) +
+      '\n',
   );
   const stop = (): void => {
     simulator.close().then(

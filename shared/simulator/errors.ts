@@ -88,7 +88,11 @@ export function faultReply(status: 500 | 502 | 503 | 504 | 408, requestId: strin
     case 502:
       return reply(502, { code: 'BadGateway', message: 'The service received an invalid response from an upstream server.' }, retryAfterMs);
     case 503:
-      return reply(503, { code: 'ServiceUnavailable', message: 'The service is temporarily unable to process your request. Please try again later.' }, retryAfterMs);
+      return reply(
+        503,
+        { code: 'ServiceUnavailable', message: 'The service is temporarily unable to process your request. Please try again later.' },
+        retryAfterMs,
+      );
     case 504:
       return reply(504, { code: 'GatewayTimeout', message: 'The operation did not complete within the allowed time.' }, retryAfterMs);
   }

@@ -8,7 +8,10 @@ import type { SimulatorOptions } from './types.ts';
 const latencySchema = z.strictObject({ ttftMs: z.number().min(0), perTokenMs: z.number().min(0) });
 
 export const deploymentSchema = z.strictObject({
-  name: z.string().min(1).regex(/^[^/?#]+$/, 'a deployment name cannot contain / ? or #'),
+  name: z
+    .string()
+    .min(1)
+    .regex(/^[^/?#]+$/, 'a deployment name cannot contain / ? or #'),
   model: z.string().min(1).optional(),
   tpm: z.number().int().positive().optional(),
   rpm: z.number().min(0).optional(),
@@ -33,7 +36,11 @@ export const simulatorOptionsSchema = z
     const seen = new Set<string>();
     options.deployments.forEach((deployment, index) => {
       if (seen.has(deployment.name)) {
-        issues.addIssue({ code: 'custom', path: ['deployments', index, 'name'], message: `duplicate deployment name '${deployment.name}'` });
+        issues.addIssue({
+          code: 'custom',
+          path: ['deployments', index, 'name'],
+          message: `duplicate deployment name '${deployment.name}'`,
+        });
       }
       seen.add(deployment.name);
       if (deployment.ptu && (deployment.tpm !== undefined || deployment.rpm !== undefined)) {

@@ -69,7 +69,10 @@ export function parseRequest(operation: Operation, body: Record<string, unknown>
     return fail(invalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", 'stream_options'));
   }
   const includeUsage =
-    stream && typeof streamOptions === 'object' && streamOptions !== null && (streamOptions as { include_usage?: unknown }).include_usage === true;
+    stream &&
+    typeof streamOptions === 'object' &&
+    streamOptions !== null &&
+    (streamOptions as { include_usage?: unknown }).include_usage === true;
 
   const n = optionalInteger(body, 'n', 1, MAX_CHOICES);
   if (typeof n === 'object') return fail(n);
@@ -112,7 +115,14 @@ function parseChat(body: Record<string, unknown>, request: SimRequest): ParseRes
     return { ok: false, error: invalidRequest("Missing required parameter: 'messages'.", 'messages', 'missing_required_parameter') };
   }
   if (!Array.isArray(messages)) {
-    return { ok: false, error: invalidRequest(`Invalid type for 'messages': expected an array, but got ${typeName(messages)} instead.`, 'messages', 'invalid_type') };
+    return {
+      ok: false,
+      error: invalidRequest(
+        `Invalid type for 'messages': expected an array, but got ${typeName(messages)} instead.`,
+        'messages',
+        'invalid_type',
+      ),
+    };
   }
   if (messages.length === 0) {
     return { ok: false, error: invalidRequest("[] is too short - 'messages'", 'messages') };
@@ -123,7 +133,11 @@ function parseChat(body: Record<string, unknown>, request: SimRequest): ParseRes
     if (typeof message !== 'object' || message === null || Array.isArray(message)) {
       return {
         ok: false,
-        error: invalidRequest(`Invalid type for 'messages[${index}]': expected an object, but got ${typeName(message)} instead.`, `messages[${index}]`, 'invalid_type'),
+        error: invalidRequest(
+          `Invalid type for 'messages[${index}]': expected an object, but got ${typeName(message)} instead.`,
+          `messages[${index}]`,
+          'invalid_type',
+        ),
       };
     }
     promptChars += contentChars((message as { content?: unknown }).content);
@@ -144,7 +158,11 @@ function parsePrompt(body: Record<string, unknown>, request: SimRequest, field: 
   let items = 0;
   const invalid = (): ParseResult => ({
     ok: false,
-    error: invalidRequest(`Invalid type for '${field}': expected a string or an array of strings or token arrays, but got ${typeName(value)} instead.`, field, 'invalid_type'),
+    error: invalidRequest(
+      `Invalid type for '${field}': expected a string or an array of strings or token arrays, but got ${typeName(value)} instead.`,
+      field,
+      'invalid_type',
+    ),
   });
   if (typeof value === 'string') {
     texts.push(value);
@@ -185,7 +203,11 @@ function parseEmbeddings(body: Record<string, unknown>, request: SimRequest): Pa
   if (format !== undefined && format !== null && format !== 'float' && format !== 'base64') {
     return {
       ok: false,
-      error: invalidRequest(`Invalid value for 'encoding_format': expected one of 'float' or 'base64', but got ${JSON.stringify(format)} instead.`, 'encoding_format', 'invalid_value'),
+      error: invalidRequest(
+        `Invalid value for 'encoding_format': expected one of 'float' or 'base64', but got ${JSON.stringify(format)} instead.`,
+        'encoding_format',
+        'invalid_value',
+      ),
     };
   }
   request.dimensions = dimensions ?? null;
@@ -232,10 +254,18 @@ function optionalInteger(body: Record<string, unknown>, field: string, min: numb
     return invalidRequest(`Invalid type for '${field}': expected an integer, but got ${typeName(value)} instead.`, field, 'invalid_type');
   }
   if (value < min) {
-    return invalidRequest(`Invalid '${field}': integer below minimum value. Expected a value >= ${min}, but got ${value} instead.`, field, 'integer_below_min_value');
+    return invalidRequest(
+      `Invalid '${field}': integer below minimum value. Expected a value >= ${min}, but got ${value} instead.`,
+      field,
+      'integer_below_min_value',
+    );
   }
   if (value > max) {
-    return invalidRequest(`Invalid '${field}': integer above maximum value. Expected a value <= ${max}, but got ${value} instead.`, field, 'integer_above_max_value');
+    return invalidRequest(
+      `Invalid '${field}': integer above maximum value. Expected a value <= ${max}, but got ${value} instead.`,
+      field,
+      'integer_above_max_value',
+    );
   }
   return value;
 }

@@ -21,7 +21,11 @@ export function createSimulatorServer(api: ApiContext, controls: Controls): Serv
       console.error('simulator: request handler failed', error);
       if (!res.headersSent) {
         res.writeHead(500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { message: 'The server had an error processing your request.', type: 'server_error', param: null, code: null } }));
+        res.end(
+          JSON.stringify({
+            error: { message: 'The server had an error processing your request.', type: 'server_error', param: null, code: null },
+          }),
+        );
       } else {
         res.destroy();
       }

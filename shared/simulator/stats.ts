@@ -52,5 +52,15 @@ export class StatsCounter {
 }
 
 function emptyStats(): DeploymentStats {
-  return { received: 0, served: 0, throttled: 0, failed: 0, aborted: 0, promptTokens: 0, completionTokens: 0, inFlight: 0, peakConcurrency: 0 };
+  return {
+    received: 0,
+    served: 0,
+    throttled: 0,
+    failed: 0,
+    aborted: 0,
+    promptTokens: 0,
+    completionTokens: 0,
+    inFlight: 0,
+    peakConcurrency: 0,
+  };
 }

@@ -49,11 +49,15 @@ export function buildStreamScript(request: SimRequest, generation: Generation): 
 
   const events: string[] = [];
   const tickEnds: number[] = [];
-  events.push(event(`{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":${PROMPT_FILTER_RESULTS_JSON}${usageNull}}`));
+  events.push(
+    event(`{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":${PROMPT_FILTER_RESULTS_JSON}${usageNull}}`),
+  );
   if (chat) {
     for (let index = 0; index < request.choices; index++) {
       events.push(
-        event(`{"choices":[{"content_filter_results":{},"delta":{"content":"","refusal":null,"role":"assistant"},"finish_reason":null,"index":${index},"logprobs":null}${tail}`),
+        event(
+          `{"choices":[{"content_filter_results":{},"delta":{"content":"","refusal":null,"role":"assistant"},"finish_reason":null,"index":${index},"logprobs":null}${tail}`,
+        ),
       );
     }
   }

@@ -60,7 +60,10 @@ export function observedUse(limit: number | undefined, remaining: number | undef
  * What a deployment's observation says it has used: tokens of its window, requests of its short
  * window. Either is undefined when the deployment did not say.
  */
-export function observedCounts(observed: WindowObservation | undefined): { usedTokens: number | undefined; usedRequests: number | undefined } {
+export function observedCounts(observed: WindowObservation | undefined): {
+  usedTokens: number | undefined;
+  usedRequests: number | undefined;
+} {
   const rpm = observed?.rpm;
   return {
     usedTokens: observedUse(observed?.tpm, observed?.remainingTokens),

@@ -39,9 +39,6 @@ let cache: Readonly<Record<ScriptName, string>> | undefined;
 
 /** Every script's full source, read from disk once per process. */
 export function luaScripts(): Readonly<Record<ScriptName, string>> {
-  cache ??= Object.fromEntries(SCRIPT_NAMES.map((name) => [name, expandIncludes(readLua(`${name}.lua`))])) as Record<
-    ScriptName,
-    string
-  >;
+  cache ??= Object.fromEntries(SCRIPT_NAMES.map((name) => [name, expandIncludes(readLua(`${name}.lua`))])) as Record<ScriptName, string>;
   return cache;
 }

@@ -390,11 +390,7 @@ function clearProbe(state: DeploymentState): void {
 
 /** What the state hash's TTL does in Redis: once nothing in it matters, it is gone. */
 function forgetIdleState(state: DeploymentState, nowMs: number): void {
-  const keepUntil = Math.max(
-    state.cooldownUntil,
-    state.probeDeadline,
-    state.openUntil > 0 ? state.openUntil + HALF_OPEN_MEMORY_MS : 0,
-  );
+  const keepUntil = Math.max(state.cooldownUntil, state.probeDeadline, state.openUntil > 0 ? state.openUntil + HALF_OPEN_MEMORY_MS : 0);
   if (keepUntil > nowMs) return;
   state.cooldownUntil = 0;
   state.openUntil = 0;

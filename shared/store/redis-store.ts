@@ -63,7 +63,10 @@ function budgetArg(budget: number | undefined): ScriptArg {
 }
 
 /** Remaining figures of acquire-quota.lua: -1 means unlimited, which the result leaves out. */
-function remainingFigures(tokens: number | undefined, requests: number | undefined): { remainingTokens?: number; remainingRequests?: number } {
+function remainingFigures(
+  tokens: number | undefined,
+  requests: number | undefined,
+): { remainingTokens?: number; remainingRequests?: number } {
   const figures: { remainingTokens?: number; remainingRequests?: number } = {};
   if (tokens !== undefined && tokens >= 0) figures.remainingTokens = tokens;
   if (requests !== undefined && requests >= 0) figures.remainingRequests = requests;

@@ -99,15 +99,7 @@ export class SlidingWindow {
    * Milliseconds until the window admits the request if nothing else is booked; 0 now, -1 never.
    * shortWindow false: rpm holds over the whole window only (client quotas).
    */
-  waitMs(
-    newestBucket: number,
-    nowMs: number,
-    bucketMs: number,
-    tokens: number,
-    tpm?: number,
-    rpm?: number,
-    shortWindow = true,
-  ): number {
+  waitMs(newestBucket: number, nowMs: number, bucketMs: number, tokens: number, tpm?: number, rpm?: number, shortWindow = true): number {
     if (tpm !== undefined && tokens > tpm) return -1;
     if (rpm !== undefined && rpm < 1) return -1;
     const counts = this.read(newestBucket);

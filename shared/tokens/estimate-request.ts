@@ -69,9 +69,7 @@ export function estimateRequest(operation: Operation, body: unknown, opts: Estim
 
   let method: Estimate['method'] = 'tokenizer';
   let textTokens =
-    chars <= exactUpToChars
-      ? tokenCounterFor(encoding).countWithin(prompt.texts, exactUpToChars * MERGE_BYTES_PER_EXACT_CHAR)
-      : undefined;
+    chars <= exactUpToChars ? tokenCounterFor(encoding).countWithin(prompt.texts, exactUpToChars * MERGE_BYTES_PER_EXACT_CHAR) : undefined;
   if (textTokens === undefined) {
     method = 'chars';
     textTokens = estimateTokensFromChars(prompt.texts, encoding);

@@ -14,9 +14,7 @@ export function maxOutputTokens(operation: Operation, body: unknown, defaultMaxT
   // max_completion_tokens replaces max_tokens in newer API versions (and is the only one o-series
   // models accept). A field with a nonsense value counts as absent.
   const perChoice =
-    positiveInteger(fields.max_completion_tokens) ??
-    positiveInteger(fields.max_tokens) ??
-    (positiveInteger(defaultMaxTokens) ?? 0);
+    positiveInteger(fields.max_completion_tokens) ?? positiveInteger(fields.max_tokens) ?? positiveInteger(defaultMaxTokens) ?? 0;
   let choices = positiveInteger(fields.n) ?? 1;
   if (operation === 'completions') choices = Math.max(choices, positiveInteger(fields.best_of) ?? 1);
   return Math.min(perChoice * choices, LARGEST_ESTIMATE);

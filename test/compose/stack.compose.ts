@@ -41,7 +41,10 @@ function installed(command: string): boolean {
 
 const missing = ['podman', 'podman-compose'].filter((command) => !installed(command));
 const required = Boolean(process.env.SPILLWAY_REQUIRE_COMPOSE);
-const skip = missing.length > 0 && !required ? `${missing.join(' and ')} not installed (set SPILLWAY_REQUIRE_COMPOSE=1 to make this a failure)` : false;
+const skip =
+  missing.length > 0 && !required
+    ? `${missing.join(' and ')} not installed (set SPILLWAY_REQUIRE_COMPOSE=1 to make this a failure)`
+    : false;
 if (skip) process.stderr.write(`test:compose: skipped: ${skip}\n`);
 
 // ---------------------------------------------------------------------------------------------
@@ -61,7 +64,11 @@ function remaining(): number {
  * Runs a command with a deadline (its whole process group is killed when it passes): its own, and
  * the file's overall one unless `teardown` (clean-up gets its own time even after a slow run).
  */
-function run(command: string, args: string[], options: { timeoutMs: number; env?: NodeJS.ProcessEnv; check?: boolean; teardown?: boolean }): Promise<Ran> {
+function run(
+  command: string,
+  args: string[],
+  options: { timeoutMs: number; env?: NodeJS.ProcessEnv; check?: boolean; teardown?: boolean },
+): Promise<Ran> {
   const timeoutMs = options.teardown ? options.timeoutMs : Math.max(1000, Math.min(options.timeoutMs, remaining()));
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: ROOT, env: options.env ?? process.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -153,7 +160,12 @@ function composeVariables(port: number): Record<string, string> {
   };
 }
 
-function compose(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number, options: { check?: boolean; teardown?: boolean } = {}): Promise<Ran> {
+function compose(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  options: { check?: boolean; teardown?: boolean } = {},
+): Promise<Ran> {
   return run('podman-compose', ['-f', 'compose.yml', '-p', PROJECT, ...args], { env, timeoutMs, ...options });
 }
 
@@ -240,7 +252,10 @@ async function inBatches<T>(count: number, concurrency: number, task: (index: nu
 function assertServed(reply: Reply, allowed: readonly string[]): void {
   assert.equal(reply.status, 200, `${reply.requestId}: status`);
   assert.equal(reply.echoedRequestId, reply.requestId, `${reply.requestId}: x-request-id passes through nginx and back`);
-  assert.ok(reply.deployment && allowed.includes(reply.deployment), `${reply.requestId}: x-gateway-deployment ${reply.deployment} not in ${allowed.join(', ')}`);
+  assert.ok(
+    reply.deployment && allowed.includes(reply.deployment),
+    `${reply.requestId}: x-gateway-deployment ${reply.deployment} not in ${allowed.join(', ')}`,
+  );
   assert.ok(reply.content.length > 0, `${reply.requestId}: some content`);
   assert.ok(reply.finishReason, `${reply.requestId}: a finish_reason`);
 }
@@ -294,59 +309,76 @@ describe('compose stack: 3 gateway replicas behind nginx, one Redis, the simulat
       }
     };
 
-  before(noting(async () => {
-    assert.deepEqual(missing, [], `SPILLWAY_REQUIRE_COMPOSE is set but ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not installed (run ../shared/containers/setup.sh)`);
-    assert.ok(CLIENT_KEY, 'config/demo.env defines SPILLWAY_CLIENT_KEY');
-    const variables = composeVariables(await freePort());
-    // podman-compose 1.0.x lets ./.env override the process environment (Docker Compose does the opposite).
-    const dotenv = readEnvFile(join(ROOT, '.env'));
-    const clashes = Object.keys(variables).filter((key) => key in dotenv && dotenv[key] !== variables[key]);
-    assert.deepEqual(clashes, [], `./.env sets ${clashes.join(', ')}, which podman-compose would let override this test's values: move .env aside`);
-    env = { ...process.env, ...variables, BUILDAH_FORMAT: 'docker' };
+  before(
+    noting(async () => {
+      assert.deepEqual(
+        missing,
+        [],
+        `SPILLWAY_REQUIRE_COMPOSE is set but ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not installed (run ../shared/containers/setup.sh)`,
+      );
+      assert.ok(CLIENT_KEY, 'config/demo.env defines SPILLWAY_CLIENT_KEY');
+      const variables = composeVariables(await freePort());
+      // podman-compose 1.0.x lets ./.env override the process environment (Docker Compose does the opposite).
+      const dotenv = readEnvFile(join(ROOT, '.env'));
+      const clashes = Object.keys(variables).filter((key) => key in dotenv && dotenv[key] !== variables[key]);
+      assert.deepEqual(
+        clashes,
+        [],
+        `./.env sets ${clashes.join(', ')}, which podman-compose would let override this test's values: move .env aside`,
+      );
+      env = { ...process.env, ...variables, BUILDAH_FORMAT: 'docker' };
 
-    // Build the real Dockerfile through compose.yml's build section (docker format keeps HEALTHCHECK).
-    note(`building ${IMAGE} from the Dockerfile (project ${PROJECT}, lb on port ${variables.SPILLWAY_PORT})`);
-    await compose(['build', 'gateway'], env, 240_000);
-    note('built');
-    const { stdout } = await run('podman', ['image', 'inspect', IMAGE, '--format', '{{json .Config}}'], { timeoutMs: 20_000 });
-    const image = JSON.parse(stdout) as { User?: string; Entrypoint?: string[]; Env?: string[] };
-    assert.equal(image.User, 'node', 'the image runs as the node user');
-    assert.deepEqual(image.Entrypoint, ['node', 'dist/gateway/main.js'], 'exec-form entrypoint');
-    assert.ok(image.Env?.includes('NODE_ENV=production'), 'NODE_ENV=production');
-    const health = await run('podman', ['image', 'inspect', IMAGE, '--format', '{{json .HealthCheck}}'], { timeoutMs: 20_000 });
-    assert.match(health.stdout, /healthz/, 'the image carries its HEALTHCHECK');
+      // Build the real Dockerfile through compose.yml's build section (docker format keeps HEALTHCHECK).
+      note(`building ${IMAGE} from the Dockerfile (project ${PROJECT}, lb on port ${variables.SPILLWAY_PORT})`);
+      await compose(['build', 'gateway'], env, 240_000);
+      note('built');
+      const { stdout } = await run('podman', ['image', 'inspect', IMAGE, '--format', '{{json .Config}}'], { timeoutMs: 20_000 });
+      const image = JSON.parse(stdout) as { User?: string; Entrypoint?: string[]; Env?: string[] };
+      assert.equal(image.User, 'node', 'the image runs as the node user');
+      assert.deepEqual(image.Entrypoint, ['node', 'dist/gateway/main.js'], 'exec-form entrypoint');
+      assert.ok(image.Env?.includes('NODE_ENV=production'), 'NODE_ENV=production');
+      const health = await run('podman', ['image', 'inspect', IMAGE, '--format', '{{json .HealthCheck}}'], { timeoutMs: 20_000 });
+      assert.match(health.stdout, /healthz/, 'the image carries its HEALTHCHECK');
 
-    // `up lb` starts lb and what it depends on (redis, simulator, gateway × deploy.replicas), not k6.
-    upStarted = true;
-    await compose(['up', '-d', 'lb'], env, 120_000);
-    const containers = await projectContainers();
-    assert.deepEqual(
-      countBy(containers.map((c) => c.service)),
-      { gateway: 3, lb: 1, redis: 1, simulator: 1 },
-      `containers: ${containers.map((c) => `${c.name} (${c.state})`).join(', ')}`,
-    );
-    gateways = containers.filter((c) => c.service === 'gateway');
-    note(`started ${containers.map((c) => c.name).join(', ')}`);
+      // `up lb` starts lb and what it depends on (redis, simulator, gateway × deploy.replicas), not k6.
+      upStarted = true;
+      await compose(['up', '-d', 'lb'], env, 120_000);
+      const containers = await projectContainers();
+      assert.deepEqual(
+        countBy(containers.map((c) => c.service)),
+        { gateway: 3, lb: 1, redis: 1, simulator: 1 },
+        `containers: ${containers.map((c) => `${c.name} (${c.state})`).join(', ')}`,
+      );
+      gateways = containers.filter((c) => c.service === 'gateway');
+      note(`started ${containers.map((c) => c.name).join(', ')}`);
 
-    // Health: podman runs healthchecks from systemd timers, absent here, so run each one ourselves.
-    for (const container of containers.filter((c) => c.service !== 'lb')) {
-      await until(`${container.name} to pass its healthcheck`, 60_000, async () => {
-        const result = await run('podman', ['healthcheck', 'run', container.name], { timeoutMs: 15_000, check: false });
-        return result.code === 0 ? true : undefined;
+      // Health: podman runs healthchecks from systemd timers, absent here, so run each one ourselves.
+      for (const container of containers.filter((c) => c.service !== 'lb')) {
+        await until(`${container.name} to pass its healthcheck`, 60_000, async () => {
+          const result = await run('podman', ['healthcheck', 'run', container.name], { timeoutMs: 15_000, check: false });
+          return result.code === 0 ? true : undefined;
+        });
+      }
+      lbUrl = `http://127.0.0.1:${variables.SPILLWAY_PORT}`;
+      await until('the load balancer to answer /readyz', 30_000, async () => ((await fetch(`${lbUrl}/readyz`)).ok ? true : undefined));
+
+      const simulator = containers.find((c) => c.service === 'simulator')!;
+      const port = await run('podman', ['port', simulator.name, '9000/tcp'], { timeoutMs: 20_000 });
+      const hostPort = /:(\d+)\s*$/.exec(port.stdout.trim())?.[1];
+      assert.ok(hostPort, `the simulator's control port is published: ${port.stdout}`);
+      simUrl = `http://127.0.0.1:${hostPort}`;
+      note('every healthcheck passes; the lb answers');
+
+      client = new AzureOpenAI({
+        endpoint: lbUrl,
+        apiKey: CLIENT_KEY,
+        apiVersion: '2024-10-21',
+        deployment: POOL,
+        maxRetries: 0,
+        timeout: 30_000,
       });
-    }
-    lbUrl = `http://127.0.0.1:${variables.SPILLWAY_PORT}`;
-    await until('the load balancer to answer /readyz', 30_000, async () => ((await fetch(`${lbUrl}/readyz`)).ok ? true : undefined));
-
-    const simulator = containers.find((c) => c.service === 'simulator')!;
-    const port = await run('podman', ['port', simulator.name, '9000/tcp'], { timeoutMs: 20_000 });
-    const hostPort = /:(\d+)\s*$/.exec(port.stdout.trim())?.[1];
-    assert.ok(hostPort, `the simulator's control port is published: ${port.stdout}`);
-    simUrl = `http://127.0.0.1:${hostPort}`;
-    note('every healthcheck passes; the lb answers');
-
-    client = new AzureOpenAI({ endpoint: lbUrl, apiKey: CLIENT_KEY, apiVersion: '2024-10-21', deployment: POOL, maxRetries: 0, timeout: 30_000 });
-  }));
+    }),
+  );
 
   after(async () => {
     if (!upStarted || !env) return;
@@ -355,7 +387,9 @@ describe('compose stack: 3 gateway replicas behind nginx, one Redis, the simulat
     if (failed) {
       // What the containers said, before they are gone.
       for (const container of containers) {
-        const logs = await run('podman', ['logs', '--tail', '15', container.name], { timeoutMs: 15_000, ...teardown }).catch(() => undefined);
+        const logs = await run('podman', ['logs', '--tail', '15', container.name], { timeoutMs: 15_000, ...teardown }).catch(
+          () => undefined,
+        );
         process.stderr.write(`--- ${container.name} (${container.state})\n${tail((logs?.stdout ?? '') + (logs?.stderr ?? ''), 15)}\n`);
       }
     }
@@ -364,91 +398,118 @@ describe('compose stack: 3 gateway replicas behind nginx, one Redis, the simulat
       return;
     }
     // Give the gateways their drain time (podman-compose 1.0.x `down` stops with -t 1), then remove.
-    if (containers.length > 0) await run('podman', ['stop', '-t', '10', ...containers.map((c) => c.name)], { timeoutMs: 40_000, ...teardown }).catch(() => undefined);
+    if (containers.length > 0)
+      await run('podman', ['stop', '-t', '10', ...containers.map((c) => c.name)], { timeoutMs: 40_000, ...teardown }).catch(
+        () => undefined,
+      );
     await compose(['down', '-v'], env, 60_000, teardown).catch(() => undefined);
     // podman-compose 1.0.x removes neither containers beyond deploy.replicas nor the network.
     const left = await projectContainers(true).catch(() => []);
-    if (left.length > 0) await run('podman', ['rm', '-f', '-v', ...left.map((c) => c.name)], { timeoutMs: 30_000, ...teardown }).catch(() => undefined);
+    if (left.length > 0)
+      await run('podman', ['rm', '-f', '-v', ...left.map((c) => c.name)], { timeoutMs: 30_000, ...teardown }).catch(() => undefined);
     await run('podman', ['network', 'rm', '-f', `${PROJECT}_default`], { timeoutMs: 20_000, ...teardown }).catch(() => undefined);
     assert.deepEqual(await projectContainers(true), [], 'every container of the test project is gone');
     note('torn down');
   });
 
-  test('chat completions through nginx reach every replica, streaming and not', { timeout: 90_000 }, noting(async () => {
-    const ids = Array.from({ length: 30 }, (_, i) => `spread-${PROJECT}-${i}`);
-    const replies = await inBatches(ids.length, 6, (i) => chat(client, ids[i]!, i % 2 === 1));
-    for (const reply of replies) assertServed(reply, DEPLOYMENTS);
-    assert.ok(replies.every((r) => r.attempts === 1), 'no failover needed');
-    const byReplica = countBy((await servedBy(gateways, ids)).values());
-    assert.deepEqual(Object.keys(byReplica).sort(), gateways.map((g) => g.name).sort(), `requests per replica: ${JSON.stringify(byReplica)}`);
-  }));
+  test(
+    'chat completions through nginx reach every replica, streaming and not',
+    { timeout: 90_000 },
+    noting(async () => {
+      const ids = Array.from({ length: 30 }, (_, i) => `spread-${PROJECT}-${i}`);
+      const replies = await inBatches(ids.length, 6, (i) => chat(client, ids[i]!, i % 2 === 1));
+      for (const reply of replies) assertServed(reply, DEPLOYMENTS);
+      assert.ok(
+        replies.every((r) => r.attempts === 1),
+        'no failover needed',
+      );
+      const byReplica = countBy((await servedBy(gateways, ids)).values());
+      assert.deepEqual(
+        Object.keys(byReplica).sort(),
+        gateways.map((g) => g.name).sort(),
+        `requests per replica: ${JSON.stringify(byReplica)}`,
+      );
+    }),
+  );
 
-  test("a body over the gateway's limit gets its Azure-shaped 413 through nginx, not nginx's page", { timeout: 30_000 }, noting(async () => {
-    // 5 MiB: over the gateway's 4 MiB maxBodyBytes, under nginx's client_max_body_size.
-    const content = 'x'.repeat(5 * 1024 * 1024);
-    const response = await fetch(`${lbUrl}/openai/deployments/${POOL}/chat/completions?api-version=2024-10-21`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
-      body: JSON.stringify({ messages: [{ role: 'user', content }] }),
-      signal: AbortSignal.timeout(20_000),
-    });
-    assert.equal(response.status, 413);
-    assert.match(response.headers.get('content-type') ?? '', /application\/json/);
-    assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'RequestEntityTooLarge');
-  }));
-
-  test('a cooldown learnt by one replica is honoured by all of them (shared Redis)', { timeout: 120_000 }, noting(async () => {
-    const control = async (path: string, body?: unknown) => {
-      const response = await fetch(`${simUrl}${path}`, {
-        method: body === undefined ? 'GET' : 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000),
+  test(
+    "a body over the gateway's limit gets its Azure-shaped 413 through nginx, not nginx's page",
+    { timeout: 30_000 },
+    noting(async () => {
+      // 5 MiB: over the gateway's 4 MiB maxBodyBytes, under nginx's client_max_body_size.
+      const content = 'x'.repeat(5 * 1024 * 1024);
+      const response = await fetch(`${lbUrl}/openai/deployments/${POOL}/chat/completions?api-version=2024-10-21`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
+        body: JSON.stringify({ messages: [{ role: 'user', content }] }),
+        signal: AbortSignal.timeout(20_000),
       });
-      assert.equal(response.status, 200, `${path}: ${response.status}`);
-      return (await response.json()) as Record<string, unknown>;
-    };
-    const stormStats = async () => (await control(`/_sim/stats?deployment=${STORM.simName}`)) as { received: number; throttled: number };
+      assert.equal(response.status, 413);
+      assert.match(response.headers.get('content-type') ?? '', /application\/json/);
+      assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'RequestEntityTooLarge');
+    }),
+  );
 
-    await control('/_sim/reset', {});
-    // Retry-After 120 s: a per-minute throttle (not quota exhaustion), far longer than this test.
-    await control('/_sim/faults', { deployment: STORM.simName, fault: { kind: 'storm-429', retryAfterMs: 120_000 } });
+  test(
+    'a cooldown learnt by one replica is honoured by all of them (shared Redis)',
+    { timeout: 120_000 },
+    noting(async () => {
+      const control = async (path: string, body?: unknown) => {
+        const response = await fetch(`${simUrl}${path}`, {
+          method: body === undefined ? 'GET' : 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(10_000),
+        });
+        assert.equal(response.status, 200, `${path}: ${response.status}`);
+        return (await response.json()) as Record<string, unknown>;
+      };
+      const stormStats = async () => (await control(`/_sim/stats?deployment=${STORM.simName}`)) as { received: number; throttled: number };
 
-    // One request at a time until one lands on the storm: it fails over and still succeeds.
-    let hit: Reply | undefined;
-    for (let i = 0; i < 60 && !hit; i++) {
-      const reply = await chat(client, `probe-${PROJECT}-${i}`, false);
-      assertServed(reply, OTHERS);
-      if (reply.attempts > 1) hit = reply;
-    }
-    assert.ok(hit, 'some request met the 429 storm within 60 requests');
-    assert.deepEqual(await stormStats().then((s) => [s.received, s.throttled]), [1, 1], 'the storm deployment saw exactly one request');
-    const origin = (await servedBy(gateways, [hit.requestId])).get(hit.requestId)!;
+      await control('/_sim/reset', {});
+      // Retry-After 120 s: a per-minute throttle (not quota exhaustion), far longer than this test.
+      await control('/_sim/faults', { deployment: STORM.simName, fault: { kind: 'storm-429', retryAfterMs: 120_000 } });
 
-    // Every replica now reads the cooldown from Redis (asked inside each container, admin API).
-    for (const gateway of gateways) {
-      const script = `fetch('http://127.0.0.1:8080/admin/pools',{headers:{'api-key':process.env.ADMIN_API_KEY}}).then(r=>r.text()).then(t=>process.stdout.write(t))`;
-      const { stdout } = await run('podman', ['exec', gateway.name, 'node', '-e', script], { timeoutMs: 20_000 });
-      const pools = JSON.parse(stdout) as { pools: Record<string, { deployments: { id: string; cooldownUntil: number }[] }> };
-      const cooling = pools.pools[POOL]!.deployments.filter((d) => d.cooldownUntil > Date.now()).map((d) => d.id);
-      assert.deepEqual(cooling, [STORM.id], `${gateway.name} sees the cooldown`);
-    }
+      // One request at a time until one lands on the storm: it fails over and still succeeds.
+      let hit: Reply | undefined;
+      for (let i = 0; i < 60 && !hit; i++) {
+        const reply = await chat(client, `probe-${PROJECT}-${i}`, false);
+        assertServed(reply, OTHERS);
+        if (reply.attempts > 1) hit = reply;
+      }
+      assert.ok(hit, 'some request met the 429 storm within 60 requests');
+      assert.deepEqual(await stormStats().then((s) => [s.received, s.throttled]), [1, 1], 'the storm deployment saw exactly one request');
+      const origin = (await servedBy(gateways, [hit.requestId])).get(hit.requestId)!;
 
-    // Then traffic through every replica avoids it, at the first attempt, streaming and not.
-    const ids = Array.from({ length: 45 }, (_, i) => `after-${PROJECT}-${i}`);
-    const replies = await inBatches(ids.length, 3, (i) => chat(client, ids[i]!, i % 2 === 0));
-    for (const reply of replies) {
-      assertServed(reply, OTHERS);
-      assert.equal(reply.attempts, 1, `${reply.requestId}: went straight to a deployment that is not cooling down`);
-    }
-    assert.equal((await stormStats()).received, 1, 'the storm deployment received nothing more');
+      // Every replica now reads the cooldown from Redis (asked inside each container, admin API).
+      for (const gateway of gateways) {
+        const script = `fetch('http://127.0.0.1:8080/admin/pools',{headers:{'api-key':process.env.ADMIN_API_KEY}}).then(r=>r.text()).then(t=>process.stdout.write(t))`;
+        const { stdout } = await run('podman', ['exec', gateway.name, 'node', '-e', script], { timeoutMs: 20_000 });
+        const pools = JSON.parse(stdout) as { pools: Record<string, { deployments: { id: string; cooldownUntil: number }[] }> };
+        const cooling = pools.pools[POOL]!.deployments.filter((d) => d.cooldownUntil > Date.now()).map((d) => d.id);
+        assert.deepEqual(cooling, [STORM.id], `${gateway.name} sees the cooldown`);
+      }
 
-    const byReplica = countBy((await servedBy(gateways, ids)).values());
-    assert.deepEqual(Object.keys(byReplica).sort(), gateways.map((g) => g.name).sort(), `requests per replica after the 429: ${JSON.stringify(byReplica)}`);
-    // The other replicas never saw a 429 themselves: what they avoided, they learnt from Redis.
-    for (const gateway of gateways.filter((g) => g.name !== origin)) {
-      const throttled = (await jsonLogs(gateway.name)).filter((l) => l.message === 'deployment throttled: cooling down');
-      assert.deepEqual(throttled, [], `${gateway.name} met no 429 itself`);
-    }
-  }));
+      // Then traffic through every replica avoids it, at the first attempt, streaming and not.
+      const ids = Array.from({ length: 45 }, (_, i) => `after-${PROJECT}-${i}`);
+      const replies = await inBatches(ids.length, 3, (i) => chat(client, ids[i]!, i % 2 === 0));
+      for (const reply of replies) {
+        assertServed(reply, OTHERS);
+        assert.equal(reply.attempts, 1, `${reply.requestId}: went straight to a deployment that is not cooling down`);
+      }
+      assert.equal((await stormStats()).received, 1, 'the storm deployment received nothing more');
+
+      const byReplica = countBy((await servedBy(gateways, ids)).values());
+      assert.deepEqual(
+        Object.keys(byReplica).sort(),
+        gateways.map((g) => g.name).sort(),
+        `requests per replica after the 429: ${JSON.stringify(byReplica)}`,
+      );
+      // The other replicas never saw a 429 themselves: what they avoided, they learnt from Redis.
+      for (const gateway of gateways.filter((g) => g.name !== origin)) {
+        const throttled = (await jsonLogs(gateway.name)).filter((l) => l.message === 'deployment throttled: cooling down');
+        assert.deepEqual(throttled, [], `${gateway.name} met no 429 itself`);
+      }
+    }),
+  );
 });

@@ -29,7 +29,12 @@ export function chat(url: string, pool: string, options: ChatOptions = {}): Prom
   return fetch(`${url}/openai/deployments/${pool}/chat/completions?api-version=2024-10-21`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'api-key': options.key ?? CLIENT_KEY, ...options.headers },
-    body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 5, ...(options.stream ? { stream: true } : {}), ...options.body }),
+    body: JSON.stringify({
+      messages: [{ role: 'user', content: 'Hello!' }],
+      max_tokens: 5,
+      ...(options.stream ? { stream: true } : {}),
+      ...options.body,
+    }),
     signal: options.signal ?? AbortSignal.timeout(10_000),
   });
 }

@@ -55,8 +55,15 @@ export interface RunningGateway {
 }
 
 /** One in-process instance against the test run's Redis (or the memory store with `memory: true`). */
-export async function startGateway(config: GatewayConfig, options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string } = {}): Promise<RunningGateway> {
-  const store = createStore({ redisUrl: options.memory ? undefined : process.env.REDIS_URL, keyPrefix: options.keyPrefix, windowMs: admissionWindowMs(config.gateway.windowMs) });
+export async function startGateway(
+  config: GatewayConfig,
+  options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string } = {},
+): Promise<RunningGateway> {
+  const store = createStore({
+    redisUrl: options.memory ? undefined : process.env.REDIS_URL,
+    keyPrefix: options.keyPrefix,
+    windowMs: admissionWindowMs(config.gateway.windowMs),
+  });
   const logger = createLogger('error', process.env.SPILLWAY_TEST_LOGS !== '1');
   const gateway = createGateway({ config, store, logger, adminApiKey: options.adminApiKey });
   const { url } = await gateway.listen(0);

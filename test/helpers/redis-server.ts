@@ -32,7 +32,9 @@ export async function startRedisServer(binary = redisServerBinary()): Promise<Re
   }
   const dir = mkdtempSync(join(tmpdir(), 'spillway-redis-'));
   try {
-    const { url, port, child } = await launchRedis(binary, dir, (args) => ({ process: spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }) }));
+    const { url, port, child } = await launchRedis(binary, dir, (args) => ({
+      process: spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }),
+    }));
     return {
       url,
       port,

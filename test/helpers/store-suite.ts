@@ -97,9 +97,7 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
       const chosen: string[] = [];
       const batch = releaseEach ? 1 : 100;
       for (let done = 0; done < count; done += batch) {
-        const results = await Promise.all(
-          Array.from({ length: Math.min(batch, count - done) }, () => store.acquire(attempt(layout))),
-        );
+        const results = await Promise.all(Array.from({ length: Math.min(batch, count - done) }, () => store.acquire(attempt(layout))));
         for (const result of results) {
           const lease = granted(result);
           chosen.push(lease.deploymentId);
@@ -206,7 +204,10 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
           { id: 'spill', priority: 2 },
         ]);
         const firstTier = await picks(store, layout, 10, true);
-        assert.ok(firstTier.every((id) => id !== 'spill'), `spill used while tier 1 was eligible: ${firstTier}`);
+        assert.ok(
+          firstTier.every((id) => id !== 'spill'),
+          `spill used while tier 1 was eligible: ${firstTier}`,
+        );
         assert.equal(granted(await store.acquire(attempt(layout, { exclude: ['a', 'b'] }))).deploymentId, 'spill');
 
         await store.cooldown('tiers', 'a', 30_000);
@@ -535,7 +536,10 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
 
         const full = refused(await store.acquire(attempt(layout, { estimatedTokens: 601 })));
         assert.equal(full.reason, 'no-budget');
-        assert.ok(full.retryAfterMs > 50_000 && full.retryAfterMs <= 60_000, `the booked deficit leaves with its bucket: ${full.retryAfterMs}`);
+        assert.ok(
+          full.retryAfterMs > 50_000 && full.retryAfterMs <= 60_000,
+          `the booked deficit leaves with its bucket: ${full.retryAfterMs}`,
+        );
         granted(await store.acquire(attempt(layout, { estimatedTokens: 600 })));
 
         const negative = pool('observe-negative', 'least-requests', [{ id: 'a', tpm: 1000 }]);
@@ -652,7 +656,11 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         assert.equal(after.remainingTokens, 700);
         const small = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 0 })).lease;
         await store.releaseQuota(small, 2000);
-        assert.deepEqual(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 0 })).remainingTokens, 0, 'charged more consumes more');
+        assert.deepEqual(
+          quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 0 })).remainingTokens,
+          0,
+          'charged more consumes more',
+        );
       });
 
       test('honouring retryAfterMs for a quota succeeds', async () => {
