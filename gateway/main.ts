@@ -8,7 +8,7 @@ import { createStore } from '../shared/store/index.ts';
 import { createGateway } from './app.ts';
 import { startDemo, type Demo } from './demo.ts';
 import { readEnv } from './env.ts';
-import { admissionWindowMs } from './window.ts';
+import { admissionWindowMs } from './routing/window.ts';
 import { createLogger } from './logger.ts';
 
 async function main(): Promise<void> {

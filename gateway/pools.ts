@@ -1,8 +1,7 @@
 /** The config's pools as the request path uses them: lookups by name and id, and the store's view of each. */
 import type { DeploymentConfig, GatewayConfig, PoolConfig } from '../shared/config/schema.ts';
 import type { PoolLayout } from '../shared/store/types.ts';
-import type { Encoding } from '../shared/tokens/index.ts';
-import { encodingOfPool } from './estimate.ts';
+import { encodingForModel, type Encoding } from '../shared/tokens/index.ts';
 
 export interface Pool {
   name: string;
@@ -51,4 +50,11 @@ export function buildPools(config: GatewayConfig): ReadonlyMap<string, Pool> {
     });
   }
   return pools;
+}
+
+/** The pool's tokenizer: set in the config, else inferred from its deployments' model, else its name. */
+function encodingOfPool(name: string, pool: PoolConfig): Encoding {
+  if (pool.tokenizer) return pool.tokenizer;
+  const model = pool.deployments.find((d) => d.model)?.model ?? name;
+  return encodingForModel(model);
 }

@@ -19,6 +19,7 @@ import {
   type ErrorReply,
 } from './errors.ts';
 import { pathOf, queryParam, readBody, sendJson } from './http-utils.ts';
+import { OPERATIONS } from '../operation.ts';
 import { OPERATION_NAMES, countPromptTokens, estimateCost, parseRequest, type Operation, type SimRequest } from './requests.ts';
 import {
   chatCompletionBody,
@@ -45,11 +46,7 @@ interface Route {
   deployment: string | null;
 }
 
-const OPERATION_BY_SUFFIX = new Map<string, Operation>([
-  ['chat/completions', 'chat'],
-  ['completions', 'completions'],
-  ['embeddings', 'embeddings'],
-]);
+const OPERATION_BY_SUFFIX = new Map<string, Operation>(OPERATIONS.map((operation) => [operation, operation]));
 const CLASSIC_PREFIX = '/openai/deployments/';
 const V1_PREFIX = '/openai/v1/';
 const DATED_API_VERSION = /^\d{4}-\d{2}-\d{2}(-preview)?$/;
@@ -291,7 +288,7 @@ class Exchange {
       const maxTokens = request.maxTokens ?? Infinity;
       const tokensPerChoice = Math.min(deployment.completionTokens, maxTokens);
       const generation: Generation = {
-        id: nextCompletionId(request.operation === 'chat' ? 'chatcmpl-' : 'cmpl-'),
+        id: nextCompletionId(request.operation === 'chat/completions' ? 'chatcmpl-' : 'cmpl-'),
         created: Math.floor(Date.now() / 1000),
         model: deployment.model,
         systemFingerprint: deployment.systemFingerprint,
@@ -311,7 +308,9 @@ class Exchange {
       } else {
         const text = completionText(tokensPerChoice);
         pieces = [
-          request.operation === 'chat' ? chatCompletionBody(generation, request, text) : textCompletionBody(generation, request, text),
+          request.operation === 'chat/completions'
+            ? chatCompletionBody(generation, request, text)
+            : textCompletionBody(generation, request, text),
         ];
         tickEnds = [1];
         firstTickMs = ttftMs + perTokenMs * tokensPerChoice + extraDelayMs;

@@ -5,10 +5,12 @@
 import { invalidRequest, type ErrorReply, type OperationName } from './errors.ts';
 import { countChatPromptTokens, countTextTokens, type EncodingName } from './tokens.ts';
 
-export type Operation = 'chat' | 'completions' | 'embeddings';
+import type { Operation } from '../operation.ts';
+
+export type { Operation };
 
 export const OPERATION_NAMES: Record<Operation, OperationName> = {
-  chat: 'ChatCompletions_Create',
+  'chat/completions': 'ChatCompletions_Create',
   completions: 'Completions_Create',
   embeddings: 'Embeddings_Create',
 };
@@ -100,7 +102,7 @@ export function parseRequest(operation: Operation, body: Record<string, unknown>
   };
 
   switch (operation) {
-    case 'chat':
+    case 'chat/completions':
       return parseChat(body, request);
     case 'completions':
       return parsePrompt(body, request, 'prompt');
@@ -228,7 +230,7 @@ export function estimateCost(request: SimRequest, defaultMaxTokens: number): num
 
 /** The exact prompt_tokens of `usage`. */
 export function countPromptTokens(request: SimRequest, encoding: EncodingName): number {
-  if (request.operation === 'chat') return countChatPromptTokens(request.messages, encoding);
+  if (request.operation === 'chat/completions') return countChatPromptTokens(request.messages, encoding);
   let total = request.promptTokenIds;
   for (const text of request.texts) total += countTextTokens(text, encoding);
   return total;

@@ -40,7 +40,7 @@ function event(json: string): string {
 }
 
 export function buildStreamScript(request: SimRequest, generation: Generation): EventScript {
-  const chat = request.operation === 'chat';
+  const chat = request.operation === 'chat/completions';
   const usageNull = request.includeUsage ? ',"usage":null' : '';
   const identity = `"created":${generation.created},"id":"${generation.id}","model":${JSON.stringify(generation.model)}`;
   const object = chat ? 'chat.completion.chunk' : 'text_completion';

@@ -14,7 +14,9 @@
  * - Not counted: audio and file parts, and Azure `data_sources` (retrieved documents are added by
  *   the service).
  */
-export type Operation = 'chat' | 'completions' | 'embeddings';
+import type { Operation } from '../operation.ts';
+
+export type { Operation };
 
 /** Flat image estimates (gpt-4o-era pricing): 85 for detail "low"; 765 is a 1024×1024 image at high detail. */
 export const IMAGE_TOKENS_LOW_DETAIL = 85;
@@ -35,7 +37,7 @@ export function collectPromptContent(operation: Operation, body: unknown): Promp
   const content: PromptContent = { texts: [], fixedTokens: 0 };
   const fields = isRecord(body) ? body : {};
   switch (operation) {
-    case 'chat':
+    case 'chat/completions':
       collectChat(fields, content);
       break;
     case 'completions':

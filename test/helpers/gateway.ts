@@ -13,7 +13,7 @@ import { createStore } from '../../shared/store/index.ts';
 import type { Store } from '../../shared/store/types.ts';
 import { createGateway, type Gateway } from '../../gateway/app.ts';
 import { createLogger } from '../../gateway/logger.ts';
-import { admissionWindowMs } from '../../gateway/window.ts';
+import { admissionWindowMs } from '../../gateway/routing/window.ts';
 
 export const UPSTREAM_KEY = 'upstream-test-key';
 export const CLIENT_KEY = 'client-test-key';

@@ -1,0 +1,240 @@
+/**
+ * Routes one client request: lease a deployment, send the attempt, and on a retryable failure
+ * before any byte reached the client try another deployment, within the attempt limit and the
+ * deadline. The first acceptable response is piped to the client as it arrives.
+ *
+ * This file is the loop; each decision lives with a collaborator: leasing.ts (which deployment, and
+ * the lease's lifetime), wait-queue.ts (waiting for room), client-quota.ts, health.ts (breakers and
+ * cooldowns), retry-policy.ts (what fails over), attempt-history.ts (what to answer when nothing
+ * worked), accounting.ts (what an attempt costs), and upstream/ for the attempt itself.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { GatewaySettings } from '../../shared/config/schema.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import type { AttemptOutcome, Forwarder } from '../upstream/forwarder.ts';
+import { attemptHeaders, isProvisioned } from '../upstream/headers.ts';
+import { pipeResponse, readLimited } from '../upstream/response-pipe.ts';
+import { retryAfterMs } from '../upstream/retry-after.ts';
+import { targetOf, type Target } from '../upstream/target.ts';
+import { deploymentCharge, observe, worthObserving } from './accounting.ts';
+import { AttemptHistory, finalAnswer, type FailedAttempt } from './attempt-history.ts';
+import { hasQuota, type ClientQuotas } from './client-quota.ts';
+import { CountedFailure, type Health } from './health.ts';
+import type { HeldLease, Leasing } from './leasing.ts';
+import type { ProxiedRequest } from './proxied-request.ts';
+import { RequestContext } from './request-context.ts';
+import { FAILED_BODY_LIMIT, isFault, isMissingDeployment, mayFailOver, MISCONFIGURED_COOLDOWN_MS } from './retry-policy.ts';
+import { WaitTicket } from './wait-queue.ts';
+
+export interface DispatcherDeps {
+  settings: GatewaySettings;
+  leasing: Leasing;
+  quotas: ClientQuotas;
+  forwarder: Forwarder;
+  health: Health;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+/** How one attempt ended for the loop: the request is answered, or another deployment may try. */
+type Step = 'done' | 'next';
+
+export class Dispatcher {
+  private readonly deps: DispatcherDeps;
+
+  constructor(deps: DispatcherDeps) {
+    this.deps = deps;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest): Promise<void> {
+    const context = new RequestContext(request, res);
+    // The proxy adds a few 'close' listeners to the client's response per attempt; bounded by the
+    // attempt limit, so raise the warning threshold to that bound rather than hear of a "leak".
+    res.setMaxListeners(10 + 4 * this.deps.settings.maxAttempts);
+    this.deps.metrics.inFlight.inc();
+    try {
+      await this.admit(req, context);
+    } catch (error) {
+      context.failedInside(error as Error, this.deps.logger);
+    } finally {
+      this.deps.metrics.inFlight.dec();
+      context.finish(this.deps.metrics, this.deps.logger);
+    }
+  }
+
+  /** The client's quota first (most clients have none: no call at all), then the deployments. */
+  private async admit(req: IncomingMessage, context: RequestContext): Promise<void> {
+    const { client, estimatedTokens } = context.request;
+    const quota = hasQuota(client) ? await this.deps.quotas.check(client, estimatedTokens) : undefined;
+    if (quota) context.setQuotaHeaders(quota.remaining);
+    if (quota && !quota.admitted) return context.reject(quota.error, 'client-quota');
+    try {
+      await this.route(req, context);
+    } finally {
+      await quota?.booking?.settle(context.clientCharge());
+    }
+  }
+
+  private async route(req: IncomingMessage, context: RequestContext): Promise<void> {
+    const { request, res } = context;
+    const { settings } = this.deps;
+    const deadline = request.startedAt + settings.deadlineMs;
+    const ticket = new WaitTicket(request.pool, request.startedAt, this.deps.logger);
+    const history = new AttemptHistory();
+    // While a request may wait (maxWaitMs), a 429 is part of the wait and does not use up an attempt.
+    const attemptsUsed = () => context.attempts - (ticket.enabled ? history.throttles : 0);
+    while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
+      if (res.destroyed) return ticket.leave();
+      const grant = await this.deps.leasing.acquire(request, history.tried, ticket.queue);
+      ticket.waitsIn(grant.store);
+      if (res.destroyed) {
+        await grant.lease?.release();
+        return ticket.leave();
+      }
+      if (!grant.ok) {
+        // Saturated (not broken): with maxWaitMs, wait in the pool's first-come-first-served queue.
+        if (await ticket.waitForRoom(grant.refusal, history.onlyThrottled)) continue;
+        await ticket.leave();
+        return context.answer(finalAnswer(history, request.pool, settings, grant.refusal));
+      }
+      try {
+        if ((await this.attempt(req, context, grant.lease, history, deadline)) === 'done') return;
+      } finally {
+        // Every path out of an attempt releases its lease; a path that already did (with the attempt's cost) wins.
+        await grant.lease.release();
+      }
+    }
+    context.answer(finalAnswer(history, request.pool, settings));
+  }
+
+  private async attempt(
+    req: IncomingMessage,
+    context: RequestContext,
+    lease: HeldLease,
+    history: AttemptHistory,
+    deadline: number,
+  ): Promise<Step> {
+    const { deployment } = lease;
+    context.startAttempt(deployment.config.id);
+    const target = targetOf(deployment, context.request);
+    const guarded = await this.send(req, context, lease, target, deadline);
+    if (!guarded) {
+      // This instance's breaker refused; the store will hear of the open circuit shortly. Not an attempt.
+      context.undoAttempt();
+      return 'next';
+    }
+    const { outcome } = guarded;
+    if (context.res.destroyed) {
+      if (outcome.kind === 'response') outcome.response.destroy();
+      return 'done';
+    }
+    this.countAttempt(lease, outcome);
+    if (outcome.kind === 'error') {
+      this.transportFailed(context, lease, history, outcome.timedOut ? 'timeout' : (outcome.error.code ?? 'error'), outcome.timedOut);
+      return 'next';
+    }
+    if (mayFailOver(outcome.response.statusCode ?? 502)) return this.failedResponse(context, lease, outcome.response, history);
+    await this.serve(context, lease, outcome.response, target.askedForUsage);
+    return 'done';
+  }
+
+  /** Sends the attempt through the deployment's breaker; undefined when this instance's breaker refused it. */
+  private send(req: IncomingMessage, context: RequestContext, lease: HeldLease, target: Target, deadline: number) {
+    const { deployment } = lease;
+    const { res, request } = context;
+    const upstreamTimeoutMs = this.deps.settings.upstreamTimeoutMs;
+    return this.deps.health.guard(deployment, lease.lease, async () => {
+      const outcome = await this.deps.forwarder.attempt(req, res, {
+        target: deployment.origin,
+        path: target.path,
+        body: target.body,
+        headers: attemptHeaders(deployment.config.apiKey, request.requestId),
+        headersTimeoutMs: Math.max(1, Math.min(upstreamTimeoutMs, deadline - Date.now())),
+      });
+      if (!res.destroyed && isFault(outcome)) throw new CountedFailure(outcome);
+      return outcome;
+    });
+  }
+
+  /** No answer at all (connection failure, reset, timeout): that deployment is not tried again. */
+  private transportFailed(context: RequestContext, lease: HeldLease, history: AttemptHistory, error: string, timedOut: boolean): void {
+    const id = lease.deployment.config.id;
+    history.exclude(id);
+    history.record({ deployment: id, timedOut });
+    this.deps.logger.warn('upstream attempt failed', {
+      requestId: context.request.requestId,
+      pool: context.request.pool.name,
+      deployment: id,
+      error,
+    });
+  }
+
+  /** A 429, 408, 5xx or 404: read whole (it may be what the client gets in the end), then fail over unless it is the client's. */
+  private async failedResponse(
+    context: RequestContext,
+    lease: HeldLease,
+    response: IncomingMessage,
+    history: AttemptHistory,
+  ): Promise<Step> {
+    const { deployment } = lease;
+    const status = response.statusCode ?? 502;
+    const body = await readLimited(response, FAILED_BODY_LIMIT);
+    const failure: FailedAttempt = { deployment: deployment.config.id, status, headers: response.headers, body };
+    // The cooldown is asked for first, so no other request gets the slot this release frees before
+    // the deployment is out; both go to the store in one write (auto-pipelining), not one after the other.
+    const cooling = status === 429 ? this.deps.health.throttled(deployment, retryAfterMs(response.headers)) : undefined;
+    await lease.release(undefined, observe(response.headers, deployment.config));
+    if (status === 404) {
+      // A 404 about the request itself (an unknown route or api-version): the client's to see.
+      if (!isMissingDeployment(status, body)) {
+        context.relay(failure);
+        return 'done';
+      }
+      // Our config names a deployment Azure does not have: our fault, not the client's. Fail over.
+      this.deps.logger.error('deployment not found upstream: check the config', {
+        pool: deployment.pool,
+        deployment: deployment.config.id,
+      });
+      failure.cooldownUntil = await this.deps.health.throttled(deployment, MISCONFIGURED_COOLDOWN_MS);
+    }
+    // A throttled deployment is not excluded: its cooldown keeps it out exactly as long as it asked,
+    // and a waiting request may take it again after that. Any other failure is not tried again.
+    if (cooling) failure.cooldownUntil = await cooling;
+    else history.exclude(deployment.config.id);
+    history.record(failure);
+    return 'next';
+  }
+
+  /** A response to pass on: piped to the client as it arrives, then charged. */
+  private async serve(context: RequestContext, lease: HeldLease, response: IncomingMessage, askedForUsage: boolean): Promise<void> {
+    const { deployment } = lease;
+    const labels = { pool: deployment.pool, deployment: deployment.config.id };
+    // The deployment's own figures are true now, as its headers arrive; applied at the end of a long
+    // response they would count again what left the window meanwhile. Off the latency path.
+    const observed = observe(response.headers, deployment.config);
+    if (worthObserving(observed)) {
+      lease.store
+        .observe(deployment.pool, deployment.config.id, observed)
+        .catch((error: Error) => this.deps.logger.warn('could not apply a deployment’s rate-limit figures', { error: error.message }));
+    }
+    context.startResponse(response.statusCode ?? 502, response.headers);
+    this.deps.metrics.latency.observe({ pool: context.request.pool.name }, (context.firstByteMs ?? 0) / 1000);
+    const piped = await pipeResponse(response, context.res, {
+      idleTimeoutMs: this.deps.settings.streamIdleTimeoutMs,
+      stripUsage: askedForUsage,
+    });
+    context.endResponse(piped);
+    if (piped.usage) {
+      this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, piped.usage.promptTokens);
+      this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, piped.usage.completionTokens);
+    }
+    const charge = piped.outcome === 'ok' ? deploymentCharge(lease.lease, piped.usage, isProvisioned(response.headers)) : undefined;
+    await lease.release(charge);
+  }
+
+  private countAttempt(lease: HeldLease, outcome: AttemptOutcome): void {
+    const result = outcome.kind === 'response' ? String(outcome.response.statusCode) : outcome.timedOut ? 'timeout' : 'error';
+    this.deps.metrics.attempts.inc({ pool: lease.deployment.pool, deployment: lease.deployment.config.id, outcome: result });
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * Keeps this instance's live leases alive. A lease expires leaseMs after its last renewal, so a
+ * killed instance's in-flight counts return to true within leaseMs; a live one renews every third.
+ */
+import type { Lease } from '../../shared/store/types.ts';
+import type { Logger } from '../logger.ts';
+import type { LiveStore } from './live-store.ts';
+
+export class LeaseKeeper {
+  private readonly live = new Set<Lease>();
+  private readonly timer: NodeJS.Timeout;
+
+  private readonly stores: LiveStore;
+  private readonly leaseMs: number;
+  private readonly logger: Logger;
+
+  constructor(stores: LiveStore, leaseMs: number, logger: Logger) {
+    this.stores = stores;
+    this.leaseMs = leaseMs;
+    this.logger = logger;
+    this.timer = setInterval(() => void this.renew(), Math.max(250, Math.floor(leaseMs / 3)));
+    this.timer.unref();
+  }
+
+  track(lease: Lease): void {
+    this.live.add(lease);
+  }
+
+  untrack(lease: Lease): void {
+    this.live.delete(lease);
+  }
+
+  /** Leases being renewed now (tests and shutdown). */
+  get size(): number {
+    return this.live.size;
+  }
+
+  private async renew(): Promise<void> {
+    if (this.live.size === 0) return;
+    try {
+      await this.stores.publishing().renew([...this.live], this.leaseMs);
+    } catch (error) {
+      this.logger.warn('lease renewal failed', { error: (error as Error).message, leases: this.live.size });
+    }
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}

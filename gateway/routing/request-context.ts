@@ -1,0 +1,126 @@
+/**
+ * One client request on its way through the attempt loop: what it is, what happened to it so far,
+ * and the answers that end it. Its `finish` writes the request's one log line and its metrics.
+ */
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { errors, sendError, type AzureError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { setAttemptHeaders, setQuotaHeaders, writeUpstreamHead, type GatewayHeaders } from '../upstream/headers.ts';
+import type { PipeResult } from '../upstream/response-pipe.ts';
+import type { Usage } from '../upstream/usage.ts';
+import type { Answer, FailedAttempt } from './attempt-history.ts';
+import type { ProxiedRequest } from './proxied-request.ts';
+
+export class RequestContext {
+  readonly request: ProxiedRequest;
+  readonly res: ServerResponse;
+  /** The deployment tried last (or serving). */
+  deployment: string | undefined;
+  /** Upstream attempts made; a local breaker's refusal is not one. */
+  attempts = 0;
+  status: number | undefined;
+  outcome = 'pending';
+  usage: Usage | undefined;
+  firstByteMs: number | undefined;
+
+  constructor(request: ProxiedRequest, res: ServerResponse) {
+    this.request = request;
+    this.res = res;
+  }
+
+  startAttempt(deployment: string): void {
+    this.attempts += 1;
+    this.deployment = deployment;
+  }
+
+  /** The attempt never left: this instance's breaker refused it. */
+  undoAttempt(): void {
+    this.attempts -= 1;
+  }
+
+  /** The token charge for the client's quota: real usage when known, none when no deployment was reached. */
+  clientCharge(): number | undefined {
+    return this.usage?.totalTokens ?? (this.attempts === 0 ? 0 : undefined);
+  }
+
+  get gatewayHeaders(): GatewayHeaders {
+    return { requestId: this.request.requestId, deployment: this.deployment, attempts: this.attempts };
+  }
+
+  /** A deployment's answer starts flowing to the client: no failover after this. */
+  startResponse(status: number, upstream: IncomingHttpHeaders): void {
+    this.status = status;
+    this.outcome = 'streaming';
+    this.firstByteMs = Date.now() - this.request.startedAt;
+    writeUpstreamHead(this.res, status, upstream, this.gatewayHeaders);
+  }
+
+  endResponse(piped: PipeResult): void {
+    this.usage = piped.usage;
+    this.outcome = piped.outcome;
+  }
+
+  /** The client's quota as it stands after this request was booked (or refused). */
+  setQuotaHeaders(remaining: { tokens?: number; requests?: number }): void {
+    setQuotaHeaders(this.res, remaining);
+  }
+
+  answer(answer: Answer): void {
+    if ('relay' in answer) this.relay(answer.relay);
+    else this.reject(answer.error);
+  }
+
+  /** Sends an upstream error response that was read whole: the deployment's own Azure-shaped body. */
+  relay(failure: FailedAttempt): void {
+    this.outcome = 'upstream-error';
+    this.status = failure.status;
+    // The body may have been cut at FAILED_BODY_LIMIT, so its length is recomputed rather than copied.
+    const { 'content-length': _length, ...headers } = failure.headers ?? {};
+    writeUpstreamHead(this.res, failure.status ?? 502, headers, this.gatewayHeaders);
+    this.res.end(failure.body);
+  }
+
+  /** Answers with the gateway's own error. */
+  reject(error: AzureError, outcome = error.status === 429 ? 'saturated' : 'failed'): void {
+    this.outcome = outcome;
+    this.status = error.status;
+    if (this.attempts > 0) setAttemptHeaders(this.res, this.gatewayHeaders);
+    sendError(this.res, error);
+  }
+
+  /** A bug inside the gateway: the client gets a 500 (or a cut stream), never a stack trace. */
+  failedInside(error: Error, logger: Logger): void {
+    this.outcome = 'error';
+    logger.error('request failed inside the gateway', { requestId: this.request.requestId, error: error.message });
+    if (!this.res.headersSent) sendError(this.res, errors.internal());
+    else this.res.destroy();
+  }
+
+  /** The request's log line and metrics, once it is over. */
+  finish(metrics: Metrics, logger: Logger): void {
+    if (this.outcome === 'pending') this.outcome = 'client-closed';
+    const { request } = this;
+    const status = this.status ?? this.res.statusCode;
+    metrics.requests.inc({ pool: request.pool.name, status: String(status) });
+    // Below info level the line would be built only to be dropped.
+    if (!logger.isInfoEnabled()) return;
+    logger.info('request', {
+      requestId: request.requestId,
+      client: request.client.name,
+      pool: request.pool.name,
+      operation: request.operation,
+      deployment: this.deployment,
+      attempts: this.attempts,
+      status,
+      outcome: this.outcome,
+      stream: request.stream,
+      latencyMs: Date.now() - request.startedAt,
+      firstByteMs: this.firstByteMs,
+      estimatedTokens: request.estimatedTokens,
+      promptTokens: this.usage?.promptTokens,
+      completionTokens: this.usage?.completionTokens,
+      totalTokens: this.usage?.totalTokens,
+    });
+  }
+}

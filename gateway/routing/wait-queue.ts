@@ -1,0 +1,66 @@
+/**
+ * Waiting for room (pools with maxWaitMs): a saturated request holds a ticket in the pool's
+ * first-come-first-served queue, in the store, and polls until it is granted or its wait runs out.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { QueueTicket, Store } from '../../shared/store/types.ts';
+import type { Logger } from '../logger.ts';
+import type { Pool } from '../pools.ts';
+import type { Refusal } from './leasing.ts';
+
+/** Polling bounds while a request waits for room. */
+const MIN_POLL_MS = 10;
+const MAX_POLL_MS = 100;
+/** A waiter that stops polling (its instance died) loses its place after this. */
+const QUEUE_TICKET_TTL_MS = 1_000;
+
+export class WaitTicket {
+  /** Absent when the pool does not let requests wait. */
+  private readonly ticket: QueueTicket | undefined;
+  private readonly pool: string;
+  private readonly waitUntil: number;
+  private readonly logger: Logger;
+  /** The store the ticket waits in: the fallback's queue once Redis failed, not Redis's. */
+  private waitingIn: Store | undefined;
+
+  constructor(pool: Pool, startedAt: number, logger: Logger) {
+    this.ticket = pool.config.maxWaitMs > 0 ? { ticket: randomUUID(), ttlMs: QUEUE_TICKET_TTL_MS } : undefined;
+    this.pool = pool.name;
+    this.waitUntil = startedAt + pool.config.maxWaitMs;
+    this.logger = logger;
+  }
+
+  /** True when the request may wait: then a 429 is part of the wait and does not use up an attempt. */
+  get enabled(): boolean {
+    return this.ticket !== undefined;
+  }
+
+  /** The ticket to send with the store's acquire. */
+  get queue(): QueueTicket | undefined {
+    return this.ticket;
+  }
+
+  /** Notes the store that answered the acquire: the ticket now waits there. */
+  waitsIn(store: Store): void {
+    this.waitingIn = store;
+  }
+
+  /**
+   * After a refusal: sleeps until the next poll and returns true while the request may go on waiting
+   * (it has a ticket, time is left, and the pool is saturated rather than broken).
+   */
+  async waitForRoom(refusal: Refusal, saturated: boolean): Promise<boolean> {
+    if (!this.ticket || !saturated || Date.now() >= this.waitUntil) return false;
+    await sleep(Math.max(MIN_POLL_MS, Math.min(refusal.retryAfterMs, MAX_POLL_MS, this.waitUntil - Date.now())));
+    return true;
+  }
+
+  /** Gives up the place in the queue (granted tickets have left it already: then this is a no-op in the store). */
+  async leave(): Promise<void> {
+    if (!this.ticket || !this.waitingIn) return;
+    await this.waitingIn
+      .leaveQueue(this.pool, this.ticket.ticket)
+      .catch((error: Error) => this.logger.warn('could not leave the wait queue', { error: error.message }));
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Every header rule of the proxy in one place: what goes upstream with an attempt, what of the
+ * deployment's answer reaches the client, and what the gateway adds to it.
+ */
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+
+/** The PTU utilization percentage; only provisioned deployments send it. */
+export const UTILIZATION_HEADER = 'azure-openai-deployment-utilization';
+
+/**
+ * Client headers that must not reach a deployment: the client's own credentials, hop-by-hop fields,
+ * and how the client framed its body (transfer-encoding, content-encoding): the body goes upstream
+ * whole and plain, with its own content-length. A chunked client body once reached the deployment
+ * with both transfer-encoding and content-length, which an HTTP server must refuse.
+ */
+export const STRIPPED_REQUEST_HEADERS = [
+  'authorization',
+  'api-key',
+  'cookie',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authorization',
+  'proxy-connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-encoding',
+];
+
+/** Upstream response headers that describe one deployment or one hop, not what the client addressed. */
+const DROPPED_RESPONSE_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'proxy-authenticate',
+  'set-cookie',
+  'x-ratelimit-remaining-requests',
+  'x-ratelimit-remaining-tokens',
+  'x-ratelimit-limit-requests',
+  'x-ratelimit-limit-tokens',
+  'x-ratelimit-reset-requests',
+  'x-ratelimit-reset-tokens',
+  UTILIZATION_HEADER,
+]);
+
+/** The headers an attempt sets upstream: the deployment's own key, never the client's, and the request id. */
+export function attemptHeaders(apiKey: string, requestId: string): Record<string, string> {
+  return { 'api-key': apiKey, 'x-request-id': requestId };
+}
+
+/** What the forwarder adds for the body it sends: its exact length, and no compression of the answer (usage is read from it). */
+export function bodyHeaders(headers: Record<string, string>, body: Buffer): Record<string, string> {
+  return { ...headers, 'content-length': String(body.length), 'accept-encoding': 'identity' };
+}
+
+/** A response header's value; the first when it came more than once. */
+export function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** A numeric header (a trailing % allowed), or undefined when absent or not a number. */
+export function numberHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
+  const text = header(headers, name);
+  if (text === undefined || text.trim() === '') return undefined;
+  const parsed = Number(text.trim().replace(/%$/, ''));
+  return Number.isFinite(parsed) ? parsed : undefined;
+}
+
+/** True when the response came from a provisioned deployment (only PTU sends the utilization header). */
+export function isProvisioned(headers: IncomingHttpHeaders): boolean {
+  return headers[UTILIZATION_HEADER] !== undefined;
+}
+
+/** What the gateway says about how it served a request. */
+export interface GatewayHeaders {
+  requestId: string;
+  /** The deployment that answered (or was tried last). */
+  deployment: string | undefined;
+  attempts: number;
+}
+
+/**
+ * Sets the head of the client's response from a deployment's: its status and headers less the dropped
+ * ones, plus the gateway's own. No flushHeaders: the head goes out with the first body bytes, in one
+ * write (a whole JSON answer is then one packet, a stream's head leaves with its first event as Azure
+ * sends it).
+ */
+export function writeUpstreamHead(res: ServerResponse, status: number, upstream: IncomingHttpHeaders, gateway: GatewayHeaders): void {
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name)) continue;
+    res.setHeader(name, value);
+  }
+  res.setHeader('x-request-id', gateway.requestId);
+  setAttemptHeaders(res, gateway);
+  res.statusCode = status;
+}
+
+/** x-gateway-deployment and x-gateway-attempts. */
+export function setAttemptHeaders(res: ServerResponse, gateway: GatewayHeaders): void {
+  if (gateway.deployment) res.setHeader('x-gateway-deployment', gateway.deployment);
+  res.setHeader('x-gateway-attempts', String(gateway.attempts));
+}
+
+/** A client quota's remaining tokens and requests, in Azure's own header names. */
+export function setQuotaHeaders(res: ServerResponse, remaining: { tokens?: number; requests?: number }): void {
+  if (remaining.tokens !== undefined) res.setHeader('x-ratelimit-remaining-tokens', String(remaining.tokens));
+  if (remaining.requests !== undefined) res.setHeader('x-ratelimit-remaining-requests', String(remaining.requests));
+}

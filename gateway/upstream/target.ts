@@ -1,0 +1,33 @@
+/**
+ * Where an attempt goes at the chosen deployment: its path, the api-version (the deployment's
+ * override, else the client's, else the latest GA), and which body is sent.
+ */
+import type { Operation } from '../../shared/operation.ts';
+import type { Deployment } from '../pools.ts';
+import { acceptsStreamOptions } from './usage-stream.ts';
+
+/** The latest GA api-version, for OpenAI-style requests that name none. */
+export const DEFAULT_API_VERSION = '2024-10-21';
+
+export interface TargetRequest {
+  operation: Operation;
+  apiVersion: string | undefined;
+  body: Buffer;
+  bodyWithUsage: Buffer | undefined;
+}
+
+export interface Target {
+  /** Path and query at the deployment's origin. */
+  path: string;
+  body: Buffer;
+  /** True when the body asks upstream for a usage chunk the client did not ask for (it is stripped again on the way back). */
+  askedForUsage: boolean;
+}
+
+export function targetOf(deployment: Deployment, request: TargetRequest): Target {
+  const apiVersion = deployment.config.apiVersion ?? request.apiVersion ?? DEFAULT_API_VERSION;
+  // Azure refuses stream_options on api-versions before it existed: ask for usage only where it is accepted.
+  const askedForUsage = request.bodyWithUsage !== undefined && acceptsStreamOptions(apiVersion);
+  const path = `${deployment.basePath}/openai/deployments/${encodeURIComponent(deployment.config.deployment)}/${request.operation}?api-version=${encodeURIComponent(apiVersion)}`;
+  return { path, body: askedForUsage && request.bodyWithUsage ? request.bodyWithUsage : request.body, askedForUsage };
+}

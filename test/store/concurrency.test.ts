@@ -1,0 +1,177 @@
+/**
+ * RedisStore under real concurrency: many clients (as many gateway instances would) race for one
+ * pool, and the atomic scripts must still keep every budget and balance exactly.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { KeyLayout } from '../../shared/store/keys.ts';
+import { RedisStore } from '../../shared/store/redis-store.ts';
+import type { AcquireResult, PoolLayout, QuotaInput, QuotaResult } from '../../shared/store/types.ts';
+import { countBy, granted, pool, uniquePrefix } from '../helpers/store-suite.ts';
+
+const redisUrl = process.env.REDIS_URL;
+if (!redisUrl) throw new Error('REDIS_URL is not set: run through `npm test` or set it to a Redis the tests may write to');
+
+const INSTANCES = 8;
+
+describe('RedisStore with 8 clients racing', () => {
+  const keyPrefix = uniquePrefix();
+  const stores = Array.from({ length: INSTANCES }, () => new RedisStore(redisUrl, { keyPrefix, windowMs: 60_000 }));
+  before(async () => {
+    await Promise.all(stores.map((store) => store.ping()));
+  });
+  after(async () => {
+    await Promise.all(stores.map((store) => store.close()));
+  });
+
+  /** `perInstance` acquires from every store at once. */
+  function race(layout: PoolLayout, perInstance: number, estimatedTokens: number): Promise<AcquireResult[]> {
+    return Promise.all(
+      stores.flatMap((store) =>
+        Array.from({ length: perInstance }, () => store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens })),
+      ),
+    );
+  }
+
+  test('token budgets hold exactly: never more granted than tpm', async () => {
+    const layout = pool('race-tpm', 'least-requests', [
+      { id: 'a', tpm: 10_000 },
+      { id: 'b', tpm: 10_000 },
+      { id: 'c', tpm: 5_000 },
+    ]);
+    const results = await race(layout, 50, 100); // 400 × 100 tokens against 25 000
+    const leases = results.flatMap((r) => (r.ok ? [r.lease] : []));
+    assert.equal(leases.length, 250);
+    const tokensBy = new Map<string, number>();
+    for (const lease of leases) tokensBy.set(lease.deploymentId, (tokensBy.get(lease.deploymentId) ?? 0) + lease.tokens);
+    assert.deepEqual(Object.fromEntries(tokensBy), { a: 10_000, b: 10_000, c: 5_000 });
+    assert.ok(results.every((r) => r.ok || r.reason === 'no-budget'));
+    const snapshot = await stores[0]!.snapshot(layout);
+    assert.deepEqual(
+      snapshot.map((d) => d.tokensInWindow),
+      [10_000, 10_000, 5_000],
+    );
+  });
+
+  test('least-requests keeps in-flight within 1 of each other at every step', async () => {
+    const layout = pool('race-balance', 'least-requests', [{ id: 'a' }, { id: 'b' }, { id: 'c' }, { id: 'd' }, { id: 'e' }]);
+    for (let round = 0; round < 4; round++) {
+      const results = await race(layout, 7, 0);
+      assert.ok(results.every((r) => r.ok));
+      const inFlight = (await stores[round]!.snapshot(layout)).map((d) => d.inFlight);
+      const held = (round + 1) * INSTANCES * 7;
+      assert.equal(
+        inFlight.reduce((sum, n) => sum + n, 0),
+        held,
+      );
+      assert.ok(Math.max(...inFlight) - Math.min(...inFlight) <= 1, `round ${round}: ${inFlight}`);
+    }
+  });
+
+  test('1-rpm budgets grant exactly one request each', async () => {
+    const layout = pool('race-rpm', 'random', [
+      { id: 'a', rpm: 1 },
+      { id: 'b', rpm: 1 },
+      { id: 'c', rpm: 1 },
+    ]);
+    const results = await race(layout, 10, 0);
+    const chosen = countBy(results.flatMap((r) => (r.ok ? [r.lease.deploymentId] : [])));
+    assert.deepEqual(Object.fromEntries(chosen), { a: 1, b: 1, c: 1 });
+    for (const r of results) if (!r.ok) assert.equal(r.reason, 'no-budget');
+  });
+
+  test('a half-open circuit lets exactly one probe through cluster-wide', async () => {
+    const layout = pool('race-probe', 'least-requests', [{ id: 'a' }]);
+    await stores[0]!.openCircuit('race-probe', 'a', 0);
+    const results = await race(layout, 5, 0);
+    const probes = results.filter((r) => r.ok);
+    assert.equal(probes.length, 1);
+    assert.ok(probes[0]?.ok && probes[0].lease.probe);
+  });
+
+  /** `perInstance` quota bookings from every store at once. */
+  function raceQuota(input: QuotaInput, perInstance: number): Promise<QuotaResult[]> {
+    return Promise.all(stores.flatMap((store) => Array.from({ length: perInstance }, () => store.acquireQuota(input))));
+  }
+
+  test('client quotas hold exactly: parallel bookings grant exactly what fits', async () => {
+    const tokens = await raceQuota({ subject: 'race-tpm', tpm: 10_000, estimatedTokens: 100 }, 30); // 240 × 100 against 10 000
+    const tokenGrants = tokens.flatMap((r) => (r.ok ? [r] : []));
+    assert.equal(tokenGrants.length, 100);
+    // Every grant saw its own state: the remaining figures are 9 900, 9 800, …, 0, each once.
+    assert.deepEqual(
+      tokenGrants.map((r) => r.remainingTokens).sort((x, y) => (x ?? 0) - (y ?? 0)),
+      Array.from({ length: 100 }, (_, i) => i * 100),
+    );
+    for (const r of tokens) if (!r.ok) assert.deepEqual([r.reason, r.remainingTokens], ['tokens', 0]);
+
+    const requests = await raceQuota({ subject: 'race-rpm', rpm: 50, estimatedTokens: 10 }, 10); // 80 against 50
+    const requestGrants = requests.flatMap((r) => (r.ok ? [r] : []));
+    assert.equal(requestGrants.length, 50);
+    assert.deepEqual(
+      requestGrants.map((r) => r.remainingRequests).sort((x, y) => (x ?? 0) - (y ?? 0)),
+      Array.from({ length: 50 }, (_, i) => i),
+    );
+    for (const r of requests) if (!r.ok) assert.deepEqual([r.reason, r.remainingRequests], ['requests', 0]);
+  });
+
+  test('the wait queue serves waiters on different instances in arrival order, one per freed room', async () => {
+    const name = 'race-queue';
+    const layout = pool(name, 'least-requests', [{ id: 'a', tpm: 800 }]);
+    const held = await Promise.all(
+      stores.map(async (store) =>
+        granted(await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100 })),
+      ),
+    );
+    const tickets = stores.map((_, i) => `waiter-${i}`);
+    const poll = (i: number): Promise<AcquireResult> =>
+      stores[i]!.acquire({
+        pool: layout,
+        leaseId: randomUUID(),
+        leaseMs: 30_000,
+        estimatedTokens: 100,
+        queue: { ticket: tickets[i]!, ttlMs: 30_000 },
+      });
+
+    // All join at once; Redis serialises them, and that order is the one to keep.
+    const joined = await Promise.all(stores.map((_, i) => poll(i)));
+    assert.ok(joined.every((r) => !r.ok));
+    const order = await stores[0]!.client.zrange(new KeyLayout(keyPrefix).queue(name).order, 0, -1);
+    assert.deepEqual([...order].sort(), [...tickets].sort());
+    const headFirst = joined.map((r, i) => [tickets[i], r.ok ? 'granted' : r.reason]);
+    assert.deepEqual(
+      countBy(headFirst.map(([, reason]) => reason)),
+      new Map([
+        ['no-budget', 1],
+        ['queued', 7],
+      ]),
+    );
+    assert.deepEqual(headFirst.find(([, reason]) => reason === 'no-budget')?.[0], order[0], 'the first to arrive was told the truth');
+
+    const served: string[] = [];
+    let waiting = stores.map((_, i) => i);
+    for (const lease of held) {
+      await stores[0]!.release(lease, 0); // room for one more
+      const results = await Promise.all(waiting.map((i) => poll(i)));
+      const grantedNow = waiting.filter((_, k) => results[k]?.ok);
+      assert.equal(grantedNow.length, 1, `exactly one waiter served per room: ${JSON.stringify(results)}`);
+      served.push(tickets[grantedNow[0]!]!);
+      const reasons = new Set(results.flatMap((r) => (r.ok ? [] : [r.reason])));
+      // The next head finds no room; everyone behind it is queued.
+      assert.ok(
+        [...reasons].every((reason) => reason === 'queued' || reason === 'no-budget'),
+        `${[...reasons]}`,
+      );
+      waiting = waiting.filter((i) => i !== grantedNow[0]);
+    }
+    assert.deepEqual(served, order);
+  });
+
+  test('round-robin stays fair across instances acquiring at once', async () => {
+    const layout = pool('race-rr', 'round-robin', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+    const results = await race(layout, 30, 0); // 240 picks
+    const chosen = countBy(results.flatMap((r) => (r.ok ? [r.lease.deploymentId] : [])));
+    assert.deepEqual(Object.fromEntries(chosen), { a: 80, b: 80, c: 80 });
+  });
+});

@@ -1,0 +1,222 @@
+/**
+ * MemoryStore: the shared contract, plus exact timing with an injected clock (which RedisStore cannot
+ * have, since it reads Redis TIME); both stores share the window rules these pin down.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { MemoryStore } from '../../shared/store/memory-store.ts';
+import type { AcquireInput, PoolLayout } from '../../shared/store/types.ts';
+import { defineStoreSuite, granted, pool, quotaGranted, quotaRefused, refused } from '../helpers/store-suite.ts';
+
+defineStoreSuite('MemoryStore', (options, instances) => {
+  const store = new MemoryStore(options);
+  return Array.from({ length: instances }, () => store);
+});
+
+describe('MemoryStore with a fake clock (windowMs 600: 10 ms buckets, 100 ms short window)', () => {
+  const START = 1_000_000; // a bucket edge
+  function setup(layout: PoolLayout): { store: MemoryStore; at: (ms: number) => void; attempt: (tokens?: number) => AcquireInput } {
+    let now = START;
+    let counter = 0;
+    const store = new MemoryStore({ windowMs: 600, now: () => now });
+    return {
+      store,
+      at: (ms) => {
+        now = START + ms;
+      },
+      attempt: (tokens = 0) => ({ pool: layout, leaseId: `l${++counter}`, leaseMs: 60_000, estimatedTokens: tokens }),
+    };
+  }
+
+  test('tokens leave the window exactly 60 buckets after the bucket they were booked in', async () => {
+    const { store, at, attempt } = setup(pool('p', 'least-requests', [{ id: 'a', tpm: 1000 }]));
+    at(5);
+    assert.equal(granted(await store.acquire(attempt(600))).bucket, 100_000);
+    at(105);
+    assert.equal(granted(await store.acquire(attempt(400))).bucket, 100_010);
+    at(200);
+    const full = refused(await store.acquire(attempt(500)));
+    assert.deepEqual(full, { ok: false, reason: 'no-budget', retryAfterMs: 400 });
+    at(599);
+    refused(await store.acquire(attempt(500)));
+    at(600);
+    granted(await store.acquire(attempt(500)));
+    at(650);
+    assert.equal(refused(await store.acquire(attempt(101))).retryAfterMs, 50, 'the 400 leaves at 700');
+    at(700);
+    granted(await store.acquire(attempt(101)));
+  });
+
+  test('the short request window frees at its bucket edge; the long one at the window edge', async () => {
+    // rpm 7: 2 per short window, 7 per window.
+    const { store, at, attempt } = setup(pool('p', 'least-requests', [{ id: 'a', rpm: 7 }]));
+    at(3);
+    granted(await store.acquire(attempt()));
+    granted(await store.acquire(attempt()));
+    const short = refused(await store.acquire(attempt()));
+    assert.deepEqual(short, { ok: false, reason: 'no-budget', retryAfterMs: 97 });
+    at(99);
+    refused(await store.acquire(attempt()));
+    for (const ms of [100, 100, 200, 200, 300]) {
+      at(ms);
+      granted(await store.acquire(attempt()));
+    }
+    at(300);
+    // 7 in the window now; the first two (bucket 0) leave at 600.
+    assert.equal(refused(await store.acquire(attempt())).retryAfterMs, 300);
+    at(599);
+    refused(await store.acquire(attempt()));
+    at(600);
+    granted(await store.acquire(attempt()));
+  });
+
+  test('retryAfterMs is the later of a cooldown end and the budget freeing, the soonest over deployments', async () => {
+    const { store, at, attempt } = setup(
+      pool('p', 'least-requests', [
+        { id: 'a', tpm: 100 },
+        { id: 'b', tpm: 100 },
+      ]),
+    );
+    at(0);
+    granted(await store.acquire({ ...attempt(100), exclude: ['b'] }));
+    granted(await store.acquire({ ...attempt(100), exclude: ['a'] }));
+    assert.equal(await store.cooldown('p', 'a', 100), START + 100);
+    at(50);
+    await store.cooldown('p', 'b', 900);
+    // a: cooldown ends at 100 but its tokens leave at 600; b: budget at 600 but cooldown to 950.
+    assert.deepEqual(refused(await store.acquire(attempt(100))), { ok: false, reason: 'unavailable', retryAfterMs: 550 });
+    at(150);
+    // a is out of cooldown and lacks only budget now.
+    assert.deepEqual(refused(await store.acquire(attempt(50))), { ok: false, reason: 'no-budget', retryAfterMs: 450 });
+  });
+
+  test('a gap longer than the window resets it; a lease booked before that cannot be reconciled into it', async () => {
+    const { store, at, attempt } = setup(pool('p', 'least-requests', [{ id: 'a', tpm: 1000 }]));
+    const layout = pool('p', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+    at(0);
+    const old = granted(await store.acquire(attempt(1000)));
+    at(10_000);
+    const [snapshot] = await store.snapshot(layout);
+    assert.equal(snapshot?.tokensInWindow, 0);
+    await store.release(old, 5000);
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 0);
+    granted(await store.acquire(attempt(1000)));
+  });
+
+  test('leases die exactly at their deadline', async () => {
+    const { store, at } = setup(pool('p', 'least-requests', [{ id: 'a' }]));
+    const layout = pool('p', 'least-requests', [{ id: 'a' }]);
+    at(0);
+    granted(await store.acquire({ pool: layout, leaseId: 'x', leaseMs: 100, estimatedTokens: 0 }));
+    at(99);
+    assert.equal((await store.snapshot(layout))[0]?.inFlight, 1);
+    at(100);
+    assert.equal((await store.snapshot(layout))[0]?.inFlight, 0);
+  });
+
+  test('a half-open circuit is forgotten a day after its open period when nobody probes it', async () => {
+    const { store, at } = setup(pool('p', 'least-requests', [{ id: 'a' }]));
+    const layout = pool('p', 'least-requests', [{ id: 'a' }]);
+    at(0);
+    await store.openCircuit('p', 'a', 1000);
+    at(1000 + 86_400_000 - 1);
+    assert.equal((await store.snapshot(layout))[0]?.circuit, 'half-open');
+    at(1000 + 86_400_000);
+    assert.equal((await store.snapshot(layout))[0]?.circuit, 'closed');
+  });
+
+  test('an observed request deficit sits in its bucket: acquire waits exactly for it to leave the short window', async () => {
+    // rpm 12: 2 per short window (100 ms), 12 per window.
+    const layout = pool('p', 'least-requests', [{ id: 'a', rpm: 12 }]);
+    const { store, at, attempt } = setup(layout);
+    at(5);
+    const lease = granted(await store.acquire(attempt()));
+    assert.equal(lease.bucket, 100_000);
+    at(25);
+    await store.release(lease, undefined, { rpm: 12, remainingRequests: 0 }); // one request we did not know of, in bucket 2
+    assert.deepEqual(refused(await store.acquire(attempt())), { ok: false, reason: 'no-budget', retryAfterMs: 75 });
+    at(99);
+    refused(await store.acquire(attempt()));
+    at(100);
+    granted(await store.acquire(attempt()));
+    assert.deepEqual(
+      refused(await store.acquire(attempt())),
+      { ok: false, reason: 'no-budget', retryAfterMs: 20 },
+      'the deficit leaves at 120',
+    );
+    at(120);
+    granted(await store.acquire(attempt()));
+  });
+
+  test('a token observation never lowers usage, also across buckets', async () => {
+    const layout = pool('p', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+    const { store, at, attempt } = setup(layout);
+    at(0);
+    const lease = granted(await store.acquire(attempt(300)));
+    at(300);
+    await store.release(lease, 300, { tpm: 1000, remainingTokens: 500 }); // 200 more, booked at 300
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 500);
+    at(600); // the 300 left; Azure's own window may still hold it, but a lower figure is never ours to take
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 200);
+    await store.release(lease, undefined, { tpm: 1000, remainingTokens: 900 });
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 200);
+    at(900);
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 0);
+  });
+
+  test('quota windows: rpm over the whole window only, exact retryAfterMs, tokens reported first', async () => {
+    const { store, at } = setup(pool('p', 'least-requests', []));
+    const quota = { subject: 'team', tpm: 1000, rpm: 3 };
+    at(0);
+    assert.equal(quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 600 })).lease.bucket, 100_000);
+    at(100);
+    quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 300 }));
+    at(200);
+    const last = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 100 }));
+    assert.deepEqual([last.remainingTokens, last.remainingRequests], [0, 0]);
+    at(250);
+    assert.deepEqual(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 0 })), {
+      ok: false,
+      reason: 'requests',
+      retryAfterMs: 350,
+      remainingTokens: 0,
+      remainingRequests: 0,
+    });
+    assert.equal(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 1 })).reason, 'tokens', 'both short: tokens');
+    assert.equal(quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 700 })).retryAfterMs, 450, 'the 300 must go too');
+    at(599);
+    quotaRefused(await store.acquireQuota({ ...quota, estimatedTokens: 0 }));
+    at(600);
+    const again = quotaGranted(await store.acquireQuota({ ...quota, estimatedTokens: 600 }));
+    assert.deepEqual([again.remainingTokens, again.remainingRequests], [0, 0]);
+  });
+
+  test('a queue ticket dies exactly at its deadline; a queued poll hints at room for its request', async () => {
+    const layout = pool('p', 'least-requests', [{ id: 'a', tpm: 100 }]);
+    const { store, at, attempt } = setup(layout);
+    const wait = (ticket: string, ttlMs: number): AcquireInput => ({ ...attempt(100), queue: { ticket, ttlMs } });
+    at(0);
+    granted(await store.acquire(attempt(100)));
+    assert.equal(refused(await store.acquire(wait('A', 100))).reason, 'no-budget');
+    at(50);
+    assert.deepEqual(refused(await store.acquire(wait('B', 1000))), { ok: false, reason: 'queued', retryAfterMs: 550 });
+    at(99);
+    assert.equal(refused(await store.acquire(wait('B', 1000))).reason, 'queued');
+    at(100);
+    assert.deepEqual(refused(await store.acquire(wait('B', 1000))), { ok: false, reason: 'no-budget', retryAfterMs: 500 });
+    assert.equal(refused(await store.acquire(wait('A', 100))).reason, 'queued', 'A came back behind B');
+    at(605);
+    assert.deepEqual(
+      refused(await store.acquire(wait('A', 100))),
+      { ok: false, reason: 'queued', retryAfterMs: 5 },
+      "room now is the head's: next bucket edge",
+    );
+    granted(await store.acquire(wait('B', 1000)));
+    assert.equal(refused(await store.acquire(wait('A', 100))).reason, 'no-budget');
+  });
+
+  test('windowMs must split into whole-millisecond buckets', () => {
+    assert.throws(() => new MemoryStore({ windowMs: 1000 }), /multiple of 60/);
+    assert.throws(() => new MemoryStore({ windowMs: 0 }), /multiple of 60/);
+  });
+});

@@ -1,0 +1,135 @@
+/**
+ * RedisStore: the shared contract against a real Redis, plus what only Redis has: key layout and
+ * TTLs, script caching, and failing fast when Redis goes away.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { createStore } from '../../shared/store/index.ts';
+import { RedisStore } from '../../shared/store/redis-store.ts';
+import { startRedisServer } from '../helpers/redis-server.ts';
+import { defineStoreSuite, granted, pool, quotaGranted, refused, uniquePrefix } from '../helpers/store-suite.ts';
+
+const redisUrl = process.env.REDIS_URL;
+if (!redisUrl) throw new Error('REDIS_URL is not set: run through `npm test` or set it to a Redis the tests may write to');
+
+defineStoreSuite('RedisStore', (options, instances) => Array.from({ length: instances }, () => new RedisStore(redisUrl, options)));
+
+describe('RedisStore specifics', () => {
+  const admin = new Redis(redisUrl);
+  after(() => admin.disconnect());
+
+  test('every key of a pool sits under its hash tag and expires when idle', async () => {
+    const keyPrefix = uniquePrefix();
+    const store = new RedisStore(admin, { keyPrefix, windowMs: 1200 });
+    const layout = pool('gpt-4o', 'round-robin', [{ id: 'east:us', tpm: 1000 }, { id: 'west' }]);
+    const lease = granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 5000, estimatedTokens: 10 }));
+    await store.release(lease, 20);
+    granted(await store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 5000, estimatedTokens: 10 }));
+    await store.cooldown('gpt-4o', 'west', 3000);
+    await store.openCircuit('gpt-4o', 'east:us', 1000);
+
+    const keys = (await admin.keys(`${keyPrefix}*`)).sort();
+    assert.deepEqual(keys, [
+      `${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`, // its only lease was released: no leases key
+      `${keyPrefix}{pool:gpt-4o}:dep:east%3Aus:win`,
+      `${keyPrefix}{pool:gpt-4o}:dep:west`,
+      `${keyPrefix}{pool:gpt-4o}:dep:west:leases`,
+      `${keyPrefix}{pool:gpt-4o}:dep:west:win`,
+      `${keyPrefix}{pool:gpt-4o}:rr`,
+    ]);
+    const ttls = Object.fromEntries(await Promise.all(keys.map(async (key) => [key.slice(keyPrefix.length), await admin.pttl(key)])));
+    assert.ok(ttls['{pool:gpt-4o}:rr'] > 0 && ttls['{pool:gpt-4o}:rr'] <= 2400, 'cursor: two windows');
+    for (const id of ['east%3Aus', 'west']) {
+      const ttl = ttls[`{pool:gpt-4o}:dep:${id}:win`];
+      assert.ok(ttl > 0 && ttl <= 2400, `window of ${id}: two windows`);
+    }
+    assert.ok(ttls['{pool:gpt-4o}:dep:west:leases'] > 0 && ttls['{pool:gpt-4o}:dep:west:leases'] <= 5000, 'leases: latest deadline');
+    assert.ok(ttls['{pool:gpt-4o}:dep:west'] > 0 && ttls['{pool:gpt-4o}:dep:west'] <= 3000, 'state: cooldown end');
+    const day = 86_400_000;
+    assert.ok(ttls['{pool:gpt-4o}:dep:east%3Aus'] > day && ttls['{pool:gpt-4o}:dep:east%3Aus'] <= day + 1000, 'state: half-open memory');
+
+    await store.closeCircuit('gpt-4o', 'east:us');
+    assert.equal(await admin.exists(`${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`), 0, 'nothing left to remember');
+    await store.close();
+    assert.equal(admin.status, 'ready', 'a shared client is not closed by the store');
+  });
+
+  test('queue keys sit under the pool hash tag, quota windows under the client tag, and both expire', async () => {
+    const keyPrefix = uniquePrefix();
+    const store = new RedisStore(admin, { keyPrefix, windowMs: 1200 });
+    const layout = pool('gpt-4o', 'least-requests', [{ id: 'a', tpm: 100 }]);
+    granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 500, estimatedTokens: 100 }));
+    const queue = { ticket: 'w:1', ttlMs: 5000 };
+    refused(await store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 500, estimatedTokens: 100, queue }));
+    refused(
+      await store.acquire({ pool: layout, leaseId: 'l3', leaseMs: 500, estimatedTokens: 100, queue: { ticket: 'w:2', ttlMs: 3000 } }),
+    );
+    quotaGranted(await store.acquireQuota({ subject: 'team:a', tpm: 10, estimatedTokens: 5 }));
+
+    const keys = (await admin.keys(`${keyPrefix}*`)).sort();
+    assert.deepEqual(keys, [
+      `${keyPrefix}{client:team%3Aa}:win`,
+      `${keyPrefix}{pool:gpt-4o}:dep:a:leases`,
+      `${keyPrefix}{pool:gpt-4o}:dep:a:win`,
+      `${keyPrefix}{pool:gpt-4o}:queue`,
+      `${keyPrefix}{pool:gpt-4o}:queue:deadlines`,
+    ]);
+    const order = `${keyPrefix}{pool:gpt-4o}:queue`;
+    const deadlines = `${keyPrefix}{pool:gpt-4o}:queue:deadlines`;
+    assert.deepEqual(await admin.zrange(order, 0, -1), ['w:1', 'w:2']);
+    const [timeSeconds, timeMicros] = await admin.time();
+    const nowMs = Number(timeSeconds) * 1000 + Math.floor(Number(timeMicros) / 1000);
+    const [, firstEnqueued] = await admin.zrange(order, 0, 0, 'WITHSCORES');
+    assert.ok(Math.abs(Number(firstEnqueued) / 1000 - nowMs) < 1000, `enqueue time in µs: ${firstEnqueued}`);
+    const deadline = Number(await admin.zscore(deadlines, 'w:1'));
+    assert.ok(deadline > nowMs + 4000 && deadline <= nowMs + 5000, `deadline ${deadline}`);
+    for (const key of [order, deadlines]) {
+      const ttl = await admin.pttl(key);
+      assert.ok(ttl > 4000 && ttl <= 5000, `${key}: the latest deadline (${ttl})`);
+    }
+    const clientTtl = await admin.pttl(`${keyPrefix}{client:team%3Aa}:win`);
+    assert.ok(clientTtl > 0 && clientTtl <= 2400, 'quota window: two windows');
+
+    await store.leaveQueue('gpt-4o', 'w:1');
+    await store.leaveQueue('gpt-4o', 'w:2');
+    assert.equal(await admin.exists(order, deadlines), 0, 'an empty queue leaves no keys');
+  });
+
+  test('lease buckets follow the Redis TIME clock', async () => {
+    const store = new RedisStore(admin, { keyPrefix: uniquePrefix(), windowMs: 60_000 });
+    const [seconds] = await admin.time();
+    const lease = granted(
+      await store.acquire({ pool: pool('time', 'random', [{ id: 'a' }]), leaseId: 'l', leaseMs: 1000, estimatedTokens: 0 }),
+    );
+    assert.ok(Math.abs(lease.bucket - Number(seconds)) <= 1, `bucket ${lease.bucket} is the Redis second ${seconds}`);
+  });
+
+  test('scripts survive SCRIPT FLUSH (EVALSHA falls back to EVAL)', async () => {
+    const store = new RedisStore(admin, { keyPrefix: uniquePrefix() });
+    const layout = pool('flush', 'least-requests', [{ id: 'a' }]);
+    granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 1000, estimatedTokens: 0 }));
+    await admin.script('FLUSH');
+    granted(await store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 1000, estimatedTokens: 0 }));
+  });
+
+  test('when Redis goes away, calls reject quickly and ping says false', async () => {
+    const server = await startRedisServer();
+    const store = createStore({ redisUrl: server.url, keyPrefix: uniquePrefix() });
+    try {
+      const layout = pool('down', 'least-requests', [{ id: 'a' }]);
+      granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 1000, estimatedTokens: 0 }));
+      assert.equal(await store.ping(), true);
+      await server.stop();
+
+      const started = performance.now();
+      await assert.rejects(store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 1000, estimatedTokens: 0 }));
+      await assert.rejects(store.cooldown('down', 'a', 1000));
+      assert.ok(performance.now() - started < 5000, 'failed fast instead of hanging');
+      assert.equal(await store.ping(), false);
+    } finally {
+      await store.close();
+      await server.stop();
+    }
+  });
+});
