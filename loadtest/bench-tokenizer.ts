@@ -125,7 +125,7 @@ interface Corpus {
 }
 
 function loadCorpora(): Corpus[] {
-  const readmes = ['openai', 'ioredis', 'winston', 'opossum', 'bullmq', 'prom-client', 'http-proxy-middleware', 'eslint']
+  const readmes = ['openai', 'ioredis', 'winston', 'opossum', 'zod', 'prom-client', 'http-proxy-middleware', 'eslint']
     .map((pkg) => readPackageFile(pkg, 'README.md'))
     .join('\n');
   const corpora: Corpus[] = [
@@ -315,10 +315,10 @@ for (const [name, make] of hostile) {
   const large = Array.from({ length: HOSTILE_VARIANTS }, (_, variant) => make(hostileSize, variant));
   const bodies = large.map((content) => ({ messages: [{ role: 'user', content }] }));
   const options = { encoding: 'o200k_base', defaultMaxTokens: 0 } as const;
-  const firstMethod = estimateRequest('chat', bodies[0], options).method; // cold: no earlier call saw this text
+  const firstMethod = estimateRequest('chat/completions', bodies[0], options).method; // cold: no earlier call saw this text
   const theirsSmall = measure(() => reference.get('o200k_base')!.encode(small, [], []), 3);
   const oursLarge = measure((i) => exact.get('o200k_base')!.count(large[(i + 1) % HOSTILE_VARIANTS]!), HOSTILE_VARIANTS - 1);
-  const bounded = measure((i) => estimateRequest('chat', bodies[(i + 1) % HOSTILE_VARIANTS], options), HOSTILE_VARIANTS - 1);
+  const bounded = measure((i) => estimateRequest('chat/completions', bodies[(i + 1) % HOSTILE_VARIANTS], options), HOSTILE_VARIANTS - 1);
   hostileRows.push([name, fixed(theirsSmall.msPerCall, 2), fixed(oursLarge.msPerCall, 2), fixed(bounded.msPerCall, 2), firstMethod]);
 }
 printTable(
@@ -446,8 +446,8 @@ const endToEndRows: string[][] = [];
 // The role names count too: 16 chars below the threshold keeps the whole body inside it.
 for (const chars of [1_024, 4_096, DEFAULT_EXACT_UP_TO_CHARS - 16, DEFAULT_EXACT_UP_TO_CHARS + 1_024, 102_400, 1_048_576]) {
   const body = chatBody(chars);
-  const timing = measure(() => estimateRequest('chat', body, { encoding: 'o200k_base', defaultMaxTokens: 0 }));
-  const estimate = estimateRequest('chat', body, { encoding: 'o200k_base', defaultMaxTokens: 0 });
+  const timing = measure(() => estimateRequest('chat/completions', body, { encoding: 'o200k_base', defaultMaxTokens: 0 }));
+  const estimate = estimateRequest('chat/completions', body, { encoding: 'o200k_base', defaultMaxTokens: 0 });
   endToEndRows.push([kb(chars), fixed(timing.msPerCall, 3), estimate.method, String(estimate.promptTokens)]);
 }
 printTable(

@@ -13,11 +13,21 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { SimDeployment } from '../shared/simulator/types.ts';
+import type { DeploymentStats, SimDeployment } from '../shared/simulator/types.ts';
 import { fmt, pct, statusLine, textTable } from './lib/format.ts';
-import { childPids, cpuMs, cpuMsOf, memoryMb, ProcessSet } from './lib/processes.ts';
+import { ProcessSet } from '../shared/processes/process-set.ts';
+import { childPids, cpuMs, cpuMsOf, memoryMb } from '../shared/processes/proc-stats.ts';
 import type { PreparedRequest, RunResult, RunSpec } from './lib/protocol.ts';
-import { listScenarios, loadScenario, parseDuration, requestBody, scaleStages, simDeploymentName, type Scenario } from './lib/scenario.ts';
+import {
+  listScenarios,
+  loadScenario,
+  parseDuration,
+  requestBody,
+  scaleStages,
+  simDeploymentName,
+  type Scenario,
+  type Stage,
+} from './lib/scenario.ts';
 import {
   CLIENT_KEY,
   gatewayConfig,
@@ -34,6 +44,10 @@ import {
   writeGatewayConfig,
   type GatewayHandle,
   type GatewayPoolInput,
+  type Generator,
+  type NginxHandle,
+  type RedisHandle,
+  type SimulatorHandle,
 } from './lib/stack.ts';
 
 const HELP = `Local load driver
@@ -115,7 +129,26 @@ function timelineRows(result: RunResult, rows = 12): string[][] {
   return out;
 }
 
-async function main(): Promise<number> {
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+interface DriverOptions {
+  scenario: Scenario;
+  memory: boolean;
+  gateways: number;
+  useLb: boolean;
+  nginxWorkers: number;
+  rateFactor: number;
+  stages: Stage[];
+  loadMs: number;
+  requestTimeoutMs: number;
+  drainMs: number;
+  maxRequests: number;
+  logLevel: string;
+  json: string | undefined;
+}
+
+/** The options, or the exit code when the run stops here (--help, no scenario, nginx missing). */
+function parseOptions(): DriverOptions | number {
   const { values } = parseArgs({
     options: {
       scenario: { type: 'string' },
@@ -147,234 +180,322 @@ async function main(): Promise<number> {
   }
   const rateFactor = values['rate-factor'] ? Number(values['rate-factor']) : 1;
   const stages = scaleStages(scenario.load.stages, values.duration ? parseDuration(values.duration) : undefined, rateFactor);
-  const loadMs = stages.reduce((acc, s) => acc + s.durationMs, 0);
   const requestTimeoutMs = parseDuration(scenario.load.requestTimeout);
-  const drainMs = Math.min(requestTimeoutMs, 60_000);
-  const maxRequests = values['max-requests'] ? Number(values['max-requests']) : scenario.local.maxRequests;
-  const logLevel = values['log-level'] ?? 'warn';
+  return {
+    scenario,
+    memory,
+    gateways,
+    useLb,
+    nginxWorkers: values['nginx-workers'] ? Number(values['nginx-workers']) : 1,
+    rateFactor,
+    stages,
+    loadMs: stages.reduce((acc, s) => acc + s.durationMs, 0),
+    requestTimeoutMs,
+    drainMs: Math.min(requestTimeoutMs, 60_000),
+    maxRequests: values['max-requests'] ? Number(values['max-requests']) : scenario.local.maxRequests,
+    logLevel: values['log-level'] ?? 'warn',
+    json: values.json,
+  };
+}
 
-  const processes = new ProcessSet();
-  // Hard cap: the stages, the drain, and two minutes for starting and stopping the stack.
-  const hardCapMs = loadMs + drainMs + 120_000;
-  processes.capRunTime(hardCapMs);
-
-  try {
-    const dir = makeWorkDir(processes);
-    const log = (line: string) => process.stdout.write(`${line}\n`);
-    log(`scenario ${scenario.name}: ${scenario.description}`);
-
-    // Simulated deployments and the gateway config that points at them.
-    const simDeployments: SimDeployment[] = [];
-    const pools: Record<string, GatewayPoolInput> = {};
-    for (const [poolName, pool] of Object.entries(scenario.local.pools)) {
-      pools[poolName] = { ...(pool.strategy ? { strategy: pool.strategy } : {}), deployments: [] };
-      for (const d of pool.deployments) {
-        const name = simDeploymentName(poolName, d.id);
-        simDeployments.push({
-          name,
-          ...(d.model ? { model: d.model } : {}),
-          ...(d.tpm ? { tpm: d.tpm } : {}),
-          ...(d.rpm ? { rpm: d.rpm } : {}),
-          ...(d.region ? { region: d.region } : {}),
-          ...(d.latency ? { latency: d.latency } : {}),
-          completionTokens: d.completionTokens ?? scenario.local.completionTokens,
-        });
-        pools[poolName].deployments.push({
-          id: d.id,
-          deployment: name,
-          ...(d.tpm ? { tpm: d.tpm } : {}),
-          ...(d.rpm ? { rpm: d.rpm } : {}),
-          ...(d.priority ? { priority: d.priority } : {}),
-          ...(d.weight ? { weight: d.weight } : {}),
-        });
-      }
-    }
-
-    const redis = memory ? undefined : await startRedis(processes, dir);
-    const simulator = await startSimulatorProcess(processes, dir, {
-      deployments: simDeployments,
-      windowMs: scenario.local.windowMs,
-      latency: scenario.local.latency,
-    });
-    const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools));
-    const started: GatewayHandle[] = await Promise.all(
-      Array.from({ length: gateways }, (_, index) =>
-        startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, ...(redis ? { redisUrl: redis.url } : {}), logLevel }),
-      ),
-    );
-    const nginx = useLb
-      ? await startNginx(
-          processes,
-          dir,
-          'nginx',
-          started.map((g) => g.port),
-          values['nginx-workers'] ? Number(values['nginx-workers']) : 1,
-        )
-      : undefined;
-    const target = nginx?.url ?? started[0]!.url;
-    const generator = await startGenerator(processes);
-    log(
-      `stack: ${gateways} gateway(s) [${started.map((g) => g.port).join(', ')}] ${redis ? `with Redis ${redis.url}` : 'with the in-memory store'}` +
-        `${nginx ? `, nginx ${nginx.url}` : ''}, simulator ${simulator.url} (${simDeployments.length} deployments), LOG_LEVEL=${logLevel}`,
-    );
-
-    const requests: PreparedRequest[] = scenario.requests.map((spec) => ({
-      name: spec.name,
-      path: `/openai/deployments/${encodeURIComponent(spec.pool)}/${spec.operation}?api-version=${scenario.apiVersion}`,
-      body: requestBody(spec),
-      stream: spec.stream,
-      weight: spec.weight,
-    }));
-
-    // Smoke: one request of each kind must succeed before the load starts; then a clean slate upstream.
-    for (const request of requests) {
-      const response = await fetch(`${target}${request.path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
-        body: request.body,
-        // A stack that does not answer fails the smoke, not the hard cap.
-        signal: AbortSignal.timeout(SMOKE_TIMEOUT_MS),
+/** The scenario's simulated deployments and the gateway pools that point at them. */
+function deploymentsOf(scenario: Scenario): { simDeployments: SimDeployment[]; pools: Record<string, GatewayPoolInput> } {
+  const simDeployments: SimDeployment[] = [];
+  const pools: Record<string, GatewayPoolInput> = {};
+  for (const [poolName, pool] of Object.entries(scenario.local.pools)) {
+    pools[poolName] = { ...(pool.strategy ? { strategy: pool.strategy } : {}), deployments: [] };
+    for (const d of pool.deployments) {
+      const name = simDeploymentName(poolName, d.id);
+      simDeployments.push({
+        name,
+        ...(d.model ? { model: d.model } : {}),
+        ...(d.tpm ? { tpm: d.tpm } : {}),
+        ...(d.rpm ? { rpm: d.rpm } : {}),
+        ...(d.region ? { region: d.region } : {}),
+        ...(d.latency ? { latency: d.latency } : {}),
+        completionTokens: d.completionTokens ?? scenario.local.completionTokens,
       });
-      const text = await response.text();
-      if (response.status !== 200) throw new Error(`smoke request '${request.name}' got ${response.status}: ${text.slice(0, 300)}`);
+      pools[poolName].deployments.push({
+        id: d.id,
+        deployment: name,
+        ...(d.tpm ? { tpm: d.tpm } : {}),
+        ...(d.rpm ? { rpm: d.rpm } : {}),
+        ...(d.priority ? { priority: d.priority } : {}),
+        ...(d.weight ? { weight: d.weight } : {}),
+      });
     }
-    await simulator.reset();
+  }
+  return { simDeployments, pools };
+}
 
-    const startRate = scenario.load.startRate * rateFactor;
-    const spec: RunSpec = {
-      baseUrl: target,
-      apiKey: CLIENT_KEY,
-      requests,
-      mode: { kind: 'open', startRate, stages, maxInFlight: scenario.load.maxVUs },
-      maxRequests,
-      requestTimeoutMs,
-      drainMs,
-      okStatuses: scenario.thresholds.okStatuses ?? [200],
-    };
-    const peak = Math.max(startRate, ...stages.map((s) => s.target));
-    log(
-      `load: ${stages.map((s) => `${fmt(s.durationMs / 1000)}s→${s.target}/s`).join(', ')} (peak ${peak}/s, max ${scenario.load.maxVUs} in flight, max ${maxRequests} requests)`,
-    );
+interface Stack {
+  redis: RedisHandle | undefined;
+  simulator: SimulatorHandle;
+  gateways: GatewayHandle[];
+  nginx: NginxHandle | undefined;
+  /** Where the load goes: nginx, or the one gateway with --no-lb. */
+  target: string;
+  generator: Generator;
+}
 
-    const gatewayPids = started.map((g) => g.child.pid);
-    const nginxPids = nginx ? [nginx.child.pid, ...childPids(nginx.child.pid)] : [];
-    const before = {
-      gateways: cpuMsOf(gatewayPids),
-      nginx: cpuMsOf(nginxPids),
-      simulator: cpuMs(simulator.child.pid),
-      redis: redis ? cpuMs(redis.child.pid) : 0,
-    };
-    let lastPrinted = 0;
-    const result = await generator.run(spec, (p) => {
-      if (p.elapsedMs - lastPrinted >= 5000) {
-        lastPrinted = p.elapsedMs;
-        log(`  ${fmt(p.elapsedMs / 1000, 0)}s: sent ${p.sent}, completed ${p.completed}, in flight ${p.inFlight}, errors ${p.errors}`);
-      }
+/** Redis (unless --memory), the simulator, the gateways, nginx (unless --no-lb) and the load generator. */
+async function startStack(processes: ProcessSet, options: DriverOptions): Promise<Stack> {
+  const dir = makeWorkDir(processes);
+  const { simDeployments, pools } = deploymentsOf(options.scenario);
+  const redis = options.memory ? undefined : await startRedis(processes, dir);
+  const simulator = await startSimulatorProcess(processes, dir, {
+    deployments: simDeployments,
+    windowMs: options.scenario.local.windowMs,
+    latency: options.scenario.local.latency,
+  });
+  const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools));
+  const { logLevel } = options;
+  const gateways: GatewayHandle[] = await Promise.all(
+    Array.from({ length: options.gateways }, (_, index) =>
+      startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, ...(redis ? { redisUrl: redis.url } : {}), logLevel }),
+    ),
+  );
+  const nginx = options.useLb
+    ? await startNginx(
+        processes,
+        dir,
+        'nginx',
+        gateways.map((g) => g.port),
+        options.nginxWorkers,
+      )
+    : undefined;
+  const target = nginx?.url ?? gateways[0]!.url;
+  const generator = await startGenerator(processes);
+  log(
+    `stack: ${options.gateways} gateway(s) [${gateways.map((g) => g.port).join(', ')}] ${redis ? `with Redis ${redis.url}` : 'with the in-memory store'}` +
+      `${nginx ? `, nginx ${nginx.url}` : ''}, simulator ${simulator.url} (${simDeployments.length} deployments), LOG_LEVEL=${logLevel}`,
+  );
+  return { redis, simulator, gateways, nginx, target, generator };
+}
+
+function scenarioRequests(scenario: Scenario): PreparedRequest[] {
+  return scenario.requests.map((spec) => ({
+    name: spec.name,
+    path: `/openai/deployments/${encodeURIComponent(spec.pool)}/${spec.operation}?api-version=${scenario.apiVersion}`,
+    body: requestBody(spec),
+    stream: spec.stream,
+    weight: spec.weight,
+  }));
+}
+
+/** One request of each kind must succeed before the load starts. */
+async function smokeTest(target: string, requests: PreparedRequest[]): Promise<void> {
+  for (const request of requests) {
+    const response = await fetch(`${target}${request.path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
+      body: request.body,
+      // A stack that does not answer fails the smoke, not the hard cap.
+      signal: AbortSignal.timeout(SMOKE_TIMEOUT_MS),
     });
-    const cpu = {
-      gateways: cpuMsOf(gatewayPids) - before.gateways,
-      nginx: cpuMsOf(nginxPids) - before.nginx,
-      simulator: cpuMs(simulator.child.pid) - before.simulator,
-      redis: redis ? cpuMs(redis.child.pid) - before.redis : 0,
-    };
-    const memoryByGateway = started.map((g) => ({ name: g.name, ...memoryMb(g.child.pid) }));
-    const upstreamByDeployment = await simulator.stats();
-    const upstream = sumStats(upstreamByDeployment);
-    const checks = evaluate(scenario, result);
+    const text = await response.text();
+    if (response.status !== 200) throw new Error(`smoke request '${request.name}' got ${response.status}: ${text.slice(0, 300)}`);
+  }
+}
 
-    // ---------------------------------------------------------------- report
-    const l200 = result.latencyByStatus['200'];
-    const l429 = result.latencyByStatus['429'];
-    const perReq = (ms: number) => (result.completed ? `${fmt(ms / result.completed, 2)} ms/request` : '–');
-    const rows: string[][] = [
-      [
-        'requests',
-        `sent ${result.sent}, completed ${result.completed}, dropped (max in flight) ${result.dropped}, unfinished ${result.unfinished}${result.capped ? ' (request cap hit)' : ''}`,
-      ],
-      ['duration', `${fmt(result.loadMs / 1000)} s load + ${fmt(result.drainMs / 1000)} s drain`],
-      ['throughput', `${fmt(result.rps)} rps completed, ${fmt(((result.statuses['200'] ?? 0) / result.loadMs) * 1000)} rps served (200)`],
-      ['error rate', `${pct(result.errorRate)} (not in [${spec.okStatuses.join(', ')}], transport errors, unfinished streams)`],
-      ['statuses', statusLine(result.statuses)],
-      ['latency 200', l200 ? `p50 ${fmt(l200.p50)}  p95 ${fmt(l200.p95)}  p99 ${fmt(l200.p99)}  max ${fmt(l200.max)} ms` : '–'],
-      [
-        'TTFT streams',
-        result.ttft
-          ? `p50 ${fmt(result.ttft.p50)}  p95 ${fmt(result.ttft.p95)}  p99 ${fmt(result.ttft.p99)}  max ${fmt(result.ttft.max)} ms`
-          : '–',
-      ],
-      [
-        'latency 429',
-        l429
-          ? `p50 ${fmt(l429.p50)}  p95 ${fmt(l429.p95)}  p99 ${fmt(l429.p99)} ms; without retry-after: ${result.retryAfterMissing}`
-          : '–',
-      ],
-      [
-        'upstream',
-        `received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}, aborted ${upstream.aborted}, peak concurrency/deployment ≤ ${Math.max(...Object.values(upstreamByDeployment).map((s) => s.peakConcurrency))}`,
-      ],
-      [
-        'CPU gateways',
-        `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`,
-      ],
-      [
-        'CPU others',
-        `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`,
-      ],
-      [
-        'schedule lag',
-        result.lag
-          ? `p50 ${fmt(result.lag.p50)}  p99 ${fmt(result.lag.p99)}  max ${fmt(result.lag.max)} ms (the generator's lateness; large = the machine is saturated)`
-          : '–',
-      ],
-    ];
-    log('');
-    log(textTable(['', scenario.name], rows));
-    if (Object.keys(result.byRequest).length > 1) {
-      log('');
-      log(
-        textTable(
-          ['request', 'count', 'errors', 'p50 ms', 'p95 ms', 'p99 ms', 'TTFT p95'],
-          Object.entries(result.byRequest).map(([name, b]) => [
-            name,
-            String(b.count),
-            String(b.errors),
-            fmt(b.latency?.p50),
-            fmt(b.latency?.p95),
-            fmt(b.latency?.p99),
-            fmt(b.ttft?.p95),
-          ]),
-        ),
-      );
+function loadSpec(options: DriverOptions, target: string, requests: PreparedRequest[]): RunSpec {
+  const { scenario, stages } = options;
+  const startRate = scenario.load.startRate * options.rateFactor;
+  const peak = Math.max(startRate, ...stages.map((s) => s.target));
+  log(
+    `load: ${stages.map((s) => `${fmt(s.durationMs / 1000)}s→${s.target}/s`).join(', ')} (peak ${peak}/s, max ${scenario.load.maxVUs} in flight, max ${options.maxRequests} requests)`,
+  );
+  return {
+    baseUrl: target,
+    apiKey: CLIENT_KEY,
+    requests,
+    mode: { kind: 'open', startRate, stages, maxInFlight: scenario.load.maxVUs },
+    maxRequests: options.maxRequests,
+    requestTimeoutMs: options.requestTimeoutMs,
+    drainMs: options.drainMs,
+    okStatuses: scenario.thresholds.okStatuses ?? [200],
+  };
+}
+
+interface CpuUse {
+  gateways: number;
+  nginx: number;
+  simulator: number;
+  redis: number;
+}
+
+/** The stack's CPU so far, ms per kind of process (nginx's workers as they were when the load began). */
+function cpuOf(stack: Stack, nginxPids: number[]): CpuUse {
+  return {
+    gateways: cpuMsOf(stack.gateways.map((g) => g.child.pid)),
+    nginx: cpuMsOf(nginxPids),
+    simulator: cpuMs(stack.simulator.child.pid),
+    redis: stack.redis ? cpuMs(stack.redis.child.pid) : 0,
+  };
+}
+
+/** The load itself, with progress every 5 s and the stack's CPU around it. */
+async function runLoad(stack: Stack, spec: RunSpec): Promise<{ result: RunResult; cpu: CpuUse }> {
+  const nginxPids = stack.nginx ? [stack.nginx.child.pid, ...childPids(stack.nginx.child.pid)] : [];
+  const before = cpuOf(stack, nginxPids);
+  let lastPrinted = 0;
+  const result = await stack.generator.run(spec, (p) => {
+    if (p.elapsedMs - lastPrinted >= 5000) {
+      lastPrinted = p.elapsedMs;
+      log(`  ${fmt(p.elapsedMs / 1000, 0)}s: sent ${p.sent}, completed ${p.completed}, in flight ${p.inFlight}, errors ${p.errors}`);
     }
-    log('');
-    log(textTable(['window', 'sent/s', '200/s', '429/s', 'errors/s', 'p95 ms'], timelineRows(result)));
+  });
+  const after = cpuOf(stack, nginxPids);
+  const cpu = {
+    gateways: after.gateways - before.gateways,
+    nginx: after.nginx - before.nginx,
+    simulator: after.simulator - before.simulator,
+    redis: stack.redis ? after.redis - before.redis : 0,
+  };
+  return { result, cpu };
+}
+
+interface Collected {
+  result: RunResult;
+  cpu: CpuUse;
+  memoryByGateway: { name: string; rss: number; peak: number }[];
+  upstreamByDeployment: Record<string, DeploymentStats>;
+  upstream: DeploymentStats;
+  checks: Check[];
+}
+
+/** After the load: the gateways' memory, the simulator's counts, the thresholds. */
+async function collect(stack: Stack, scenario: Scenario, run: { result: RunResult; cpu: CpuUse }): Promise<Collected> {
+  const memoryByGateway = stack.gateways.map((g) => ({ name: g.name, ...memoryMb(g.child.pid) }));
+  const upstreamByDeployment = await stack.simulator.stats();
+  const upstream = sumStats(upstreamByDeployment);
+  return { ...run, memoryByGateway, upstreamByDeployment, upstream, checks: evaluate(scenario, run.result) };
+}
+
+const summaryLine = (s: { p50: number; p95: number; p99: number; max: number } | null | undefined) =>
+  s ? `p50 ${fmt(s.p50)}  p95 ${fmt(s.p95)}  p99 ${fmt(s.p99)}  max ${fmt(s.max)} ms` : '–';
+
+/** The summary table's rows. */
+function summaryRows(c: Collected, okStatuses: number[]): string[][] {
+  const { result, cpu, upstream } = c;
+  const l429 = result.latencyByStatus['429'];
+  const perReq = (ms: number) => (result.completed ? `${fmt(ms / result.completed, 2)} ms/request` : '–');
+  const peakConcurrency = Math.max(...Object.values(c.upstreamByDeployment).map((s) => s.peakConcurrency));
+  return [
+    [
+      'requests',
+      `sent ${result.sent}, completed ${result.completed}, dropped (max in flight) ${result.dropped}, unfinished ${result.unfinished}${result.capped ? ' (request cap hit)' : ''}`,
+    ],
+    ['duration', `${fmt(result.loadMs / 1000)} s load + ${fmt(result.drainMs / 1000)} s drain`],
+    ['throughput', `${fmt(result.rps)} rps completed, ${fmt(((result.statuses['200'] ?? 0) / result.loadMs) * 1000)} rps served (200)`],
+    ['error rate', `${pct(result.errorRate)} (not in [${okStatuses.join(', ')}], transport errors, unfinished streams)`],
+    ['statuses', statusLine(result.statuses)],
+    ['latency 200', summaryLine(result.latencyByStatus['200'])],
+    ['TTFT streams', summaryLine(result.ttft)],
+    [
+      'latency 429',
+      l429 ? `p50 ${fmt(l429.p50)}  p95 ${fmt(l429.p95)}  p99 ${fmt(l429.p99)} ms; without retry-after: ${result.retryAfterMissing}` : '–',
+    ],
+    [
+      'upstream',
+      `received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}, aborted ${upstream.aborted}, peak concurrency/deployment ≤ ${peakConcurrency}`,
+    ],
+    [
+      'CPU gateways',
+      `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${c.memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`,
+    ],
+    [
+      'CPU others',
+      `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`,
+    ],
+    [
+      'schedule lag',
+      result.lag
+        ? `p50 ${fmt(result.lag.p50)}  p99 ${fmt(result.lag.p99)}  max ${fmt(result.lag.max)} ms (the generator's lateness; large = the machine is saturated)`
+        : '–',
+    ],
+  ];
+}
+
+function printReport(scenario: Scenario, c: Collected, okStatuses: number[]): void {
+  const { result } = c;
+  log('');
+  log(textTable(['', scenario.name], summaryRows(c, okStatuses)));
+  if (Object.keys(result.byRequest).length > 1) {
     log('');
     log(
       textTable(
-        ['threshold', 'limit', 'actual', 'result'],
-        checks.map((c) => [c.name, c.limit, c.actual, c.pass === null ? 'n/a' : c.pass ? 'PASS' : 'FAIL']),
+        ['request', 'count', 'errors', 'p50 ms', 'p95 ms', 'p99 ms', 'TTFT p95'],
+        Object.entries(result.byRequest).map(([name, b]) => [
+          name,
+          String(b.count),
+          String(b.errors),
+          fmt(b.latency?.p50),
+          fmt(b.latency?.p95),
+          fmt(b.latency?.p99),
+          fmt(b.ttft?.p95),
+        ]),
       ),
     );
+  }
+  log('');
+  log(textTable(['window', 'sent/s', '200/s', '429/s', 'errors/s', 'p95 ms'], timelineRows(result)));
+  log('');
+  log(
+    textTable(
+      ['threshold', 'limit', 'actual', 'result'],
+      c.checks.map((check) => [check.name, check.limit, check.actual, check.pass === null ? 'n/a' : check.pass ? 'PASS' : 'FAIL']),
+    ),
+  );
+}
 
-    const output = {
-      scenario: scenario.name,
-      at: new Date().toISOString(),
-      setup: { gateways, store: redis ? 'redis' : 'memory', nginx: Boolean(nginx), logLevel, stages, maxRequests, rateFactor },
-      result,
-      upstream: { total: upstream, byDeployment: upstreamByDeployment },
-      cpuMs: cpu,
-      memoryMb: memoryByGateway,
-      thresholds: checks,
-    };
-    const resultsDir = join(REPO_ROOT, 'loadtest', 'results');
-    mkdirSync(resultsDir, { recursive: true });
-    const file = join(resultsDir, `${scenario.name}-${output.at.replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, JSON.stringify(output, null, 2));
-    if (values.json) writeFileSync(resolve(values.json), JSON.stringify(output, null, 2));
-    log(`\nresult: ${file}${values.json ? ` and ${resolve(values.json)}` : ''}`);
+/** The run as JSON in loadtest/results/ (and --json FILE). */
+function writeResult(options: DriverOptions, stack: Stack, c: Collected): void {
+  const { scenario, stages, maxRequests, rateFactor, logLevel } = options;
+  const output = {
+    scenario: scenario.name,
+    at: new Date().toISOString(),
+    setup: {
+      gateways: options.gateways,
+      store: stack.redis ? 'redis' : 'memory',
+      nginx: Boolean(stack.nginx),
+      logLevel,
+      stages,
+      maxRequests,
+      rateFactor,
+    },
+    result: c.result,
+    upstream: { total: c.upstream, byDeployment: c.upstreamByDeployment },
+    cpuMs: c.cpu,
+    memoryMb: c.memoryByGateway,
+    thresholds: c.checks,
+  };
+  const resultsDir = join(REPO_ROOT, 'loadtest', 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `${scenario.name}-${output.at.replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify(output, null, 2));
+  if (options.json) writeFileSync(resolve(options.json), JSON.stringify(output, null, 2));
+  log(`\nresult: ${file}${options.json ? ` and ${resolve(options.json)}` : ''}`);
+}
 
-    await generator.stop();
-    return checks.some((c) => c.pass === false) ? 99 : 0;
+async function main(): Promise<number> {
+  const options = parseOptions();
+  if (typeof options === 'number') return options;
+  const processes = new ProcessSet();
+  // Hard cap: the stages, the drain, and two minutes for starting and stopping the stack.
+  processes.capRunTime(options.loadMs + options.drainMs + 120_000);
+  try {
+    log(`scenario ${options.scenario.name}: ${options.scenario.description}`);
+    const stack = await startStack(processes, options);
+    const requests = scenarioRequests(options.scenario);
+    await smokeTest(stack.target, requests);
+    await stack.simulator.reset(); // a clean slate upstream
+    const spec = loadSpec(options, stack.target, requests);
+    const collected = await collect(stack, options.scenario, await runLoad(stack, spec));
+    printReport(options.scenario, collected, spec.okStatuses);
+    writeResult(options, stack, collected);
+    await stack.generator.stop();
+    return collected.checks.some((c) => c.pass === false) ? 99 : 0;
   } finally {
     await processes.stopAll();
   }

@@ -11,7 +11,17 @@
 import { Agent } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loopbackUrl, sendOnce } from './lib/http-client.ts';
-import type { FromGenerator, PreparedRequest, RequestBreakdown, RunResult, RunSpec, TimelinePoint, ToGenerator } from './lib/protocol.ts';
+import { arrivalSchedule, dispatchArrivals } from './lib/arrivals.ts';
+import type {
+  FromGenerator,
+  LoadMode,
+  PreparedRequest,
+  RequestBreakdown,
+  RunResult,
+  RunSpec,
+  TimelinePoint,
+  ToGenerator,
+} from './lib/protocol.ts';
 import { prng } from './lib/random.ts';
 import { Samples, summarize } from './lib/stats.ts';
 
@@ -35,44 +45,6 @@ function agentFor(baseUrl: string, sockets: number): Agent {
 
 /** Seed of the mix's random picks: the same for every run, so runs against different targets send the same sequence. */
 const MIX_SEED = 1;
-
-/** Offsets (ms from the start) of the open model's arrivals: arrival k is when the integral of the
- *  piecewise-linear rate reaches k. */
-class ArrivalSchedule {
-  private readonly segments: { startMs: number; durationMs: number; from: number; to: number; before: number; area: number }[] = [];
-  readonly total: number;
-  readonly endMs: number;
-
-  constructor(startRate: number, stages: { durationMs: number; target: number }[]) {
-    let startMs = 0;
-    let before = 0;
-    let from = startRate;
-    for (const stage of stages) {
-      const area = ((from + stage.target) / 2) * (stage.durationMs / 1000);
-      this.segments.push({ startMs, durationMs: stage.durationMs, from, to: stage.target, before, area });
-      startMs += stage.durationMs;
-      before += area;
-      from = stage.target;
-    }
-    this.total = Math.floor(before + 1e-9);
-    this.endMs = startMs;
-  }
-
-  /** When arrival k (0-based) is due. */
-  at(k: number): number {
-    for (const segment of this.segments) {
-      if (k >= segment.before + segment.area || segment.area === 0) continue;
-      const need = k - segment.before;
-      const seconds = segment.durationMs / 1000;
-      const slope = (segment.to - segment.from) / seconds;
-      // from·s + slope·s²/2 = need
-      const s =
-        Math.abs(slope) < 1e-12 ? need / segment.from : (-segment.from + Math.sqrt(segment.from * segment.from + 2 * slope * need)) / slope;
-      return segment.startMs + Math.min(seconds, Math.max(0, s)) * 1000;
-    }
-    return this.endMs;
-  }
-}
 
 /** True when the SSE text holds an event with content; consumed complete events are dropped. */
 class FirstContent {
@@ -120,11 +92,15 @@ interface Outcome {
   retryAfter: boolean;
 }
 
-async function run(id: number, spec: RunSpec): Promise<RunResult> {
-  const url = loopbackUrl(spec.baseUrl);
-  const sockets = spec.mode.kind === 'open' ? spec.mode.maxInFlight : spec.mode.concurrency;
-  const agent = agentFor(spec.baseUrl, sockets);
-  const ok = new Set(spec.okStatuses);
+/** A request of the mix, ready to write. */
+interface MixEntry {
+  request: PreparedRequest;
+  body: Buffer;
+  headers: Record<string, string>;
+}
+
+/** The run's requests with their bodies and headers, and a seeded pick by weight. */
+function prepareMix(spec: RunSpec): () => MixEntry {
   const random = prng(MIX_SEED);
   const totalWeight = spec.requests.reduce((acc, r) => acc + r.weight, 0);
   const prepared = spec.requests.map((r) => ({
@@ -132,7 +108,7 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
     body: Buffer.from(r.body),
     headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(r.body)), 'api-key': spec.apiKey },
   }));
-  const pick = () => {
+  return () => {
     let left = random() * totalWeight;
     for (const entry of prepared) {
       left -= entry.request.weight;
@@ -140,91 +116,133 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
     }
     return prepared[prepared.length - 1]!;
   };
+}
 
-  // Accumulators.
-  const statuses: Record<string, number> = {};
-  const latency = new Samples();
-  const byStatus = new Map<string, Samples>();
-  const latency200 = new Samples();
-  const ttfb = new Samples();
-  const ttft = new Samples();
-  const lag = new Samples();
-  const perRequest = new Map<string, { count: number; errors: number; latency: Samples; ttft: Samples }>();
-  const timeline: { sent: number; completed: number; ok200: number; throttled: number; errors: number; latencies: number[] }[] = [];
-  let sent = 0;
-  let completed = 0;
-  let completedInLoad = 0;
-  let errors = 0;
-  let dropped = 0;
-  let incompleteStreams = 0;
-  let retryAfterMissing = 0;
-  let inFlight = 0;
-  let loadDone = false;
-  const live = new Set<() => void>();
-  const cpuBefore = process.cpuUsage();
-  const t0 = performance.now();
-  const second = (at: number) => {
-    const index = Math.max(0, Math.floor((at - t0) / 1000));
-    while (timeline.length <= index) timeline.push({ sent: 0, completed: 0, ok200: 0, throttled: 0, errors: 0, latencies: [] });
-    return timeline[index]!;
-  };
-  let idle: (() => void) | undefined;
+interface Bucket {
+  sent: number;
+  completed: number;
+  ok200: number;
+  throttled: number;
+  errors: number;
+  latencies: number[];
+}
 
-  const record = (outcome: Outcome) => {
-    completed += 1;
-    if (!loadDone) completedInLoad += 1;
+/** What one run counts: every request sent and how it ended, overall, per second, per request kind. */
+class Tally {
+  readonly statuses: Record<string, number> = {};
+  readonly latency = new Samples();
+  readonly byStatus = new Map<string, Samples>();
+  readonly latency200 = new Samples();
+  readonly ttfb = new Samples();
+  readonly ttft = new Samples();
+  readonly lag = new Samples();
+  readonly perRequest = new Map<string, { count: number; errors: number; latency: Samples; ttft: Samples }>();
+  readonly timeline: Bucket[] = [];
+  sent = 0;
+  completed = 0;
+  completedInLoad = 0;
+  errors = 0;
+  dropped = 0;
+  incompleteStreams = 0;
+  retryAfterMissing = 0;
+  loadDone = false;
+  readonly t0: number;
+  private readonly ok: Set<number>;
+
+  constructor(t0: number, okStatuses: number[]) {
+    this.t0 = t0;
+    this.ok = new Set(okStatuses);
+  }
+
+  second(at: number): Bucket {
+    const index = Math.max(0, Math.floor((at - this.t0) / 1000));
+    while (this.timeline.length <= index) this.timeline.push({ sent: 0, completed: 0, ok200: 0, throttled: 0, errors: 0, latencies: [] });
+    return this.timeline[index]!;
+  }
+
+  countSent(): void {
+    this.sent += 1;
+    this.second(performance.now()).sent += 1;
+  }
+
+  record(outcome: Outcome): void {
+    this.completed += 1;
+    if (!this.loadDone) this.completedInLoad += 1;
     const key = outcome.status === 0 ? (outcome.error ?? 'error') : String(outcome.status);
-    statuses[key] = (statuses[key] ?? 0) + 1;
+    this.statuses[key] = (this.statuses[key] ?? 0) + 1;
     const isError =
-      outcome.status === 0 || !ok.has(outcome.status) || (outcome.status === 200 && outcome.request.stream && !outcome.streamComplete);
-    if (isError) errors += 1;
-    const bucket = second(performance.now());
+      outcome.status === 0 || !this.ok.has(outcome.status) || (outcome.status === 200 && outcome.request.stream && !outcome.streamComplete);
+    if (isError) this.errors += 1;
+    const bucket = this.second(performance.now());
     bucket.completed += 1;
     if (isError) bucket.errors += 1;
-    let stats = perRequest.get(outcome.request.name);
-    if (!stats) perRequest.set(outcome.request.name, (stats = { count: 0, errors: 0, latency: new Samples(), ttft: new Samples() }));
+    let stats = this.perRequest.get(outcome.request.name);
+    if (!stats) this.perRequest.set(outcome.request.name, (stats = { count: 0, errors: 0, latency: new Samples(), ttft: new Samples() }));
     stats.count += 1;
     if (isError) stats.errors += 1;
     if (outcome.status !== 0) {
-      latency.push(outcome.latencyMs);
-      let samples = byStatus.get(key);
-      if (!samples) byStatus.set(key, (samples = new Samples()));
+      this.latency.push(outcome.latencyMs);
+      let samples = this.byStatus.get(key);
+      if (!samples) this.byStatus.set(key, (samples = new Samples()));
       samples.push(outcome.latencyMs);
     }
     if (outcome.status === 429) {
       bucket.throttled += 1;
-      if (!outcome.retryAfter) retryAfterMissing += 1;
+      if (!outcome.retryAfter) this.retryAfterMissing += 1;
     }
-    if (outcome.status === 200) {
-      bucket.ok200 += 1;
-      bucket.latencies.push(outcome.latencyMs);
-      latency200.push(outcome.latencyMs);
-      stats.latency.push(outcome.latencyMs);
-      ttfb.push(outcome.ttfbMs);
-      if (outcome.request.stream) {
-        if (!outcome.streamComplete) incompleteStreams += 1;
-        if (!Number.isNaN(outcome.ttftMs)) {
-          ttft.push(outcome.ttftMs);
-          stats.ttft.push(outcome.ttftMs);
-        }
+    if (outcome.status === 200) this.recordOk(outcome, bucket, stats);
+  }
+
+  private recordOk(outcome: Outcome, bucket: Bucket, stats: { latency: Samples; ttft: Samples }): void {
+    bucket.ok200 += 1;
+    bucket.latencies.push(outcome.latencyMs);
+    this.latency200.push(outcome.latencyMs);
+    stats.latency.push(outcome.latencyMs);
+    this.ttfb.push(outcome.ttfbMs);
+    if (outcome.request.stream) {
+      if (!outcome.streamComplete) this.incompleteStreams += 1;
+      if (!Number.isNaN(outcome.ttftMs)) {
+        this.ttft.push(outcome.ttftMs);
+        stats.ttft.push(outcome.ttftMs);
       }
     }
-  };
+  }
+}
 
-  const fire = (): Promise<void> => {
-    const entry = pick();
-    sent += 1;
-    inFlight += 1;
-    second(performance.now()).sent += 1;
+/** Sends the mix's requests to the target and tracks those in flight, so that the drain can wait for them or cut them. */
+class Sender {
+  inFlight = 0;
+  private readonly live = new Set<() => void>();
+  private readonly url: URL;
+  private readonly agent: Agent;
+  private readonly spec: RunSpec;
+  private readonly pick: () => MixEntry;
+  private readonly tally: Tally;
+  private idle: (() => void) | undefined;
+
+  constructor(spec: RunSpec, pick: () => MixEntry, tally: Tally) {
+    this.spec = spec;
+    this.pick = pick;
+    this.tally = tally;
+    this.url = loopbackUrl(spec.baseUrl);
+    this.agent = agentFor(spec.baseUrl, spec.mode.kind === 'open' ? spec.mode.maxInFlight : spec.mode.concurrency);
+  }
+
+  /** One request of the mix; resolves when it ended (and was recorded). */
+  fire(): Promise<void> {
+    const entry = this.pick();
+    this.tally.countSent();
+    this.inFlight += 1;
     return new Promise<void>((resolve) => {
       const start = performance.now();
       let ttfbMs = Number.NaN;
       let ttftMs = Number.NaN;
       let tail = '';
+      const { agent, url } = this;
       const cut = sendOnce(
         { agent, hostname: url.hostname, port: url.port, method: 'POST', path: entry.request.path, headers: entry.headers },
         entry.body,
-        spec.requestTimeoutMs,
+        this.spec.requestTimeoutMs,
         (res) => {
           ttfbMs = performance.now() - start;
           if (entry.request.stream && res.statusCode === 200) {
@@ -239,9 +257,9 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
           }
         },
         (ending) => {
-          live.delete(cut);
-          inFlight -= 1;
-          record({
+          this.live.delete(cut);
+          this.inFlight -= 1;
+          this.tally.record({
             request: entry.request,
             status: ending.status,
             ...(ending.error !== undefined ? { error: ending.error } : {}),
@@ -252,91 +270,74 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
             retryAfter: ending.headers?.['retry-after'] !== undefined,
           });
           resolve();
-          if (inFlight === 0) idle?.();
+          if (this.inFlight === 0) this.idle?.();
         },
       );
-      live.add(cut);
+      this.live.add(cut);
     });
-  };
+  }
 
-  const progress = setInterval(() => {
-    send({ type: 'progress', id, elapsedMs: Math.round(performance.now() - t0), sent, completed, inFlight, errors });
-  }, 1000);
+  /** Waits for what is in flight, at most `ms`; then cuts the rest and returns how many were cut. */
+  async drain(ms: number): Promise<number> {
+    if (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        this.idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    const unfinished = this.live.size;
+    for (const cut of [...this.live]) cut();
+    return unfinished;
+  }
+}
 
-  let loadMs: number;
+/** How the load phase ended; `capped` is read after the drain (a closed-loop worker may hit the cap then). */
+interface LoadPhase {
+  loadMs: number;
+  capped: () => boolean;
+}
+
+/** Open model: the stages' arrivals on time, whatever the responses do; arrivals at maxInFlight are dropped. */
+async function runOpen(mode: Extract<LoadMode, { kind: 'open' }>, maxRequests: number, tally: Tally, sender: Sender): Promise<LoadPhase> {
+  const schedule = arrivalSchedule({ spacing: 'ramp', startRate: mode.startRate, stages: mode.stages });
+  const { stopped } = await dispatchArrivals(schedule, tally.t0, (_k, due, now) => {
+    if (tally.sent >= maxRequests) return false;
+    if (sender.inFlight >= mode.maxInFlight) tally.dropped += 1;
+    else {
+      tally.lag.push(now - due);
+      void sender.fire();
+    }
+    return true;
+  });
+  return { loadMs: performance.now() - tally.t0, capped: () => stopped };
+}
+
+/** Closed model: `concurrency` workers, each sending its next request when the previous one ended. */
+async function runClosed(
+  mode: Extract<LoadMode, { kind: 'closed' }>,
+  maxRequests: number,
+  tally: Tally,
+  sender: Sender,
+): Promise<LoadPhase> {
+  const end = tally.t0 + mode.durationMs;
   let capped = false;
-  if (spec.mode.kind === 'open') {
-    const { maxInFlight } = spec.mode;
-    const schedule = new ArrivalSchedule(spec.mode.startRate, spec.mode.stages);
-    await new Promise<void>((resolve) => {
-      let k = 0;
-      const tick = () => {
-        const now = performance.now() - t0;
-        while (k < schedule.total) {
-          const due = schedule.at(k);
-          if (due > now) break;
-          if (sent >= spec.maxRequests) {
-            capped = true;
-            break;
-          }
-          if (inFlight >= maxInFlight) dropped += 1;
-          else {
-            lag.push(now - due);
-            void fire();
-          }
-          k += 1;
-        }
-        if (k >= schedule.total || capped) {
-          // Hold the load phase until the stages' end, so rates compare across runs.
-          const rest = capped ? 0 : schedule.endMs - (performance.now() - t0);
-          setTimeout(resolve, Math.max(0, rest));
-          return;
-        }
-        setTimeout(tick, Math.max(0, schedule.at(k) - (performance.now() - t0)));
-      };
-      tick();
-    });
-    loadMs = performance.now() - t0;
-  } else {
-    const end = t0 + spec.mode.durationMs;
-    const worker = async () => {
-      while (performance.now() < end && sent < spec.maxRequests) await fire();
-      if (sent >= spec.maxRequests) capped = true;
-    };
-    const workers = Array.from({ length: spec.mode.concurrency }, worker);
-    // The load phase ends at the deadline; requests in flight then finish during the drain.
-    await sleep(Math.max(0, end - performance.now()));
-    loadMs = performance.now() - t0;
-    void Promise.all(workers);
-  }
-  loadDone = true;
+  const worker = async () => {
+    while (performance.now() < end && tally.sent < maxRequests) await sender.fire();
+    if (tally.sent >= maxRequests) capped = true;
+  };
+  const workers = Array.from({ length: mode.concurrency }, worker);
+  // The load phase ends at the deadline; requests in flight then finish during the drain.
+  await sleep(Math.max(0, end - performance.now()));
+  const loadMs = performance.now() - tally.t0;
+  void Promise.all(workers);
+  return { loadMs, capped: () => capped };
+}
 
-  // Drain: wait for what is in flight, at most drainMs; then cut it.
-  const drainStart = performance.now();
-  if (inFlight > 0) {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, spec.drainMs);
-      idle = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
-  const unfinished = live.size;
-  for (const cut of [...live]) cut();
-  const drainMs = performance.now() - drainStart;
-  clearInterval(progress);
-  const cpu = process.cpuUsage(cpuBefore);
-
-  const byRequest: Record<string, RequestBreakdown> = {};
-  for (const [name, stats] of perRequest)
-    byRequest[name] = { count: stats.count, errors: stats.errors, latency: stats.latency.summary(), ttft: stats.ttft.summary() };
-  const latencyByStatus: Record<string, ReturnType<Samples['summary']> & object> = {};
-  for (const [status, samples] of byStatus) {
-    const summary = samples.summary();
-    if (summary) latencyByStatus[status] = summary;
-  }
-  const points: TimelinePoint[] = timeline.map((bucket, index) => {
+function timelineOf(tally: Tally): TimelinePoint[] {
+  return tally.timeline.map((bucket, index) => {
     const summary = summarize(bucket.latencies);
     return {
       second: index,
@@ -349,32 +350,74 @@ async function run(id: number, spec: RunSpec): Promise<RunResult> {
       p95: summary?.p95 ?? null,
     };
   });
+}
+
+function resultOf(
+  spec: RunSpec,
+  tally: Tally,
+  load: LoadPhase,
+  drain: { ms: number; unfinished: number },
+  cpu: NodeJS.CpuUsage,
+): RunResult {
+  const byRequest: Record<string, RequestBreakdown> = {};
+  for (const [name, stats] of tally.perRequest)
+    byRequest[name] = { count: stats.count, errors: stats.errors, latency: stats.latency.summary(), ttft: stats.ttft.summary() };
+  const latencyByStatus: Record<string, ReturnType<Samples['summary']> & object> = {};
+  for (const [status, samples] of tally.byStatus) {
+    const summary = samples.summary();
+    if (summary) latencyByStatus[status] = summary;
+  }
+  const { completed } = tally;
   return {
     mode: spec.mode.kind,
-    loadMs: Math.round(loadMs),
-    drainMs: Math.round(drainMs),
-    sent,
+    loadMs: Math.round(load.loadMs),
+    drainMs: Math.round(drain.ms),
+    sent: tally.sent,
     completed,
-    completedInLoad,
-    dropped,
-    unfinished,
-    capped,
-    statuses,
-    errors,
-    errorRate: completed === 0 ? 0 : errors / completed,
-    rps: (spec.mode.kind === 'closed' ? completedInLoad : completed) / (loadMs / 1000),
-    latency: latency.summary(),
+    completedInLoad: tally.completedInLoad,
+    dropped: tally.dropped,
+    unfinished: drain.unfinished,
+    capped: load.capped(),
+    statuses: tally.statuses,
+    errors: tally.errors,
+    errorRate: completed === 0 ? 0 : tally.errors / completed,
+    rps: (spec.mode.kind === 'closed' ? tally.completedInLoad : completed) / (load.loadMs / 1000),
+    latency: tally.latency.summary(),
     latencyByStatus,
-    ttfb: ttfb.summary(),
-    ttft: ttft.summary(),
-    incompleteStreams,
-    retryAfterMissing,
+    ttfb: tally.ttfb.summary(),
+    ttft: tally.ttft.summary(),
+    incompleteStreams: tally.incompleteStreams,
+    retryAfterMissing: tally.retryAfterMissing,
     byRequest,
-    lag: lag.summary(),
-    timeline: points,
+    lag: tally.lag.summary(),
+    timeline: timelineOf(tally),
     generatorCpuMs: Math.round((cpu.user + cpu.system) / 1000),
-    ...(spec.returnSamples ? { samples: { latency200: Array.from(latency200.values()), ttft: Array.from(ttft.values()) } } : {}),
+    ...(spec.returnSamples
+      ? { samples: { latency200: Array.from(tally.latency200.values()), ttft: Array.from(tally.ttft.values()) } }
+      : {}),
   };
+}
+
+/** One run: the load phase (open or closed), the drain, the figures. */
+async function run(id: number, spec: RunSpec): Promise<RunResult> {
+  const pick = prepareMix(spec);
+  const cpuBefore = process.cpuUsage();
+  const tally = new Tally(performance.now(), spec.okStatuses);
+  const sender = new Sender(spec, pick, tally);
+  const progress = setInterval(() => {
+    const { sent, completed, errors } = tally;
+    send({ type: 'progress', id, elapsedMs: Math.round(performance.now() - tally.t0), sent, completed, inFlight: sender.inFlight, errors });
+  }, 1000);
+  const load =
+    spec.mode.kind === 'open'
+      ? await runOpen(spec.mode, spec.maxRequests, tally, sender)
+      : await runClosed(spec.mode, spec.maxRequests, tally, sender);
+  tally.loadDone = true;
+  const drainStart = performance.now();
+  const unfinished = await sender.drain(spec.drainMs);
+  const drain = { ms: performance.now() - drainStart, unfinished };
+  clearInterval(progress);
+  return resultOf(spec, tally, load, drain, process.cpuUsage(cpuBefore));
 }
 
 let busy = false;

@@ -69,16 +69,13 @@ function areaOf(url: string, functionName: string): string {
   return shortUrl(url);
 }
 
-/**
- * `fromUs`: leave out samples taken before this time (µs on the monotonic clock, which is what V8's
- * profile timestamps and process.hrtime use on Linux), e.g. the start-up and warm-up.
- */
-export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): ProfileSummary {
-  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+type Tally = Map<string, { name: string; where: string; us: number }>;
+
+/** Self time per node inside the window; timeDeltas[i] is the time before sample i, attributed to the next sample's node. */
+function selfTimes(profile: CpuProfile, fromUs: number): { selfUs: Map<number, number>; skippedUs: number } {
   const selfUs = new Map<number, number>();
   const samples = profile.samples ?? [];
   const deltas = profile.timeDeltas ?? [];
-  // timeDeltas[i] is the time before sample i; attribute each interval to the next sample's node.
   let at = profile.startTime;
   let skippedUs = 0;
   for (let index = 0; index < samples.length; index++) {
@@ -91,11 +88,14 @@ export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): Pro
     }
     selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
   }
-  const totalUs = [...selfUs.values()].reduce((a, b) => a + b, 0);
-  let idleUs = 0;
+  return { selfUs, skippedUs };
+}
 
-  const selfFn = new Map<string, { name: string; where: string; us: number }>();
+/** Self time per function and per area, and the idle time, which counts in neither. */
+function selfByFunctionAndArea(byId: Map<number, ProfileNode>, selfUs: Map<number, number>) {
+  const selfFn: Tally = new Map();
   const selfArea = new Map<string, number>();
+  let idleUs = 0;
   for (const [id, us] of selfUs) {
     const node = byId.get(id);
     if (!node) continue;
@@ -113,9 +113,12 @@ export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): Pro
     const area = areaOf(url, functionName);
     selfArea.set(area, (selfArea.get(area) ?? 0) + us);
   }
+  return { selfFn, selfArea, idleUs };
+}
 
-  // Inclusive time of own functions: walk the tree, count a function once per stack.
-  const inclusiveUs = new Map<string, { name: string; where: string; us: number }>();
+/** Inclusive time of own functions: walk the tree, count a function once per stack. */
+function inclusiveOwnTimes(profile: CpuProfile, byId: Map<number, ProfileNode>, selfUs: Map<number, number>): Tally {
+  const inclusiveUs: Tally = new Map();
   const subtreeUs = new Map<number, number>();
   const subtree = (id: number): number => {
     const cached = subtreeUs.get(id);
@@ -127,30 +130,41 @@ export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): Pro
     return sum;
   };
   const root = profile.nodes[0];
-  if (root) {
-    const stack: { id: number; open: Set<string> }[] = [{ id: root.id, open: new Set() }];
-    while (stack.length > 0) {
-      const { id, open } = stack.pop()!;
-      const node = byId.get(id);
-      if (!node) continue;
-      const { functionName, url, lineNumber } = node.callFrame;
-      let nextOpen = open;
-      if (/\/(gateway|shared)\//.test(url) && !url.includes('/node_modules/')) {
-        const name = functionName || '(anonymous)';
-        const where = `${shortUrl(url)}:${lineNumber + 1}`;
-        const key = `${name} ${where}`;
-        if (!open.has(key)) {
-          const entry = inclusiveUs.get(key) ?? { name, where, us: 0 };
-          entry.us += subtree(id);
-          inclusiveUs.set(key, entry);
-          nextOpen = new Set(open);
-          nextOpen.add(key);
-        }
+  if (!root) return inclusiveUs;
+  const stack: { id: number; open: Set<string> }[] = [{ id: root.id, open: new Set() }];
+  while (stack.length > 0) {
+    const { id, open } = stack.pop()!;
+    const node = byId.get(id);
+    if (!node) continue;
+    const { functionName, url, lineNumber } = node.callFrame;
+    let nextOpen = open;
+    if (/\/(gateway|shared)\//.test(url) && !url.includes('/node_modules/')) {
+      const name = functionName || '(anonymous)';
+      const where = `${shortUrl(url)}:${lineNumber + 1}`;
+      const key = `${name} ${where}`;
+      if (!open.has(key)) {
+        const entry = inclusiveUs.get(key) ?? { name, where, us: 0 };
+        entry.us += subtree(id);
+        inclusiveUs.set(key, entry);
+        nextOpen = new Set(open);
+        nextOpen.add(key);
       }
-      for (const child of node.children ?? []) stack.push({ id: child, open: nextOpen });
     }
+    for (const child of node.children ?? []) stack.push({ id: child, open: nextOpen });
   }
+  return inclusiveUs;
+}
 
+/**
+ * `fromUs`: leave out samples taken before this time (µs on the monotonic clock, which is what V8's
+ * profile timestamps and process.hrtime use on Linux), e.g. the start-up and warm-up.
+ */
+export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): ProfileSummary {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const { selfUs, skippedUs } = selfTimes(profile, fromUs);
+  const totalUs = [...selfUs.values()].reduce((a, b) => a + b, 0);
+  const { selfFn, selfArea, idleUs } = selfByFunctionAndArea(byId, selfUs);
+  const inclusiveUs = inclusiveOwnTimes(profile, byId, selfUs);
   const busyUs = totalUs - idleUs;
   const line = (name: string, where: string, us: number): ProfileLine => ({
     name,
@@ -158,22 +172,21 @@ export function summarizeProfile(profile: CpuProfile, top = 20, fromUs = 0): Pro
     ms: Math.round(us / 100) / 10,
     share: busyUs > 0 ? us / busyUs : 0,
   });
+  const topOf = (tally: Tally) =>
+    [...tally.values()]
+      .sort((a, b) => b.us - a.us)
+      .slice(0, top)
+      .map((e) => line(e.name, e.where, e.us));
   return {
     totalMs: Math.round(totalUs / 1000),
     skippedMs: Math.round(skippedUs / 1000),
     busyMs: Math.round(busyUs / 1000),
-    selfByFunction: [...selfFn.values()]
-      .sort((a, b) => b.us - a.us)
-      .slice(0, top)
-      .map((e) => line(e.name, e.where, e.us)),
+    selfByFunction: topOf(selfFn),
     selfByArea: [...selfArea.entries()]
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([area, us]) => line(area, '', us)),
-    inclusiveOwn: [...inclusiveUs.values()]
-      .sort((a, b) => b.us - a.us)
-      .slice(0, top)
-      .map((e) => line(e.name, e.where, e.us)),
+    inclusiveOwn: topOf(inclusiveUs),
   };
 }
 

@@ -27,12 +27,13 @@ export function writeDocSection(file: string, start: string, end: string, sectio
   writeFileSync(file, `${current}${current ? '\n' : heading}${start}\n${section}\n${end}\n`);
 }
 
-/** The commit measured, flagged when gateway/ or shared/ had uncommitted changes. */
-export function gitRevision(): string {
+/** The commit measured (of this checkout, or of `dir`), flagged when gateway/ or shared/ had uncommitted changes. */
+export function gitRevision(dir = REPO_ROOT): string {
   try {
-    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    const dirty =
-      execFileSync('git', ['status', '--porcelain', '--', 'gateway', 'shared'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+    // stderr ignored: a --compare-with directory need not be a git checkout ('unknown').
+    const git = (args: string[]) => execFileSync('git', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const rev = git(['rev-parse', '--short', 'HEAD']);
+    const dirty = git(['status', '--porcelain', '--', 'gateway', 'shared']) !== '';
     return `${rev}${dirty ? ' + uncommitted changes in gateway/ or shared/' : ''}`;
   } catch {
     return 'unknown';

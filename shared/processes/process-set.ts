@@ -1,10 +1,10 @@
 /**
- * Child processes of a load run, and their cleanup on every way out: normal end, failure, SIGINT,
- * SIGTERM. Children are started under `setpriv --pdeathsig SIGKILL` when available, so even a
- * SIGKILLed orchestrator leaves none behind (Linux; setpriv execs, so the pid is the child's own).
+ * Child processes of a load run or a test run, and their cleanup on every way out: normal end,
+ * failure, SIGINT, SIGTERM. Children are started under `setpriv --pdeathsig SIGKILL` when available,
+ * so even a SIGKILLed orchestrator leaves none behind (Linux; setpriv execs, so the pid is the child's own).
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -119,58 +119,6 @@ export function commandPath(name: string, candidates: string[] = []): string | u
   return found.status === 0 && path ? path : undefined;
 }
 
-const CLOCK_TICKS_PER_SECOND = (() => {
-  const result = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const ticks = Number(result.stdout.trim());
-  return Number.isFinite(ticks) && ticks > 0 ? ticks : 100;
-})();
-
-/** CPU time (user + system) a process used so far, in ms, from /proc/<pid>/stat; 0 when it is gone. */
-export function cpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces; fields after the closing parenthesis are fixed.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const utime = Number(fields[11]);
-    const stime = Number(fields[12]);
-    return ((utime + stime) * 1000) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU time (user + system) a group of processes used so far, summed, in ms. */
-export function cpuMsOf(pids: number[]): number {
-  return pids.reduce((acc, pid) => acc + cpuMs(pid), 0);
-}
-
-/** Resident and peak resident memory of a process, MB, from /proc/<pid>/status. */
-export function memoryMb(pid: number): { rss: number; peak: number } {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
-    return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
-  } catch {
-    return { rss: 0, peak: 0 };
-  }
-}
-
-/** Direct children of a process (nginx's workers). */
-export function childPids(pid: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
-
 export async function waitFor(
   what: string,
   check: () => Promise<boolean>,
@@ -188,16 +136,5 @@ export async function waitFor(
     }
     if (Date.now() > deadline) throw new Error(`${what}: not ready after ${timeoutMs} ms`);
     await sleep(100);
-  }
-}
-
-/** CPU time every process on the machine used so far (user, nice, system, irq, softirq, steal), in ms, from /proc/stat. */
-export function machineBusyMs(): number {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
-    return (((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) * 1000) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return 0;
   }
 }

@@ -1,9 +1,9 @@
 /**
  * A private redis-server on a free loopback port, without persistence: the load tools' stack
- * (stack.ts startRedis) and the test suite (test/helpers/redis-server.ts) start it the same way.
+ * (loadtest/lib/stack.ts startRedis) and the test suite (test/helpers/redis-server.ts) start it the same way.
  */
 import type { ChildProcess } from 'node:child_process';
-import { freePort, stopChild } from './processes.ts';
+import { freePort, stopChild } from './process-set.ts';
 
 /** Tries this many free ports: one can be taken between freePort() and redis-server's listen. */
 const ATTEMPTS = 5;

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { AzureOpenAI } from 'openai';
-import { freePort } from '../../loadtest/lib/processes.ts';
+import { freePort } from '../../shared/processes/process-set.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STARTED = Date.now();

@@ -1,14 +1,14 @@
 /**
  * Starts a private redis-server on a free loopback port for the test run, so tests never touch a
- * Redis that happens to run on this machine's standard port. The start itself is loadtest's
- * (loadtest/lib/redis.ts); this adds the tests' own temp dir and stop().
+ * Redis that happens to run on this machine's standard port. The start itself is shared with the
+ * load tools (shared/processes/redis-server.ts); this adds the tests' own temp dir and stop().
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commandPath, freePort, stopChild } from '../../loadtest/lib/processes.ts';
-import { launchRedis } from '../../loadtest/lib/redis.ts';
+import { commandPath, freePort, stopChild } from '../../shared/processes/process-set.ts';
+import { launchRedis } from '../../shared/processes/redis-server.ts';
 
 export { freePort };
 

@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Simulator } from '../shared/simulator/index.ts';
-import { ProcessSet } from '../loadtest/lib/processes.ts';
-import { listScenarios, loadScenario } from '../loadtest/lib/scenario.ts';
-import { makeWorkDir, REPO_ROOT, startGateway, startGenerator, type Generator } from '../loadtest/lib/stack.ts';
-import { UPSTREAM_KEY } from './helpers/gateway.ts';
-import { simulator } from './helpers/fixtures.ts';
+import type { Simulator } from '../../shared/simulator/index.ts';
+import { ProcessSet } from '../../shared/processes/process-set.ts';
+import { listScenarios, loadScenario } from '../../loadtest/lib/scenario.ts';
+import { makeWorkDir, REPO_ROOT, startGateway, startGenerator, type Generator } from '../../loadtest/lib/stack.ts';
+import { UPSTREAM_KEY } from '../helpers/gateway.ts';
+import { simulator } from '../helpers/fixtures.ts';
 
 const K6_DIR = join(REPO_ROOT, 'loadtest', 'k6');
 /** Each block runs in a few seconds; a hang fails it instead of holding the whole test run. */
