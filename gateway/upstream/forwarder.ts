@@ -12,7 +12,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
 import { createProxyMiddleware } from 'http-proxy-middleware';
-import { bodyHeaders, STRIPPED_REQUEST_HEADERS } from './headers.ts';
+import { bodyHeaders, strippedRequestHeaders } from './headers.ts';
 
 export interface AttemptSpec {
   /** Origin of the deployment, e.g. https://acct.openai.azure.com */
@@ -107,7 +107,11 @@ export class Forwarder {
     }
     attempt.upstreamRequest = proxyReq;
     (proxyReq as WithAttempt)[ATTEMPT] = attempt;
-    for (const name of STRIPPED_REQUEST_HEADERS) if (!(name in attempt.spec.headers)) proxyReq.removeHeader(name);
+    // httpxy copied the client's headers (and sets `connection: close` for a chunked client body,
+    // which goes upstream with a content-length instead): both go, so the pooled connection is reused.
+    for (const name of strippedRequestHeaders(proxyReq.getHeader('connection'))) {
+      if (!(name in attempt.spec.headers)) proxyReq.removeHeader(name);
+    }
     proxyReq.on('error', (error: NodeJS.ErrnoException) => this.finish(attempt, { kind: 'error', error, timedOut: attempt.timedOut }));
   }
 

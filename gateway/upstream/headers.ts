@@ -13,7 +13,7 @@ export const UTILIZATION_HEADER = 'azure-openai-deployment-utilization';
  * whole and plain, with its own content-length. A chunked client body once reached the deployment
  * with both transfer-encoding and content-length, which an HTTP server must refuse.
  */
-export const STRIPPED_REQUEST_HEADERS = [
+const STRIPPED_REQUEST_HEADERS = [
   'authorization',
   'api-key',
   'cookie',
@@ -29,7 +29,19 @@ export const STRIPPED_REQUEST_HEADERS = [
   'keep-alive',
   'transfer-encoding',
   'content-encoding',
+  // Hop-by-hop: the gateway's pooled connection to the deployment stays open whatever the client's does.
+  'connection',
 ];
+
+/**
+ * The client headers to remove from an attempt: the fixed list, and whatever the client's
+ * `Connection` header names as hop-by-hop (RFC 9110 §7.6.1).
+ */
+export function strippedRequestHeaders(connection: string | number | string[] | undefined): readonly string[] {
+  if (typeof connection !== 'string' || !connection.includes(',')) return STRIPPED_REQUEST_HEADERS;
+  const named = connection.split(',').map((token) => token.trim().toLowerCase());
+  return [...STRIPPED_REQUEST_HEADERS, ...named.filter((name) => name && name !== 'close' && name !== 'keep-alive')];
+}
 
 /** Upstream response headers that describe one deployment or one hop, not what the client addressed. */
 const DROPPED_RESPONSE_HEADERS = new Set([
@@ -67,7 +79,9 @@ export function header(headers: IncomingHttpHeaders, name: string): string | und
 export function numberHeader(headers: IncomingHttpHeaders, name: string): number | undefined {
   const text = header(headers, name);
   if (text === undefined || text.trim() === '') return undefined;
-  const parsed = Number(text.trim().replace(/%$/, ''));
+  const digits = text.trim().replace(/%$/, '');
+  if (digits === '') return undefined;
+  const parsed = Number(digits);
   return Number.isFinite(parsed) ? parsed : undefined;
 }
 
