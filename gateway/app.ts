@@ -6,7 +6,6 @@
 import type { Server } from 'node:http';
 import type express from 'express';
 import type { GatewayConfig } from '../shared/config/schema.ts';
-import { MemoryStore } from '../shared/store/memory-store.ts';
 import type { Store } from '../shared/store/types.ts';
 import { warmUpTokenizers } from '../shared/tokens/index.ts';
 import { errors, sendError } from './errors.ts';
@@ -18,14 +17,7 @@ import { assignRequestId } from './http/request-id.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
 import { buildPools } from './pools.ts';
-import { ClientQuotas } from './routing/client-quota.ts';
-import { Dispatcher } from './routing/dispatcher.ts';
-import { Health } from './routing/health.ts';
-import { LeaseKeeper } from './routing/lease-keeper.ts';
-import { Leasing } from './routing/leasing.ts';
-import { LiveStore } from './routing/live-store.ts';
-import { admissionWindowMs } from './routing/window.ts';
-import { Forwarder } from './upstream/forwarder.ts';
+import { createRouting } from './routing/assemble.ts';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -53,20 +45,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const auth = new ClientAuth(config.clients);
   if (!auth.enabled) logger.warn('no clients configured: the gateway accepts requests without a key');
 
-  const fallback = new MemoryStore({ windowMs: admissionWindowMs(settings.windowMs) });
-  const stores = new LiveStore(options.store, fallback, metrics, logger);
-  const keeper = new LeaseKeeper(stores, settings.leaseMs, logger);
-  const health = new Health(stores, settings, logger, metrics);
-  const forwarder = new Forwarder();
-  const dispatcher = new Dispatcher({
-    settings,
-    leasing: new Leasing(stores, keeper, settings, logger),
-    quotas: new ClientQuotas(stores, logger),
-    forwarder,
-    health,
-    metrics,
-    logger,
-  });
+  const { dispatcher, stores, close: closeRouting } = createRouting(options.store, settings, metrics, logger);
 
   const app = createOpsApp({ pools, stores, metrics, logger, adminApiKey: options.adminApiKey });
   const listener = new Listener(
@@ -84,11 +63,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     app,
     listen: (port: number, host = '127.0.0.1') => listener.listen(port, host),
     async close() {
-      keeper.close();
-      health.close();
       await listener.close();
-      forwarder.close();
-      await stores.close();
+      await closeRouting();
     },
   };
 }
