@@ -9,11 +9,21 @@
  * log stays off the hot path), nginx in front of them, and the load generator (a separate process,
  * open-model arrivals). Prints a summary, writes JSON to loadtest/results/, checks the scenario's
  * thresholds (exit code 99 when one fails, like k6), and stops every child on the way out.
+ *
+ * A scenario with a `chaos` schedule (scenarios/chaos.json) also runs the chaos phase beside the
+ * load (loadtest/chaos/): Redis killed and frozen, a gateway killed, deployment faults on and off;
+ * then the client-visible outcome per event, what the deployments received, the in-flight drift,
+ * printed, in the JSON, and in docs/chaos.md (unless --no-doc).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { configSchema } from '../shared/config/schema.ts';
 import type { DeploymentStats, SimDeployment } from '../shared/simulator/types.ts';
+import { chaosTailMs, startChaosPhase, type ChaosPhase } from './chaos/phase.ts';
+import { writeChaosDoc, type ChaosReport } from './chaos/report.ts';
+import { checkPlan, planChaos, type ChaosPlan } from './chaos/schedule.ts';
 import { fmt, pct, statusLine, textTable } from './lib/format.ts';
 import { ProcessSet } from '../shared/processes/process-set.ts';
 import { childPids, cpuMs, cpuMsOf, memoryMb } from '../shared/processes/proc-stats.ts';
@@ -43,6 +53,7 @@ import {
   sumStats,
   writeGatewayConfig,
   type GatewayHandle,
+  type GatewayOptions,
   type GatewayPoolInput,
   type Generator,
   type NginxHandle,
@@ -64,6 +75,8 @@ const HELP = `Local load driver
   --nginx-workers N    nginx worker_processes (default 1)
   --log-level L        the gateways' LOG_LEVEL (default warn; info logs one JSON line per request)
   --json FILE          also write the result here (always written to loadtest/results/)
+  --no-doc             a chaos scenario: do not rewrite the results section of docs/chaos.md
+  --results-dir DIR    where the JSON goes (default loadtest/results)
   --help               this text
 
 Exit codes: 0 thresholds passed, 99 a threshold failed (as k6), 2 setup or run failure, 3 nginx missing.
@@ -145,6 +158,14 @@ interface DriverOptions {
   maxRequests: number;
   logLevel: string;
   json: string | undefined;
+  /** The scenario's chaos schedule, scaled like the stages; undefined without one. */
+  chaos: ChaosPlan | undefined;
+  /** Write docs/chaos.md's results (chaos runs). */
+  doc: boolean;
+  resultsDir: string;
+  /** The gateways' `gateway:` settings (the scenario's local.gateway) and the leaseMs they give. */
+  gatewaySettings: Record<string, unknown> | undefined;
+  leaseMs: number;
 }
 
 /** The options, or the exit code when the run stops here (--help, no scenario, nginx missing). */
@@ -161,6 +182,8 @@ function parseOptions(): DriverOptions | number {
       'nginx-workers': { type: 'string' },
       'log-level': { type: 'string' },
       json: { type: 'string' },
+      'no-doc': { type: 'boolean' },
+      'results-dir': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -181,6 +204,16 @@ function parseOptions(): DriverOptions | number {
   const rateFactor = values['rate-factor'] ? Number(values['rate-factor']) : 1;
   const stages = scaleStages(scenario.load.stages, values.duration ? parseDuration(values.duration) : undefined, rateFactor);
   const requestTimeoutMs = parseDuration(scenario.load.requestTimeout);
+  const writtenMs = scenario.load.stages.reduce((acc, s) => acc + parseDuration(s.duration), 0);
+  const chaos = planChaos(
+    scenario,
+    values.duration ? parseDuration(values.duration) / writtenMs : 1,
+    stages.reduce((acc, s) => acc + s.durationMs, 0),
+  );
+  if (chaos) checkPlan(chaos, { redis: !memory, gateways, loadBalancer: useLb });
+  const gatewaySettings = scenario.local.gateway;
+  // The effective leaseMs, with the gateway's own defaults (and the settings checked before anything starts).
+  const leaseMs = configSchema.parse(gatewayConfig('http://127.0.0.1:1', deploymentsOf(scenario).pools, gatewaySettings)).gateway.leaseMs;
   return {
     scenario,
     memory,
@@ -195,6 +228,11 @@ function parseOptions(): DriverOptions | number {
     maxRequests: values['max-requests'] ? Number(values['max-requests']) : scenario.local.maxRequests,
     logLevel: values['log-level'] ?? 'warn',
     json: values.json,
+    chaos,
+    doc: !values['no-doc'],
+    resultsDir: values['results-dir'] ? resolve(values['results-dir']) : join(REPO_ROOT, 'loadtest', 'results'),
+    gatewaySettings,
+    leaseMs,
   };
 }
 
@@ -236,7 +274,13 @@ interface Stack {
   /** Where the load goes: nginx, or the one gateway with --no-lb. */
   target: string;
   generator: Generator;
+  /** The work directory, and how each gateway was started (a chaos event restarts one the same way). */
+  dir: string;
+  gatewayOptions: GatewayOptions[];
 }
+
+/** The gateways' admin key in a chaos run (GET /admin/pools reads their in-flight counts); new per run. */
+const ADMIN_KEY = `loadtest-admin-${randomBytes(8).toString('hex')}`;
 
 /** Redis (unless --memory), the simulator, the gateways, nginx (unless --no-lb) and the load generator. */
 async function startStack(processes: ProcessSet, options: DriverOptions): Promise<Stack> {
@@ -248,13 +292,16 @@ async function startStack(processes: ProcessSet, options: DriverOptions): Promis
     windowMs: options.scenario.local.windowMs,
     latency: options.scenario.local.latency,
   });
-  const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools));
+  const configFile = writeGatewayConfig(dir, 'gateway', gatewayConfig(simulator.url, pools, options.gatewaySettings));
   const { logLevel } = options;
-  const gateways: GatewayHandle[] = await Promise.all(
-    Array.from({ length: options.gateways }, (_, index) =>
-      startGateway(processes, dir, { name: `gateway-${index + 1}`, configFile, ...(redis ? { redisUrl: redis.url } : {}), logLevel }),
-    ),
-  );
+  const gatewayOptions: GatewayOptions[] = Array.from({ length: options.gateways }, (_, index) => ({
+    name: `gateway-${index + 1}`,
+    configFile,
+    ...(redis ? { redisUrl: redis.url } : {}),
+    logLevel,
+    ...(options.chaos ? { env: { ADMIN_API_KEY: ADMIN_KEY } } : {}),
+  }));
+  const gateways: GatewayHandle[] = await Promise.all(gatewayOptions.map((o) => startGateway(processes, dir, o)));
   const nginx = options.useLb
     ? await startNginx(
         processes,
@@ -270,7 +317,7 @@ async function startStack(processes: ProcessSet, options: DriverOptions): Promis
     `stack: ${options.gateways} gateway(s) [${gateways.map((g) => g.port).join(', ')}] ${redis ? `with Redis ${redis.url}` : 'with the in-memory store'}` +
       `${nginx ? `, nginx ${nginx.url}` : ''}, simulator ${simulator.url} (${simDeployments.length} deployments), LOG_LEVEL=${logLevel}`,
   );
-  return { redis, simulator, gateways, nginx, target, generator };
+  return { redis, simulator, gateways, nginx, target, generator, dir, gatewayOptions };
 }
 
 function scenarioRequests(scenario: Scenario): PreparedRequest[] {
@@ -314,6 +361,7 @@ function loadSpec(options: DriverOptions, target: string, requests: PreparedRequ
     requestTimeoutMs: options.requestTimeoutMs,
     drainMs: options.drainMs,
     okStatuses: scenario.thresholds.okStatuses ?? [200],
+    ...(options.chaos ? { recordArrivals: true } : {}),
   };
 }
 
@@ -358,6 +406,8 @@ async function runLoad(stack: Stack, spec: RunSpec): Promise<{ result: RunResult
 interface Collected {
   result: RunResult;
   cpu: CpuUse;
+  /** False when processes were killed and restarted during the load (a chaos run): the CPU figures do not add up then. */
+  cpuComparable: boolean;
   memoryByGateway: { name: string; rss: number; peak: number }[];
   upstreamByDeployment: Record<string, DeploymentStats>;
   upstream: DeploymentStats;
@@ -365,11 +415,11 @@ interface Collected {
 }
 
 /** After the load: the gateways' memory, the simulator's counts, the thresholds. */
-async function collect(stack: Stack, scenario: Scenario, run: { result: RunResult; cpu: CpuUse }): Promise<Collected> {
+async function collect(stack: Stack, scenario: Scenario, run: { result: RunResult; cpu: CpuUse }, chaos = false): Promise<Collected> {
   const memoryByGateway = stack.gateways.map((g) => ({ name: g.name, ...memoryMb(g.child.pid) }));
   const upstreamByDeployment = await stack.simulator.stats();
   const upstream = sumStats(upstreamByDeployment);
-  return { ...run, memoryByGateway, upstreamByDeployment, upstream, checks: evaluate(scenario, run.result) };
+  return { ...run, cpuComparable: !chaos, memoryByGateway, upstreamByDeployment, upstream, checks: evaluate(scenario, run.result) };
 }
 
 const summaryLine = (s: { p50: number; p95: number; p99: number; max: number } | null | undefined) =>
@@ -388,8 +438,12 @@ function summaryRows(c: Collected, okStatuses: number[]): string[][] {
     ],
     ['duration', `${fmt(result.loadMs / 1000)} s load + ${fmt(result.drainMs / 1000)} s drain`],
     ['throughput', `${fmt(result.rps)} rps completed, ${fmt(((result.statuses['200'] ?? 0) / result.loadMs) * 1000)} rps served (200)`],
-    ['error rate', `${pct(result.errorRate)} (not in [${okStatuses.join(', ')}], transport errors, unfinished streams)`],
+    ['error rate', `${pct(result.errorRate)} (not in [${okStatuses.join(', ')}], transport errors, broken 2xx bodies and streams)`],
     ['statuses', statusLine(result.statuses)],
+    [
+      'outcomes',
+      `${statusLine(Object.fromEntries(Object.entries(result.outcomes).filter(([, n]) => n > 0)))} (broken: a 2xx whose body or stream did not complete)`,
+    ],
     ['latency 200', summaryLine(result.latencyByStatus['200'])],
     ['TTFT streams', summaryLine(result.ttft)],
     [
@@ -400,14 +454,18 @@ function summaryRows(c: Collected, okStatuses: number[]): string[][] {
       'upstream',
       `received ${upstream.received}, served ${upstream.served}, 429 ${upstream.throttled}, failed ${upstream.failed}, aborted ${upstream.aborted}, peak concurrency/deployment ≤ ${peakConcurrency}`,
     ],
-    [
-      'CPU gateways',
-      `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${c.memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`,
-    ],
-    [
-      'CPU others',
-      `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`,
-    ],
+    ...(c.cpuComparable
+      ? [
+          [
+            'CPU gateways',
+            `${fmt(cpu.gateways, 0)} ms (${perReq(cpu.gateways)}, incl. JIT warm-up of fresh processes: short runs overstate it; npm run bench measures it warm); RSS ${c.memoryByGateway.map((m) => `${fmt(m.rss, 0)}`).join('/')} MB`,
+          ],
+          [
+            'CPU others',
+            `nginx ${fmt(cpu.nginx, 0)} ms, simulator ${fmt(cpu.simulator, 0)} ms, redis ${fmt(cpu.redis, 0)} ms, generator ${result.generatorCpuMs} ms`,
+          ],
+        ]
+      : [['CPU', `not comparable: processes were killed and restarted during the load; generator ${result.generatorCpuMs} ms`]]),
     [
       'schedule lag',
       result.lag
@@ -449,8 +507,8 @@ function printReport(scenario: Scenario, c: Collected, okStatuses: number[]): vo
   );
 }
 
-/** The run as JSON in loadtest/results/ (and --json FILE). */
-function writeResult(options: DriverOptions, stack: Stack, c: Collected): void {
+/** The run as JSON in the results directory (and --json FILE); returns the file. The chaos report replaces the raw arrivals. */
+function writeResult(options: DriverOptions, stack: Stack, c: Collected, chaos: ChaosReport | undefined): string {
   const { scenario, stages, maxRequests, rateFactor, logLevel } = options;
   const output = {
     scenario: scenario.name,
@@ -464,26 +522,56 @@ function writeResult(options: DriverOptions, stack: Stack, c: Collected): void {
       maxRequests,
       rateFactor,
     },
-    result: c.result,
+    result: { ...c.result, arrivals: undefined },
     upstream: { total: c.upstream, byDeployment: c.upstreamByDeployment },
     cpuMs: c.cpu,
     memoryMb: c.memoryByGateway,
     thresholds: c.checks,
+    ...(chaos ? { chaos } : {}),
   };
-  const resultsDir = join(REPO_ROOT, 'loadtest', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `${scenario.name}-${output.at.replace(/[:.]/g, '-')}.json`);
+  mkdirSync(options.resultsDir, { recursive: true });
+  const file = join(options.resultsDir, `${scenario.name}-${output.at.replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify(output, null, 2));
   if (options.json) writeFileSync(resolve(options.json), JSON.stringify(output, null, 2));
   log(`\nresult: ${file}${options.json ? ` and ${resolve(options.json)}` : ''}`);
+  return file;
+}
+
+/** A chaos run's schedule beside the load, on this stack (started just before the load). */
+function chaosPhase(options: DriverOptions, processes: ProcessSet, stack: Stack): ChaosPhase | undefined {
+  if (!options.chaos) return undefined;
+  const { redis, gateways, gatewayOptions, dir, simulator } = stack;
+  return startChaosPhase({
+    plan: options.chaos,
+    stack: { processes, redis, gateways, gatewayOptions, dir, simulator },
+    deployments: Object.entries(options.scenario.local.pools).flatMap(([pool, p]) => p.deployments.map((d) => ({ pool, id: d.id }))),
+    leaseMs: options.leaseMs,
+    adminKey: ADMIN_KEY,
+  });
+}
+
+/** docs/chaos.md's results section. */
+function writeChaosResults(options: DriverOptions, report: ChaosReport, resultFile: string): void {
+  const { scenario, stages } = options;
+  const file = writeChaosDoc(report, {
+    command: `npm run loadtest -- ${process.argv.slice(2).join(' ')}`,
+    scenario: scenario.name,
+    gateways: options.gateways,
+    load: `${stages.map((s) => `${fmt(s.durationMs / 1000, 0)} s → ${s.target}/s`).join(', ')} (${scenario.requests.map((r) => `${r.name} ×${r.weight}`).join(', ')})`,
+    deployments: Object.values(scenario.local.pools).reduce((acc, p) => acc + p.deployments.length, 0),
+    at: new Date(),
+    resultFile: relative(REPO_ROOT, resultFile),
+  });
+  log(`wrote ${relative(REPO_ROOT, file)} (results section)`);
 }
 
 async function main(): Promise<number> {
   const options = parseOptions();
   if (typeof options === 'number') return options;
   const processes = new ProcessSet();
-  // Hard cap: the stages, the drain, and two minutes for starting and stopping the stack.
-  processes.capRunTime(options.loadMs + options.drainMs + 120_000);
+  // Hard cap: the stages, the drain, two minutes for starting and stopping the stack, and a chaos run's drift wait.
+  processes.capRunTime(options.loadMs + options.drainMs + 120_000 + (options.chaos ? chaosTailMs(options.leaseMs) : 0));
+  let chaos: ChaosPhase | undefined;
   try {
     log(`scenario ${options.scenario.name}: ${options.scenario.description}`);
     const stack = await startStack(processes, options);
@@ -491,12 +579,17 @@ async function main(): Promise<number> {
     await smokeTest(stack.target, requests);
     await stack.simulator.reset(); // a clean slate upstream
     const spec = loadSpec(options, stack.target, requests);
-    const collected = await collect(stack, options.scenario, await runLoad(stack, spec));
+    chaos = chaosPhase(options, processes, stack);
+    const collected = await collect(stack, options.scenario, await runLoad(stack, spec), Boolean(chaos));
     printReport(options.scenario, collected, spec.okStatuses);
-    writeResult(options, stack, collected);
+    const chaosReport = await chaos?.finish(collected.result);
+    const file = writeResult(options, stack, collected, chaosReport);
+    if (chaosReport && options.doc) writeChaosResults(options, chaosReport, file);
     await stack.generator.stop();
-    return collected.checks.some((c) => c.pass === false) ? 99 : 0;
+    const failed = collected.checks.some((c) => c.pass === false) || Boolean(chaosReport?.checks.some((c) => !c.pass));
+    return failed ? 99 : 0;
   } finally {
+    await chaos?.stop();
     await processes.stopAll();
   }
 }

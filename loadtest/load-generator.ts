@@ -5,22 +5,28 @@
  * HTTP: node:http with keep-alive agents (one per target and size, reused across runs). Latency is
  * measured from just before the request is written to the response's end; TTFT of a stream is the
  * time to the first SSE event that carries content (delta.content or text), read as it arrives.
+ * A 2xx counts as served only when its body completed: a stream must carry data: [DONE], a plain
+ * body must parse as JSON; otherwise it is `broken` (lib/outcome.ts), an error.
  *
  * It exits when its parent disconnects, so it cannot outlive the orchestrator.
  */
 import { Agent } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loopbackUrl, sendOnce } from './lib/http-client.ts';
+import { classify, jsonComplete } from './lib/outcome.ts';
 import { arrivalSchedule, dispatchArrivals } from './lib/arrivals.ts';
-import type {
-  FromGenerator,
-  LoadMode,
-  PreparedRequest,
-  RequestBreakdown,
-  RunResult,
-  RunSpec,
-  TimelinePoint,
-  ToGenerator,
+import {
+  OUTCOME_CLASSES,
+  type ArrivalRecord,
+  type FromGenerator,
+  type LoadMode,
+  type OutcomeClass,
+  type PreparedRequest,
+  type RequestBreakdown,
+  type RunResult,
+  type RunSpec,
+  type TimelinePoint,
+  type ToGenerator,
 } from './lib/protocol.ts';
 import { prng } from './lib/random.ts';
 import { Samples, summarize } from './lib/stats.ts';
@@ -42,6 +48,12 @@ function agentFor(baseUrl: string, sockets: number): Agent {
   }
   return agent;
 }
+
+/** Plain bodies longer than this are not checked (counted whole when they ended cleanly). */
+const MAX_CHECKED_BODY_CHARS = 16 * 1024 * 1024;
+
+/** Epoch milliseconds at sub-millisecond resolution, comparable with other processes' (the chaos report's). */
+const epochMs = () => performance.timeOrigin + performance.now();
 
 /** Seed of the mix's random picks: the same for every run, so runs against different targets send the same sequence. */
 const MIX_SEED = 1;
@@ -85,11 +97,14 @@ interface Outcome {
   /** HTTP status, or 0 with `error` set. */
   status: number;
   error?: string;
+  /** When it was sent, epoch ms. */
+  sentAt: number;
   latencyMs: number;
   ttfbMs: number;
   ttftMs: number;
   streamComplete: boolean;
   retryAfter: boolean;
+  outcome: OutcomeClass;
 }
 
 /** A request of the mix, ready to write. */
@@ -144,14 +159,26 @@ class Tally {
   errors = 0;
   dropped = 0;
   incompleteStreams = 0;
+  broken = 0;
   retryAfterMissing = 0;
   loadDone = false;
+  readonly outcomes = Object.fromEntries(OUTCOME_CLASSES.map((c) => [c, 0])) as Record<OutcomeClass, number>;
+  /** Every arrival, when the spec asks for them. */
+  readonly arrivals: ArrivalRecord[] | undefined;
   readonly t0: number;
   private readonly ok: Set<number>;
 
-  constructor(t0: number, okStatuses: number[]) {
+  constructor(t0: number, okStatuses: number[], recordArrivals = false) {
     this.t0 = t0;
     this.ok = new Set(okStatuses);
+    this.arrivals = recordArrivals ? [] : undefined;
+  }
+
+  /** An arrival not sent (maxInFlight in flight). */
+  countDropped(): void {
+    this.dropped += 1;
+    this.outcomes.dropped += 1;
+    this.arrivals?.push({ at: epochMs(), request: '', outcome: 'dropped', status: 0, latencyMs: 0 });
   }
 
   second(at: number): Bucket {
@@ -170,8 +197,17 @@ class Tally {
     if (!this.loadDone) this.completedInLoad += 1;
     const key = outcome.status === 0 ? (outcome.error ?? 'error') : String(outcome.status);
     this.statuses[key] = (this.statuses[key] ?? 0) + 1;
-    const isError =
-      outcome.status === 0 || !this.ok.has(outcome.status) || (outcome.status === 200 && outcome.request.stream && !outcome.streamComplete);
+    this.outcomes[outcome.outcome] += 1;
+    if (outcome.outcome === 'broken') this.broken += 1;
+    this.arrivals?.push({
+      at: outcome.sentAt,
+      request: outcome.request.name,
+      outcome: outcome.outcome,
+      status: outcome.status,
+      ...(outcome.error !== undefined ? { error: outcome.error } : {}),
+      latencyMs: Math.round(outcome.latencyMs * 10) / 10,
+    });
+    const isError = outcome.status === 0 || !this.ok.has(outcome.status) || outcome.outcome === 'broken';
     if (isError) this.errors += 1;
     const bucket = this.second(performance.now());
     bucket.completed += 1;
@@ -234,10 +270,14 @@ class Sender {
     this.tally.countSent();
     this.inFlight += 1;
     return new Promise<void>((resolve) => {
+      const sentAt = epochMs();
       const start = performance.now();
       let ttfbMs = Number.NaN;
       let ttftMs = Number.NaN;
       let tail = '';
+      let headStatus: number | undefined;
+      /** A plain 2xx body, kept to check that it is whole; undefined when not checked. */
+      let body: string | undefined;
       const { agent, url } = this;
       const cut = sendOnce(
         { agent, hostname: url.hostname, port: url.port, method: 'POST', path: entry.request.path, headers: entry.headers },
@@ -245,12 +285,20 @@ class Sender {
         this.spec.requestTimeoutMs,
         (res) => {
           ttfbMs = performance.now() - start;
-          if (entry.request.stream && res.statusCode === 200) {
+          headStatus = res.statusCode ?? 0;
+          const success = headStatus >= 200 && headStatus < 300;
+          if (entry.request.stream && success) {
             const first = new FirstContent();
             res.setEncoding('utf8');
             res.on('data', (chunk: string) => {
               if (Number.isNaN(ttftMs) && first.push(chunk)) ttftMs = performance.now() - start;
               tail = (tail + chunk).slice(-64);
+            });
+          } else if (success) {
+            body = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => {
+              if (body !== undefined) body = body.length + chunk.length > MAX_CHECKED_BODY_CHARS ? undefined : body + chunk;
             });
           } else {
             res.resume();
@@ -259,15 +307,19 @@ class Sender {
         (ending) => {
           this.live.delete(cut);
           this.inFlight -= 1;
+          const streamComplete = ending.error === undefined && tail.includes('data: [DONE]');
+          const bodyComplete = entry.request.stream ? streamComplete : body === undefined || jsonComplete(body);
           this.tally.record({
             request: entry.request,
             status: ending.status,
             ...(ending.error !== undefined ? { error: ending.error } : {}),
+            sentAt,
             latencyMs: performance.now() - start,
             ttfbMs,
             ttftMs,
-            streamComplete: ending.error === undefined && tail.includes('data: [DONE]'),
+            streamComplete,
             retryAfter: ending.headers?.['retry-after'] !== undefined,
+            outcome: classify({ headStatus, error: ending.error, bodyComplete }),
           });
           resolve();
           if (this.inFlight === 0) this.idle?.();
@@ -305,7 +357,7 @@ async function runOpen(mode: Extract<LoadMode, { kind: 'open' }>, maxRequests: n
   const schedule = arrivalSchedule({ spacing: 'ramp', startRate: mode.startRate, stages: mode.stages });
   const { stopped } = await dispatchArrivals(schedule, tally.t0, (_k, due, now) => {
     if (tally.sent >= maxRequests) return false;
-    if (sender.inFlight >= mode.maxInFlight) tally.dropped += 1;
+    if (sender.inFlight >= mode.maxInFlight) tally.countDropped();
     else {
       tally.lag.push(now - due);
       void sender.fire();
@@ -387,6 +439,9 @@ function resultOf(
     ttfb: tally.ttfb.summary(),
     ttft: tally.ttft.summary(),
     incompleteStreams: tally.incompleteStreams,
+    broken: tally.broken,
+    outcomes: tally.outcomes,
+    ...(tally.arrivals ? { arrivals: tally.arrivals } : {}),
     retryAfterMissing: tally.retryAfterMissing,
     byRequest,
     lag: tally.lag.summary(),
@@ -402,7 +457,7 @@ function resultOf(
 async function run(id: number, spec: RunSpec): Promise<RunResult> {
   const pick = prepareMix(spec);
   const cpuBefore = process.cpuUsage();
-  const tally = new Tally(performance.now(), spec.okStatuses);
+  const tally = new Tally(performance.now(), spec.okStatuses, spec.recordArrivals);
   const sender = new Sender(spec, pick, tally);
   const progress = setInterval(() => {
     const { sent, completed, errors } = tally;

@@ -32,6 +32,48 @@ export interface RunSpec {
   okStatuses: number[];
   /** Return the raw latency and TTFT samples (for merging rounds). */
   returnSamples?: boolean;
+  /** Return every arrival with its time and outcome (`RunResult.arrivals`; the chaos report attributes them to events). */
+  recordArrivals?: boolean;
+}
+
+/**
+ * How one arrival ended, as the client saw it; every arrival has exactly one:
+ *   ok            a 2xx whose body completed (a stream with data: [DONE], a JSON body that parses)
+ *   throttled     429
+ *   server-error  5xx
+ *   client-error  any other status (4xx but 429, 1xx, 3xx)
+ *   transport     no response head: connection refused or reset, timeout before the head
+ *   broken        a 2xx head whose body or stream did not complete (cut, stalled into the timeout,
+ *                 ended without data: [DONE], a body that does not parse)
+ *   unfinished    still in flight when the drain ended, cut by the generator
+ *   dropped       not sent: maxInFlight requests were in flight (open model)
+ */
+export type OutcomeClass = 'ok' | 'throttled' | 'server-error' | 'client-error' | 'transport' | 'broken' | 'unfinished' | 'dropped';
+
+export const OUTCOME_CLASSES: readonly OutcomeClass[] = [
+  'ok',
+  'throttled',
+  'server-error',
+  'client-error',
+  'transport',
+  'broken',
+  'unfinished',
+  'dropped',
+];
+
+/** One arrival of an open-model run (RunSpec.recordArrivals). */
+export interface ArrivalRecord {
+  /** When it was sent (or dropped): epoch ms (performance.timeOrigin + performance.now()), comparable across processes. */
+  at: number;
+  /** The mix entry's name. */
+  request: string;
+  outcome: OutcomeClass;
+  /** The response head's status; 0 without one. */
+  status: number;
+  /** Transport error code, 'reset-mid-response', 'timeout', 'unfinished'… */
+  error?: string;
+  /** Send to end; 0 for a dropped arrival. */
+  latencyMs: number;
 }
 
 export interface RequestBreakdown {
@@ -83,6 +125,12 @@ export interface RunResult {
   ttft: Summary | null;
   /** Streaming 200 responses that ended without data: [DONE]. */
   incompleteStreams: number;
+  /** 2xx heads whose body or stream did not complete (cut, stalled, unparsable): streams and plain bodies. */
+  broken: number;
+  /** Every arrival by how it ended (dropped included): they sum to sent + dropped. */
+  outcomes: Record<OutcomeClass, number>;
+  /** With RunSpec.recordArrivals: every arrival, in the order they ended. */
+  arrivals?: ArrivalRecord[];
   /** 429 responses without retry-after. */
   retryAfterMissing: number;
   byRequest: Record<string, RequestBreakdown>;

@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { faultSchema } from '../../shared/simulator/faults.ts';
 
 const SCENARIO_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'scenarios');
 
@@ -26,6 +27,45 @@ const requestSpec = z.strictObject({
 });
 
 const latency = z.strictObject({ ttftMs: z.number().min(0), perTokenMs: z.number().min(0) });
+
+/** When a chaos event starts and ends, from the load's start: `end`, or `duration` after `start`. */
+const eventTimes = {
+  /** Unique label of the event in the report. */
+  name: z.string().min(1),
+  start: duration,
+  end: duration.optional(),
+  duration: duration.optional(),
+};
+
+/**
+ * The chaos schedule (local runs only; k6 ignores it). Each event acts at its start and undoes at its
+ * end; its report window runs from its start to `settle` after its end (the aftermath belongs to it);
+ * the rest of the load is the quiet baseline. See loadtest/chaos/.
+ */
+const chaosSchema = z.strictObject({
+  /** After an event ends, this long still counts as its aftermath; the next event may start only after it. */
+  settle: duration,
+  events: z
+    .array(
+      z.discriminatedUnion('kind', [
+        /** SIGKILL the redis-server; at the end a new, empty one on the same port. */
+        z.strictObject({ kind: z.literal('redis-kill'), ...eventTimes }),
+        /** SIGSTOP the redis-server (connections stay open, nothing answers); SIGCONT at the end. */
+        z.strictObject({ kind: z.literal('redis-freeze'), ...eventTimes }),
+        /** SIGKILL one gateway (1-based, gateway-N); nginx routes around it; `restart`: on the same port at the end. */
+        z.strictObject({ kind: z.literal('gateway-kill'), ...eventTimes, gateway: z.number().int().min(1), restart: z.boolean() }),
+        /** A simulator fault on one deployment (`pool` may be left out when there is one pool), cleared at the end. */
+        z.strictObject({
+          kind: z.literal('fault'),
+          ...eventTimes,
+          pool: z.string().optional(),
+          deployment: z.string().min(1),
+          fault: faultSchema,
+        }),
+      ]),
+    )
+    .min(1),
+});
 
 const localDeployment = z.strictObject({
   id: z.string().min(1),
@@ -72,6 +112,8 @@ const scenarioSchema = z.strictObject({
     windowMs: z.number().int().positive(),
     latency,
     completionTokens: z.number().int().min(0),
+    /** Settings for the gateways' `gateway:` config section (leaseMs, upstreamTimeoutMs…), checked by the gateway's own schema. */
+    gateway: z.record(z.string(), z.unknown()).optional(),
     pools: z.record(
       z.string(),
       z.strictObject({
@@ -80,10 +122,13 @@ const scenarioSchema = z.strictObject({
       }),
     ),
   }),
+  chaos: chaosSchema.optional(),
 });
 
 export type Scenario = z.infer<typeof scenarioSchema>;
 export type RequestSpec = Scenario['requests'][number];
+export type ChaosSpec = NonNullable<Scenario['chaos']>;
+export type ChaosEventSpec = ChaosSpec['events'][number];
 export type Stage = { durationMs: number; target: number };
 
 export function listScenarios(): string[] {
@@ -107,7 +152,44 @@ export function loadScenario(name: string): Scenario {
     if (!(request.pool in parsed.data.local.pools))
       throw new Error(`scenario ${name}: request '${request.name}' names pool '${request.pool}', which local.pools does not define`);
   }
+  if (parsed.data.chaos) checkChaos(name, parsed.data);
   return parsed.data;
+}
+
+/** The chaos schedule's cross-checks: times, order and gaps, within the stages; deployments that exist. */
+function checkChaos(name: string, scenario: Scenario): void {
+  const chaos = scenario.chaos!;
+  const fail = (message: string) => {
+    throw new Error(`scenario ${name}: chaos: ${message}`);
+  };
+  const loadMs = scenario.load.stages.reduce((acc, stage) => acc + parseDuration(stage.duration), 0);
+  const settleMs = parseDuration(chaos.settle);
+  const names = new Set<string>();
+  let free = 0;
+  for (const event of chaos.events) {
+    if (names.has(event.name)) fail(`two events are named '${event.name}'`);
+    names.add(event.name);
+    const { startMs, endMs } = eventSpan(event);
+    if ((event.end === undefined) === (event.duration === undefined)) fail(`event '${event.name}' needs either end or duration`);
+    if (endMs <= startMs) fail(`event '${event.name}' ends before it starts`);
+    if (startMs < free) fail(`event '${event.name}' starts before the previous one's settle time is over (at ${free} ms)`);
+    free = endMs + settleMs;
+    if (free > loadMs) fail(`event '${event.name}' and its settle time end after the load (${loadMs} ms)`);
+    if (event.kind === 'fault') {
+      const pools = Object.keys(scenario.local.pools);
+      const pool = event.pool ?? (pools.length === 1 ? pools[0]! : fail(`event '${event.name}' must name its pool (several pools)`));
+      const ids = scenario.local.pools[pool]?.deployments.map((d) => d.id);
+      if (!ids) fail(`event '${event.name}' names pool '${pool}', which local.pools does not define`);
+      if (!ids!.includes(event.deployment)) fail(`event '${event.name}': pool '${pool}' has no deployment '${event.deployment}'`);
+    }
+  }
+}
+
+/** An event's start and end, ms from the load's start, as written (before --duration scales them). */
+export function eventSpan(event: ChaosEventSpec): { startMs: number; endMs: number } {
+  const startMs = parseDuration(event.start);
+  const endMs = event.end !== undefined ? parseDuration(event.end) : startMs + parseDuration(event.duration ?? '0s');
+  return { startMs, endMs };
 }
 
 const WORDS = [

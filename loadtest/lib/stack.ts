@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { configSchema } from '../../shared/config/schema.ts';
-import type { DeploymentStats, SimulatorOptions } from '../../shared/simulator/types.ts';
+import type { DeploymentStats, FaultSpec, SimulatorOptions } from '../../shared/simulator/types.ts';
 import { alive, commandPath, freePort, stopChild, waitFor, type Child, type ProcessSet } from '../../shared/processes/process-set.ts';
 import type { FromGenerator, RunResult, RunSpec } from './protocol.ts';
 import { launchRedis } from '../../shared/processes/redis-server.ts';
@@ -51,16 +51,26 @@ async function httpOk(url: string): Promise<boolean> {
 
 export interface RedisHandle {
   url: string;
+  port: number;
+  /** The running server; restartRedis replaces it. */
   child: Child;
+  binary: string;
+  dataDir: string;
 }
 
 export async function startRedis(processes: ProcessSet, dir: string): Promise<RedisHandle> {
   const binary = commandPath('redis-server', ['/usr/bin/redis-server']);
   if (!binary) throw new Error('redis-server is not installed: apt-get install -y redis-server');
-  const data = join(dir, 'redis');
-  mkdirSync(data, { recursive: true });
-  const { url, child } = await launchRedis(binary, data, (args) => processes.spawn('redis', binary, args));
-  return { url, child };
+  const dataDir = join(dir, 'redis');
+  mkdirSync(dataDir, { recursive: true });
+  const { url, port, child } = await launchRedis(binary, dataDir, (args) => processes.spawn('redis', binary, args));
+  return { url, port, child, binary, dataDir };
+}
+
+/** A new, empty redis-server on the handle's port (the old one must be gone), so that its clients reconnect to it. */
+export async function restartRedis(processes: ProcessSet, handle: RedisHandle): Promise<void> {
+  const { child } = await launchRedis(handle.binary, handle.dataDir, (args) => processes.spawn('redis', handle.binary, args), handle.port);
+  handle.child = child;
 }
 
 // ---------------------------------------------------------------- simulator
@@ -73,6 +83,8 @@ export interface SimulatorHandle {
   child: Child;
   stats(): Promise<Record<string, DeploymentStats>>;
   reset(): Promise<void>;
+  /** Installs (null: clears) a deployment's fault through the control API. */
+  setFault(deployment: string, spec: FaultSpec | null): Promise<void>;
 }
 
 export async function startSimulatorProcess(
@@ -117,6 +129,16 @@ export async function startSimulatorProcess(
     async reset() {
       const response = await fetch(`${url}/_sim/reset`, { method: 'POST', signal: AbortSignal.timeout(SIM_CONTROL_TIMEOUT_MS) });
       await response.arrayBuffer();
+    },
+    async setFault(deployment, spec) {
+      const response = await fetch(`${url}/_sim/faults`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ deployment, fault: spec?.fault ?? null, ...(spec?.count !== undefined ? { count: spec.count } : {}) }),
+        signal: AbortSignal.timeout(SIM_CONTROL_TIMEOUT_MS),
+      });
+      const text = await response.text();
+      if (!response.ok) throw new Error(`simulator: setting the fault of ${deployment} got ${response.status}: ${text.slice(0, 200)}`);
     },
   };
 }
@@ -194,6 +216,8 @@ export interface GatewayOptions {
   script?: string;
   /** Working directory of the process (default: this checkout). */
   cwd?: string;
+  /** Listen on this port (a restart where the load balancer expects it); tried once. Default: a free port. */
+  port?: number;
 }
 
 /** Ports tried per gateway: one can be taken between freePort() and the gateway's listen. */
@@ -201,8 +225,9 @@ const GATEWAY_START_ATTEMPTS = 3;
 
 export async function startGateway(processes: ProcessSet, dir: string, options: GatewayOptions): Promise<GatewayHandle> {
   const log = join(dir, `${options.name}.log`);
-  for (let attempt = 1; attempt <= GATEWAY_START_ATTEMPTS; attempt++) {
-    const port = await freePort();
+  const attempts = options.port === undefined ? GATEWAY_START_ATTEMPTS : 1;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const port = options.port ?? (await freePort());
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       PORT: String(port),
@@ -227,11 +252,11 @@ export async function startGateway(processes: ProcessSet, dir: string, options: 
     } catch (error) {
       await stopChild(child.process, 2000);
       // A port taken between freePort() and listen(): try another one.
-      if (attempt < GATEWAY_START_ATTEMPTS && tail(log, 5).includes('EADDRINUSE')) continue;
+      if (attempt < attempts && tail(log, 5).includes('EADDRINUSE')) continue;
       throw error;
     }
   }
-  throw new Error(`gateway ${options.name}: no free port after ${GATEWAY_START_ATTEMPTS} tries`);
+  throw new Error(`gateway ${options.name}: no free port after ${attempts} tries`);
 }
 
 // ---------------------------------------------------------------- nginx
