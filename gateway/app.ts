@@ -57,6 +57,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     },
     (req, res) => void app(req, res),
     logger,
+    { settings, metrics },
   );
 
   return {

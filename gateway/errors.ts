@@ -2,7 +2,7 @@
  * Azure-shaped error responses. Every error a client sees goes through here, so none carries a stack
  * trace, an upstream key or an internal URL.
  */
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 
 export interface AzureError {
   status: number;
@@ -20,6 +20,18 @@ export function sendError(res: ServerResponse, error: AzureError): void {
   res.statusCode = error.status;
   res.setHeader('content-type', 'application/json; charset=utf-8');
   res.end(JSON.stringify({ error: { code: error.code, message: error.message } }));
+}
+
+/**
+ * The same answer as raw HTTP/1.1 bytes, with `connection: close`, for a connection Node's parser
+ * gave up on (no ServerResponse exists): a header timeout, headers too large, a malformed request.
+ */
+export function rawErrorResponse(error: AzureError, headers: Record<string, string> = {}): Buffer {
+  const body = JSON.stringify({ error: { code: error.code, message: error.message } });
+  const lines = [`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}`];
+  for (const [name, value] of Object.entries({ ...error.headers, ...headers })) lines.push(`${name}: ${value}`);
+  lines.push('content-type: application/json; charset=utf-8', `content-length: ${Buffer.byteLength(body)}`, 'connection: close');
+  return Buffer.from(`${lines.join('\r\n')}\r\n\r\n${body}`);
 }
 
 export const errors = {
@@ -44,6 +56,26 @@ export const errors = {
     status: 408,
     code: 'RequestTimeout',
     message: `The request body did not arrive within the gateway's limit of ${limitMs} ms.`,
+  }),
+  headersTimeout: (limitMs: number): AzureError => ({
+    status: 408,
+    code: 'RequestTimeout',
+    message: `The request headers did not arrive within the gateway's limit of ${limitMs} ms.`,
+  }),
+  requestTimeout: (limitMs: number): AzureError => ({
+    status: 408,
+    code: 'RequestTimeout',
+    message: `The request did not arrive whole within the gateway's limit of ${limitMs} ms.`,
+  }),
+  headersTooLarge: (limit: number): AzureError => ({
+    status: 431,
+    code: 'RequestHeaderFieldsTooLarge',
+    message: `The request headers exceed the gateway's limit of ${limit} bytes.`,
+  }),
+  malformedRequest: (): AzureError => ({
+    status: 400,
+    code: 'invalid_request_error',
+    message: 'The request is not valid HTTP/1.1.',
   }),
   unsupportedEncoding: (): AzureError => ({
     status: 415,

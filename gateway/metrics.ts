@@ -5,13 +5,13 @@ export class Metrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'spillway_requests_total',
-    help: 'Client requests by pool and final status',
-    labelNames: ['pool', 'status'] as const,
+    help: 'Client requests by pool, final status and outcome (ok, upstream-broke, client-closed-mid-response, upstream-error, saturated, ...)',
+    labelNames: ['pool', 'status', 'outcome'] as const,
     registers: [this.registry],
   });
   readonly attempts = new Counter({
     name: 'spillway_upstream_attempts_total',
-    help: 'Upstream attempts by deployment and outcome (status code, timeout, error)',
+    help: 'Upstream attempts by deployment and outcome (status code, timeout, error; upstream-broke: the answer broke off or stalled)',
     labelNames: ['pool', 'deployment', 'outcome'] as const,
     registers: [this.registry],
   });
@@ -35,14 +35,20 @@ export class Metrics {
   });
   readonly circuitOpens = new Counter({
     name: 'spillway_circuit_opens_total',
-    help: 'Circuits this instance opened',
-    labelNames: ['pool', 'deployment'] as const,
+    help: 'Circuits this instance opened, by cause (breaker: failure rate; outlier: consecutive failures; probe: a failed probe)',
+    labelNames: ['pool', 'deployment', 'cause'] as const,
     registers: [this.registry],
   });
   readonly cooldowns = new Counter({
     name: 'spillway_cooldowns_total',
     help: 'Deployments put in cooldown by this instance after a 429',
     labelNames: ['pool', 'deployment', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly connectionsRefused = new Counter({
+    name: 'spillway_connections_refused_total',
+    help: 'Client connections refused before a request reached the gateway: over maxConnections (closed on accept), or answered by the listener (408 headers or request too slow, 431 headers too large, 400 malformed)',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
   readonly storeErrors = new Counter({

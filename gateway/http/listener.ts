@@ -3,25 +3,65 @@
  * router and body parser (on this path every microsecond is added to every request: leaving them,
  * with two smaller changes, cut the CPU per request by about a fifth, docs/benchmarks.md); the rest
  * to the ops app.
+ *
+ * It also keeps the connections in hand (gateway.headersTimeoutMs, requestTimeoutMs,
+ * keepAliveTimeoutMs, maxConnections): what Node's parser refuses before a request exists (headers
+ * too slow or too large, a request too slow, malformed HTTP) is answered Azure-shaped, logged and
+ * counted, with a lingering close; connections over maxConnections, which Node closes on accept,
+ * are counted and logged.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { errors, sendError } from '../errors.ts';
+import { randomUUID } from 'node:crypto';
+import { createServer, maxHeaderSize, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { GatewaySettings } from '../../shared/config/schema.ts';
+import { errors, rawErrorResponse, sendError, type AzureError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import { isLingering, linger, LINGER_LIMITS, type LingerLimits } from './lingering-close.ts';
 import { matchProxiedRoute, type ProxiedRoute } from './proxied-route.ts';
 
 export type ProxiedHandler = (req: IncomingMessage, res: ServerResponse, route: ProxiedRoute | 'bad-path') => Promise<void>;
 export type FallbackHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
+export type ConnectionSettings = Pick<GatewaySettings, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxConnections'>;
+
+export interface ListenerOptions {
+  settings: ConnectionSettings;
+  metrics: Pick<Metrics, 'connectionsRefused'>;
+  /** The lingering close after an answer the listener writes itself (tests shorten it). */
+  linger?: LingerLimits;
+}
+
 /** How long close() lets in-flight requests finish before it cuts their connections. */
 const CLOSE_GRACE_MS = 5000;
+/** At most one log line per this long about connections over maxConnections (a flood would otherwise flood the log). */
+const DROP_LOG_INTERVAL_MS = 10_000;
+/**
+ * Node checks the header and request timeouts of every connection on an interval (30 s by default,
+ * so a 10 s headersTimeout fired after up to 40 s): a tenth of headersTimeoutMs, at most 1 s. The
+ * check walks the connections still receiving a request only.
+ */
+const checkingIntervalOf = (headersTimeoutMs: number) => Math.max(10, Math.min(1000, Math.floor(headersTimeoutMs / 10)));
+/** What Node adds to keepAliveTimeout before it closes an idle connection (its default, set here so it cannot move under us). */
+const KEEP_ALIVE_TIMEOUT_BUFFER_MS = 1000;
+
+type ParserRefusal = { reason: string; error: AzureError };
 
 export class Listener {
   private server: Server | undefined;
   private readonly handler: (req: IncomingMessage, res: ServerResponse) => void;
+  private readonly logger: Logger;
+  private readonly options: ListenerOptions;
+  /** Each connection's latest request, to tell a slow request from slow headers and not to write over a response. */
+  private readonly exchanges = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  private dropsUnlogged = 0;
+  private dropLogTimer: NodeJS.Timeout | undefined;
 
-  constructor(proxied: ProxiedHandler, fallback: FallbackHandler, logger: Logger) {
+  constructor(proxied: ProxiedHandler, fallback: FallbackHandler, logger: Logger, options: ListenerOptions) {
+    this.logger = logger;
+    this.options = options;
     this.handler = (req, res) => {
+      this.exchanges.set(req.socket, { req, res });
       const route = matchProxiedRoute(req.method, req.url);
       if (!route) return fallback(req, res);
       proxied(req, res, route).catch((error: Error) => {
@@ -32,11 +72,23 @@ export class Listener {
   }
 
   async listen(port: number, host: string): Promise<{ server: Server; url: string }> {
-    const server = createServer(this.handler);
+    const { settings } = this.options;
+    // requestTimeout covers a request's arrival only (from its first byte until the parser has it
+    // whole): a response may stream for as long as it lasts; the gateway's own idle timer guards it.
+    const server = createServer(
+      {
+        headersTimeout: settings.headersTimeoutMs,
+        requestTimeout: settings.requestTimeoutMs,
+        keepAliveTimeout: settings.keepAliveTimeoutMs,
+        keepAliveTimeoutBuffer: KEEP_ALIVE_TIMEOUT_BUFFER_MS,
+        connectionsCheckingInterval: checkingIntervalOf(settings.headersTimeoutMs),
+      },
+      this.handler,
+    );
+    server.maxConnections = settings.maxConnections;
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => this.refuse(error, socket));
+    server.on('drop', () => this.dropped());
     this.server = server;
-    // Streams may legitimately stay open for minutes; the gateway's own idle timer guards them.
-    server.requestTimeout = 0;
-    server.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
@@ -55,5 +107,73 @@ export class Listener {
     const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
     await closing;
     clearTimeout(cut);
+    clearTimeout(this.dropLogTimer);
+    this.logDrops();
+  }
+
+  /**
+   * Node's parser refused what arrived on `socket` (or its timers did), before or instead of a
+   * request. Answered Azure-shaped where the connection can still take an answer; a socket error
+   * (a reset, a broken pipe) has nobody to answer and is only closed.
+   */
+  private refuse(error: NodeJS.ErrnoException, socket: Socket): void {
+    // The discarded rest of a refused request: its lingering close ends it.
+    if (isLingering(socket)) return;
+    // The connection's latest request, unless it is over (received whole and answered): a refusal
+    // then concerns the next one, whose headers Node's parser has not finished.
+    const latest = this.exchanges.get(socket);
+    const exchange = latest && !(latest.req.complete && latest.res.writableFinished) ? latest : undefined;
+    const arriving = exchange && !exchange.req.complete ? exchange.req : undefined;
+    const refusal = this.refusalOf(error, arriving !== undefined);
+    if (!refusal) return void socket.destroy();
+    this.options.metrics.connectionsRefused.inc({ reason: refusal.reason });
+    const fields = { reason: refusal.reason, code: error.code, remoteAddress: socket.remoteAddress };
+    const limits = this.options.linger ?? LINGER_LIMITS;
+    const res = exchange?.res;
+    if (!res?.headersSent && socket.writable) {
+      const requestId = randomUUID();
+      this.logger.info('request refused by the listener', { requestId, status: refusal.error.status, ...fields });
+      return linger(socket, limits, arriving, rawErrorResponse(refusal.error, { 'x-request-id': requestId }));
+    }
+    // No answer can follow a response under way, or one sent whole (it answered the request still
+    // arriving, before its body was read: the client has its answer).
+    this.logger.info('request refused by the listener', { status: res?.statusCode, answered: false, ...fields });
+    if (res?.writableFinished && socket.writable) linger(socket, limits, arriving);
+    else socket.destroy();
+  }
+
+  private refusalOf(error: NodeJS.ErrnoException, requestArriving: boolean): ParserRefusal | undefined {
+    const { settings } = this.options;
+    const code = error.code ?? '';
+    if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      return requestArriving
+        ? { reason: 'request-timeout', error: errors.requestTimeout(settings.requestTimeoutMs) }
+        : { reason: 'headers-timeout', error: errors.headersTimeout(settings.headersTimeoutMs) };
+    }
+    if (code === 'HPE_HEADER_OVERFLOW') {
+      return { reason: 'headers-too-large', error: errors.headersTooLarge(maxHeaderSize) };
+    }
+    if (code.startsWith('HPE_')) return { reason: 'malformed', error: errors.malformedRequest() };
+    return undefined;
+  }
+
+  /** A connection over maxConnections, closed by Node on accept: counted, and logged at most once per DROP_LOG_INTERVAL_MS. */
+  private dropped(): void {
+    this.options.metrics.connectionsRefused.inc({ reason: 'max-connections' });
+    this.dropsUnlogged += 1;
+    if (!this.dropLogTimer) this.logDrops();
+  }
+
+  private logDrops(): void {
+    this.dropLogTimer = undefined;
+    if (this.dropsUnlogged === 0) return;
+    // The first drop is logged at once, the next ones as one line per DROP_LOG_INTERVAL_MS.
+    this.logger.warn('connections over maxConnections closed on accept', {
+      dropped: this.dropsUnlogged,
+      maxConnections: this.options.settings.maxConnections,
+    });
+    this.dropsUnlogged = 0;
+    this.dropLogTimer = setTimeout(() => this.logDrops(), DROP_LOG_INTERVAL_MS);
+    this.dropLogTimer.unref();
   }
 }

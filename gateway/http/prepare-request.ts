@@ -11,6 +11,7 @@ import { estimateTokens } from '../routing/estimate.ts';
 import type { ProxiedRequest } from '../routing/proxied-request.ts';
 import { withUsageRequested } from '../upstream/usage-stream.ts';
 import type { ClientAuth } from './auth.ts';
+import { closeLingering } from './lingering-close.ts';
 import { apiVersionOf, type ProxiedRoute } from './proxied-route.ts';
 import { BodyError, readRequestBody } from './request-body.ts';
 
@@ -34,7 +35,7 @@ export async function prepareRequest(
   try {
     raw = await readRequestBody(req, deps.settings.maxBodyBytes, deps.settings.bodyTimeoutMs);
   } catch (error) {
-    return void refuseBody(res, error, deps.settings);
+    return void refuseBody(req, res, error, deps.settings);
   }
   const body = parseBody(res, raw);
   if (!body) return undefined;
@@ -86,12 +87,13 @@ function poolOf(
   return pool;
 }
 
-function refuseBody(res: ServerResponse, error: unknown, settings: GatewaySettings): void {
+function refuseBody(req: IncomingMessage, res: ServerResponse, error: unknown, settings: GatewaySettings): void {
   const failure = error instanceof BodyError ? error.failure : 'aborted';
   if (failure === 'aborted') return void res.destroy();
   if (failure === 'too-large' || failure === 'too-slow') {
-    // The rest of the body is not read: the connection cannot carry another request after it.
-    res.setHeader('connection', 'close');
+    // The rest of the body is not read: the connection cannot carry another request after it. It
+    // closes lingering, so that a client still sending reads this answer instead of a reset.
+    closeLingering(req, res);
     return sendError(res, failure === 'too-large' ? errors.tooLarge(settings.maxBodyBytes) : errors.bodyTimeout(settings.bodyTimeoutMs));
   }
   if (failure === 'unsupported-encoding') return sendError(res, errors.unsupportedEncoding());

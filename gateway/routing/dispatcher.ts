@@ -4,9 +4,10 @@
  * deadline. The first acceptable response is piped to the client as it arrives.
  *
  * This file is the loop; each decision lives with a collaborator: leasing.ts (which deployment, and
- * the lease's lifetime), wait-queue.ts (waiting for room), client-quota.ts, health.ts (breakers and
- * cooldowns), retry-policy.ts (what fails over), attempt-history.ts (what to answer when nothing
- * worked), accounting.ts (what an attempt costs), and upstream/ for the attempt itself.
+ * the lease's lifetime), wait-queue.ts (waiting for room), client-quota.ts, health.ts (breakers,
+ * ejections and cooldowns, counted when an answer ends), retry-policy.ts (what fails over),
+ * attempt-history.ts (what to answer when nothing worked), accounting.ts (what an attempt costs),
+ * and upstream/ for the attempt itself.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
@@ -14,13 +15,13 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { AttemptOutcome, Forwarder } from '../upstream/forwarder.ts';
 import { attemptHeaders, isProvisioned } from '../upstream/headers.ts';
-import { pipeResponse, readLimited } from '../upstream/response-pipe.ts';
+import { pipeResponse, readLimited, type PipeOutcome } from '../upstream/response-pipe.ts';
 import { retryAfterMs } from '../upstream/retry-after.ts';
 import { targetOf, type Target } from '../upstream/target.ts';
 import { deploymentCharge, observe, worthObserving } from './accounting.ts';
 import { AttemptHistory, finalAnswer, type FailedAttempt } from './attempt-history.ts';
 import { hasQuota, type ClientQuotas } from './client-quota.ts';
-import { CountedFailure, type Health } from './health.ts';
+import { CountedFailure, type AnswerEnd, type Guarded, type Health } from './health.ts';
 import type { HeldLease, Leasing } from './leasing.ts';
 import type { ProxiedRequest } from './proxied-request.ts';
 import { RequestContext } from './request-context.ts';
@@ -39,6 +40,9 @@ export interface DispatcherDeps {
 
 /** How one attempt ended for the loop: the request is answered, or another deployment may try. */
 type Step = 'done' | 'next';
+
+/** How a piped answer ended, for the deployment's health: a client that left counts against nobody. */
+const ANSWER_END: Record<PipeOutcome, AnswerEnd> = { ok: 'whole', 'upstream-broke': 'broke', 'client-closed-mid-response': 'left' };
 
 export class Dispatcher {
   private readonly deps: DispatcherDeps;
@@ -84,6 +88,7 @@ export class Dispatcher {
     const history = new AttemptHistory();
     // While a request may wait (maxWaitMs), a 429 is part of the wait and does not use up an attempt.
     const attemptsUsed = () => context.attempts - (ticket.enabled ? history.throttles : 0);
+    let rescued = false;
     while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return ticket.leave();
       const grant = await this.deps.leasing.acquire(request, history.tried, ticket.queue);
@@ -93,6 +98,11 @@ export class Dispatcher {
         return ticket.leave();
       }
       if (!grant.ok) {
+        // Every deployment out by open circuits alone (ejected at the same moment by two instances): one is put back, once.
+        if (!rescued && grant.refusal.reason === 'unavailable') {
+          rescued = true;
+          if (await this.deps.health.rescue(request.pool.layout, history.tried)) continue;
+        }
         // Saturated (not broken): with maxWaitMs, wait in the pool's first-come-first-served queue.
         if (await ticket.waitForRoom(grant.refusal, history.onlyThrottled)) continue;
         await ticket.leave();
@@ -120,22 +130,46 @@ export class Dispatcher {
     const target = targetOf(deployment, context.request);
     const guarded = await this.send(req, context, lease, target, deadline);
     if (!guarded) {
-      // This instance's breaker refused; the store will hear of the open circuit shortly. Not an attempt.
+      // This instance's breaker refused (a lease of its own view while the store is away). Not an attempt;
+      // not asked again for this request either, or the loop could spin on it until the deadline.
       context.undoAttempt();
+      history.exclude(deployment.config.id);
       return 'next';
     }
+    try {
+      return await this.answered(context, lease, guarded, history, target.askedForUsage);
+    } finally {
+      // Health counts the attempt once its answer is over; a path that did not say how (the client left) counts against nobody.
+      await guarded.end('left');
+    }
+  }
+
+  /** The attempt got an answer (or failed): pass it on, or let the loop try another deployment. */
+  private async answered(
+    context: RequestContext,
+    lease: HeldLease,
+    guarded: Guarded<AttemptOutcome>,
+    history: AttemptHistory,
+    askedForUsage: boolean,
+  ): Promise<Step> {
     const { outcome } = guarded;
     if (context.res.destroyed) {
       if (outcome.kind === 'response') outcome.response.destroy();
       return 'done';
     }
-    this.countAttempt(lease, outcome);
     if (outcome.kind === 'error') {
+      this.countAttempt(lease, outcome.timedOut ? 'timeout' : 'error');
       this.transportFailed(context, lease, history, outcome.timedOut ? 'timeout' : (outcome.error.code ?? 'error'), outcome.timedOut);
       return 'next';
     }
-    if (mayFailOver(outcome.response.statusCode ?? 502)) return this.failedResponse(context, lease, outcome.response, history);
-    await this.serve(context, lease, outcome.response, target.askedForUsage);
+    const status = outcome.response.statusCode ?? 502;
+    if (mayFailOver(status)) {
+      this.countAttempt(lease, String(status));
+      const step = await this.failedResponse(context, lease, outcome.response, history);
+      await guarded.end('whole');
+      return step;
+    }
+    await this.serve(context, lease, outcome.response, askedForUsage, guarded.end);
     return 'done';
   }
 
@@ -144,7 +178,7 @@ export class Dispatcher {
     const { deployment } = lease;
     const { res, request } = context;
     const upstreamTimeoutMs = this.deps.settings.upstreamTimeoutMs;
-    return this.deps.health.guard(deployment, lease.lease, async () => {
+    return this.deps.health.guard(request.pool.layout, lease, async () => {
       const outcome = await this.deps.forwarder.attempt(req, res, {
         target: deployment.origin,
         path: target.path,
@@ -206,8 +240,14 @@ export class Dispatcher {
     return 'next';
   }
 
-  /** A response to pass on: piped to the client as it arrives, then charged. */
-  private async serve(context: RequestContext, lease: HeldLease, response: IncomingMessage, askedForUsage: boolean): Promise<void> {
+  /** A response to pass on: piped to the client as it arrives, then counted by health (`end`) and charged. */
+  private async serve(
+    context: RequestContext,
+    lease: HeldLease,
+    response: IncomingMessage,
+    askedForUsage: boolean,
+    end: (how: AnswerEnd) => Promise<void>,
+  ): Promise<void> {
     const { deployment } = lease;
     const labels = { pool: deployment.pool, deployment: deployment.config.id };
     // The deployment's own figures are true now, as its headers arrive; applied at the end of a long
@@ -229,12 +269,19 @@ export class Dispatcher {
       this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, piped.usage.promptTokens);
       this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, piped.usage.completionTokens);
     }
+    const broke = piped.outcome === 'upstream-broke';
+    this.countAttempt(lease, broke ? 'upstream-broke' : String(response.statusCode));
+    if (broke) {
+      const { requestId, pool } = context.request;
+      this.deps.logger.warn('upstream answer broke off', { requestId, pool: pool.name, deployment: deployment.config.id });
+    }
+    // Before the release: a probe's verdict is published before its lease lets another probe through.
+    await end(ANSWER_END[piped.outcome]);
     const charge = piped.outcome === 'ok' ? deploymentCharge(lease.lease, piped.usage, isProvisioned(response.headers)) : undefined;
     await lease.release(charge);
   }
 
-  private countAttempt(lease: HeldLease, outcome: AttemptOutcome): void {
-    const result = outcome.kind === 'response' ? String(outcome.response.statusCode) : outcome.timedOut ? 'timeout' : 'error';
-    this.deps.metrics.attempts.inc({ pool: lease.deployment.pool, deployment: lease.deployment.config.id, outcome: result });
+  private countAttempt(lease: HeldLease, outcome: string): void {
+    this.deps.metrics.attempts.inc({ pool: lease.deployment.pool, deployment: lease.deployment.config.id, outcome });
   }
 }

@@ -1,16 +1,21 @@
 /**
  * Passive health shared by every instance. A 429 puts the deployment in a cluster-wide cooldown for
- * as long as Azure asked. Transport errors, timeouts, 408 and 5xx feed an opossum breaker per
- * destination in this instance; when it opens, the open state is published to the store so every
- * instance stops sending there, and the store lets one half-open probe through cluster-wide.
+ * as long as Azure asked. Every attempt runs through an opossum breaker per destination in this
+ * instance, and the breaker hears of it when the answer is over, not when its headers arrive: a body
+ * that breaks off or stalls fails like a 5xx, a client that leaves counts against nobody. Beside the
+ * breaker's rate, outlier.ts ejects a deployment after a run of consecutive failures, for longer
+ * each time. Either way the open state is published to the store, so every instance stops sending
+ * there and the store lets one half-open probe through cluster-wide; never for the last deployment
+ * of a pool in rotation.
  */
 import CircuitBreaker from 'opossum';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
-import type { Lease } from '../../shared/store/types.ts';
+import type { Lease, PoolLayout, Store } from '../../shared/store/types.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Deployment } from '../pools.ts';
 import type { LiveStore } from './live-store.ts';
+import { Rotation } from './outlier.ts';
 
 /** Thrown inside the breaker so opossum counts the attempt as failed; carries the outcome out again. */
 export class CountedFailure<T> extends Error {
@@ -21,8 +26,37 @@ export class CountedFailure<T> extends Error {
   }
 }
 
+/** How an answer that arrived ended: read whole, cut by upstream (reset, or idle past the timeout), or left by the client. */
+export type AnswerEnd = 'whole' | 'broke' | 'left';
+
+/** A lease as health needs it: the deployment, and the store that granted it (a HeldLease is one). */
+export interface GuardedLease {
+  lease: Lease;
+  deployment: Deployment;
+  store: Store;
+}
+
+export interface Guarded<T> {
+  outcome: T;
+  /** True when the attempt counted against the deployment already (a fault before any body). */
+  failed: boolean;
+  /**
+   * How the answer ended; only now do the breaker and the outlier detector count the attempt (and a
+   * probe close or reopen the circuit). The first call counts. Resolves once that is published.
+   */
+  end(how: AnswerEnd): Promise<void>;
+}
+
+/** Fails the breaker's call for a body that broke off. */
+class BrokenAnswer extends Error {}
+/** Ends the breaker's call of a client that left: filtered, so it does not count against the destination. */
+class Uncounted extends Error {}
+
+type Breaker = CircuitBreaker<[() => Promise<void>], void>;
+
 export class Health {
-  private readonly breakers = new Map<string, CircuitBreaker<[() => Promise<unknown>], unknown>>();
+  private readonly breakers = new Map<string, Breaker>();
+  private readonly rotation: Rotation;
 
   private readonly stores: LiveStore;
   private readonly settings: GatewaySettings;
@@ -34,30 +68,61 @@ export class Health {
     this.settings = settings;
     this.logger = logger;
     this.metrics = metrics;
+    this.rotation = new Rotation(stores, settings.outlier, logger, metrics);
   }
 
   /**
    * Runs one attempt through the deployment's breaker. `attempt` throws CountedFailure for outcomes
-   * that count against the destination and resolves otherwise. Resolves with the outcome either way,
-   * or with undefined when the local breaker refused (the caller picks another deployment).
+   * that count against the destination and resolves otherwise; a resolved attempt is counted once
+   * `end` says how its answer ended. Resolves with the outcome when `attempt` settles, or with
+   * undefined when the local breaker refused (the caller picks another deployment).
    */
-  async guard<T>(deployment: Deployment, lease: Lease, attempt: () => Promise<T>): Promise<{ outcome: T; failed: boolean } | undefined> {
-    const breaker = this.breaker(deployment);
-    // The store granted this lease, so the cluster considers the destination usable (or this is its one
-    // probe); a local breaker still open from an older view must not veto that.
-    if (!breaker.closed) breaker.close();
-    try {
-      const outcome = (await breaker.fire(attempt)) as T;
-      if (lease.probe) await this.probeSucceeded(deployment);
-      return { outcome, failed: false };
-    } catch (error) {
-      if (error instanceof CountedFailure) {
-        if (lease.probe && !breaker.opened) breaker.open();
-        return { outcome: error.outcome as T, failed: true };
-      }
-      if ((error as NodeJS.ErrnoException).code === 'EOPENBREAKER') return undefined;
-      throw error;
+  async guard<T>(pool: PoolLayout, held: GuardedLease, attempt: () => Promise<T>): Promise<Guarded<T> | undefined> {
+    const { deployment, lease } = held;
+    const breaker = this.breaker(pool, deployment);
+    if (held.store !== this.stores.fallback) {
+      // The cluster's store granted this lease, so the cluster considers the destination usable (or this
+      // is its one probe): a local breaker still open from an older view must not veto that. A lease of
+      // this instance's own fallback view is not the cluster's word: the local breaker stands then.
+      if (!breaker.closed) breaker.close();
+      if (!lease.probe) this.rotation.outliers.markIn(deployment.key);
     }
+    let headed!: (outcome: T) => void;
+    const head = new Promise<T>((resolve) => (headed = resolve));
+    let ended!: (how: AnswerEnd) => void;
+    const answerEnded = new Promise<AnswerEnd>((resolve) => (ended = resolve));
+    const fired = breaker.fire(async () => {
+      headed(await attempt());
+      const how = await answerEnded;
+      if (how === 'broke') throw new BrokenAnswer('the answer broke off');
+      if (how === 'left') throw new Uncounted('the client left');
+    });
+    // What the attempt comes to once the breaker counted it, published before `end` resolves. Never rejects.
+    const recorded = fired.then(
+      () => this.succeeded(pool, held),
+      (error: unknown) => this.failed(pool, held, error),
+    );
+    const first = await Promise.race([
+      head.then((outcome) => ({ outcome })),
+      fired.then(
+        () => ({}),
+        (error: unknown) => ({ error }),
+      ),
+    ]);
+    if ('outcome' in first) {
+      const end = (how: AnswerEnd) => {
+        ended(how);
+        return recorded;
+      };
+      return { outcome: first.outcome, failed: false, end };
+    }
+    const error = (first as { error?: unknown }).error;
+    if (error instanceof CountedFailure) {
+      await recorded;
+      return { outcome: error.outcome as T, failed: true, end: () => recorded };
+    }
+    if ((error as NodeJS.ErrnoException | undefined)?.code === 'EOPENBREAKER') return undefined;
+    throw error;
   }
 
   /** A 429: out of rotation for every instance until the deployment said (or the default). */
@@ -76,37 +141,57 @@ export class Health {
     }
   }
 
-  private async probeSucceeded(deployment: Deployment): Promise<void> {
-    this.logger.info('probe succeeded: circuit closed', { pool: deployment.pool, deployment: deployment.config.id });
+  /** The answer came back whole (or was a 4xx, a 429: the deployment's own word): the run of failures ends; a probe closes the circuit. */
+  private async succeeded(pool: PoolLayout, held: GuardedLease): Promise<void> {
+    const { deployment, lease } = held;
+    this.rotation.outliers.succeeded(deployment.key);
+    if (!lease.probe) return;
+    this.rotation.outliers.markIn(deployment.key);
+    this.logger.info('probe succeeded: circuit closed', { pool: pool.name, deployment: deployment.config.id });
     await this.stores
       .publishing()
       .closeCircuit(deployment.pool, deployment.config.id)
       .catch((error: Error) => this.logger.warn('could not publish a closed circuit', { error: error.message }));
   }
 
-  private breaker(deployment: Deployment): CircuitBreaker<[() => Promise<unknown>], unknown> {
+  /** The breaker counted a failure (or filtered a client that left): a failed probe, or the end of a run, takes the deployment out. */
+  private async failed(pool: PoolLayout, held: GuardedLease, error: unknown): Promise<void> {
+    if (!(error instanceof CountedFailure || error instanceof BrokenAnswer)) return;
+    const { deployment, lease } = held;
+    const { outliers } = this.rotation;
+    // A failed probe: the deployment failed its one trial, out again for longer than last time.
+    if (!lease.probe && !outliers.failed(deployment.key)) return;
+    const ejection = outliers.next(deployment.key);
+    const cause = lease.probe ? 'probe' : 'outlier';
+    const out = await this.rotation.takeOut(pool, deployment, ejection.durationMs, cause, ejection, lease.probe);
+    // Kept in rotation as its pool's last: here too.
+    if (!out) this.breakers.get(deployment.key)?.close();
+  }
+
+  /** The store refused the pool as unavailable: see Rotation.rescue. True when the request should ask the store again. */
+  rescue(pool: PoolLayout, exclude: readonly string[]): Promise<boolean> {
+    return this.rotation.rescue(pool, exclude);
+  }
+
+  private breaker(pool: PoolLayout, deployment: Deployment): Breaker {
     const existing = this.breakers.get(deployment.key);
     if (existing) return existing;
     const options = this.settings.breaker;
-    const breaker = new CircuitBreaker((attempt: () => Promise<unknown>) => attempt(), {
+    const breaker: Breaker = new CircuitBreaker((attempt: () => Promise<void>) => attempt(), {
       timeout: false, // attempts carry their own deadlines
       errorThresholdPercentage: options.errorThresholdPercentage,
       volumeThreshold: options.volumeThreshold,
       rollingCountTimeout: options.rollingCountTimeoutMs,
       resetTimeout: options.resetTimeoutMs,
+      // opossum has no neutral outcome: a client that left counts as a success in its rate, not as a failure.
+      errorFilter: (error: unknown) => error instanceof Uncounted,
       name: deployment.key,
     });
     breaker.on('open', () => {
-      this.logger.warn('circuit opened: deployment out of rotation for every instance', {
-        pool: deployment.pool,
-        deployment: deployment.config.id,
-        openMs: options.resetTimeoutMs,
+      void this.rotation.takeOut(pool, deployment, options.resetTimeoutMs, 'breaker').then((out) => {
+        // Kept in rotation as its pool's last: here too, or this instance's own view would keep refusing it.
+        if (!out) breaker.close();
       });
-      this.metrics.circuitOpens.inc({ pool: deployment.pool, deployment: deployment.config.id });
-      this.stores
-        .publishing()
-        .openCircuit(deployment.pool, deployment.config.id, options.resetTimeoutMs)
-        .catch((error: Error) => this.logger.warn('could not publish an open circuit', { error: error.message }));
     });
     this.breakers.set(deployment.key, breaker);
     return breaker;

@@ -2,12 +2,13 @@
  * Keeps this instance's live leases alive. A lease expires leaseMs after its last renewal, so a
  * killed instance's in-flight counts return to true within leaseMs; a live one renews every third.
  */
-import type { Lease } from '../../shared/store/types.ts';
+import type { Lease, Store } from '../../shared/store/types.ts';
 import type { Logger } from '../logger.ts';
 import type { LiveStore } from './live-store.ts';
 
 export class LeaseKeeper {
-  private readonly live = new Set<Lease>();
+  /** Each live lease, with the store that granted it (renewed there). */
+  private readonly live = new Map<Lease, Store>();
   private readonly timer: NodeJS.Timeout;
 
   private readonly stores: LiveStore;
@@ -22,8 +23,8 @@ export class LeaseKeeper {
     this.timer.unref();
   }
 
-  track(lease: Lease): void {
-    this.live.add(lease);
+  track(lease: Lease, grantedBy: Store): void {
+    this.live.set(lease, grantedBy);
   }
 
   untrack(lease: Lease): void {
@@ -38,7 +39,7 @@ export class LeaseKeeper {
   private async renew(): Promise<void> {
     if (this.live.size === 0) return;
     try {
-      await this.stores.publishing().renew([...this.live], this.leaseMs);
+      await this.stores.renew([...this.live.keys()], this.leaseMs, (lease) => this.live.get(lease)!);
     } catch (error) {
       this.logger.warn('lease renewal failed', { error: (error as Error).message, leases: this.live.size });
     }

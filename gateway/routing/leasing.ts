@@ -30,7 +30,7 @@ export class HeldLease {
     this.store = store;
     this.keeper = keeper;
     this.logger = logger;
-    keeper.track(lease);
+    keeper.track(lease, store);
   }
 
   /** Hands the lease back with what the attempt cost. The first call counts; later ones do nothing. */

@@ -1,13 +1,26 @@
 /**
  * The one place that decides which store the request path talks to. The shared store (Redis) holds
- * the cluster's state; when a routing decision cannot reach it, this instance decides on its own
- * in-memory view instead, so requests keep being served.
+ * the cluster's state; this instance's own in-memory view (the fallback) stands in while Redis does
+ * not answer, for everything: routing decisions, leases and their renewal, cooldowns, circuits,
+ * client quotas and the wait queue.
  *
- * Today only the routing decision itself (acquire) falls back; cooldowns, circuits, renewals and
- * client quotas are published to the shared store alone (`publishing`), and fail while it is away.
- * Changing where those go during an outage is a change to this module only.
+ * A store circuit of its own keeps an outage cheap: once Redis is known to be down (its client is
+ * reconnecting, or a call failed or timed out), every call goes to the fallback at once instead of
+ * waiting out a command timeout, and Redis is probed in the background until it answers. Then the
+ * cooldowns and circuits this instance learnt meanwhile are published to it, so the cluster does not
+ * send a second storm to a deployment this instance already found throttled or broken.
  */
-import type { AcquireInput, AcquireResult, Store } from '../../shared/store/types.ts';
+import type {
+  AcquireInput,
+  AcquireResult,
+  DeploymentSnapshot,
+  Lease,
+  PoolLayout,
+  QuotaInput,
+  QuotaLease,
+  QuotaResult,
+  Store,
+} from '../../shared/store/types.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 
@@ -17,12 +30,30 @@ export interface Acquired {
   result: AcquireResult;
 }
 
+/** How often a shared store known to be down is tried again (a ping, with its own timeout). */
+const PROBE_INTERVAL_MS = 250;
+
+/** Health state this instance published while the shared store was away, replayed when it answers. */
+interface Learnt {
+  pool: string;
+  deploymentId: string;
+  cooldownUntil?: number;
+  /** Epoch ms the circuit stays open; 0 when it closed meanwhile. */
+  circuitOpenUntil?: number;
+}
+
 export class LiveStore {
   readonly shared: Store;
   /** This instance's own view, used while the shared store does not answer. */
   readonly fallback: Store;
   private readonly metrics: Metrics;
   private readonly logger: Logger;
+  private sharedDown = false;
+  private probe: NodeJS.Timeout | undefined;
+  private probing = false;
+  private readonly learnt = new Map<string, Learnt>();
+  /** Which store booked a client's quota, so the settlement goes there too. */
+  private readonly quotaStores = new WeakMap<QuotaLease, Store>();
 
   constructor(shared: Store, fallback: Store, metrics: Metrics, logger: Logger) {
     this.shared = shared;
@@ -31,20 +62,86 @@ export class LiveStore {
     this.logger = logger;
   }
 
-  /** Chooses a deployment on the shared store, or on this instance's own view when the shared store fails. */
+  /** The store that answers now: the shared one unless it is known to be down. */
+  current(): Store {
+    if (!this.sharedDown && this.shared.connected?.() === false) this.markDown('its connection is down');
+    return this.sharedDown ? this.fallback : this.shared;
+  }
+
+  /** True when calls to `store` may be sent now (the fallback always answers). */
+  answers(store: Store): boolean {
+    return store !== this.shared || this.current() === this.shared;
+  }
+
+  /** Chooses a deployment on the store that answers; the fallback decides when the shared store fails now. */
   async acquire(input: AcquireInput): Promise<Acquired> {
-    try {
-      return { store: this.shared, result: await this.shared.acquire(input) };
-    } catch (error) {
-      this.metrics.storeErrors.inc();
-      this.logger.warn('store unavailable: routing on this instance’s own view', { error: (error as Error).message });
-      return { store: this.fallback, result: await this.fallback.acquire(input) };
+    const { store, value } = await this.call((s) => s.acquire(input));
+    return { store, result: value };
+  }
+
+  /** A cooldown, cluster-wide while the shared store answers; also kept in this instance's own view for an outage. */
+  async cooldown(pool: string, deploymentId: string, durationMs: number): Promise<number> {
+    // Issued before anything is awaited: a release the caller sends next must reach Redis after it.
+    const publishing = this.publish(pool, deploymentId, (s) => s.cooldown(pool, deploymentId, durationMs));
+    const local = await this.fallback.cooldown(pool, deploymentId, durationMs);
+    const published = await publishing;
+    if (published !== undefined) return published;
+    this.remember(pool, deploymentId, { cooldownUntil: Math.max(local, this.learnt.get(`${pool}/${deploymentId}`)?.cooldownUntil ?? 0) });
+    return local;
+  }
+
+  async openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void> {
+    await this.fallback.openCircuit(pool, deploymentId, durationMs);
+    const published = await this.publish(pool, deploymentId, (s) => s.openCircuit(pool, deploymentId, durationMs).then(() => true));
+    if (!published) this.remember(pool, deploymentId, { circuitOpenUntil: Date.now() + durationMs });
+  }
+
+  async closeCircuit(pool: string, deploymentId: string): Promise<void> {
+    await this.fallback.closeCircuit(pool, deploymentId);
+    const published = await this.publish(pool, deploymentId, (s) => s.closeCircuit(pool, deploymentId).then(() => true));
+    if (!published) this.remember(pool, deploymentId, { circuitOpenUntil: 0 });
+  }
+
+  /** Renews leases where they were granted; those of a shared store that is down wait for it (or expire there). */
+  async renew(leases: readonly Lease[], leaseMs: number, grantedBy: (lease: Lease) => Store): Promise<void> {
+    const byStore = new Map<Store, Lease[]>();
+    for (const lease of leases) {
+      const store = grantedBy(lease);
+      if (!this.answers(store)) continue;
+      const group = byStore.get(store);
+      if (group) group.push(lease);
+      else byStore.set(store, [lease]);
+    }
+    for (const [store, group] of byStore) {
+      try {
+        await store.renew(group, leaseMs);
+      } catch (error) {
+        if (store === this.shared) this.markDown((error as Error).message);
+        throw error;
+      }
     }
   }
 
-  /** Where state every instance must see is published: cooldowns, circuits, lease renewals, client quotas. */
-  publishing(): Store {
-    return this.shared;
+  async acquireQuota(input: QuotaInput): Promise<QuotaResult> {
+    const { store, value } = await this.call((s) => s.acquireQuota(input));
+    if (value.ok) this.quotaStores.set(value.lease, store);
+    return value;
+  }
+
+  async releaseQuota(lease: QuotaLease, chargedTokens: number | undefined): Promise<void> {
+    const store = this.quotaStores.get(lease) ?? this.current();
+    if (!this.answers(store)) return;
+    await store.releaseQuota(lease, chargedTokens);
+  }
+
+  /** Live state of a pool's deployments, from the store that answers. */
+  snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
+    return this.current().snapshot(pool);
+  }
+
+  /** Where health, renewals and quotas publish: this object, which routes each call to the store that answers. */
+  publishing(): LiveStore {
+    return this;
   }
 
   /** True when the shared store answers (readiness). */
@@ -52,7 +149,79 @@ export class LiveStore {
     return this.shared.ping();
   }
 
-  close(): Promise<void> {
-    return this.fallback.close();
+  async close(): Promise<void> {
+    clearInterval(this.probe);
+    await this.fallback.close();
+  }
+
+  /** Runs `call` on the store that answers; when the shared store fails now, marks it down and runs it on the fallback. */
+  private async call<T>(call: (store: Store) => Promise<T>): Promise<{ store: Store; value: T }> {
+    const store = this.current();
+    if (store === this.fallback) return { store, value: await call(store) };
+    try {
+      return { store, value: await call(store) };
+    } catch (error) {
+      this.markDown((error as Error).message);
+      return { store: this.fallback, value: await call(this.fallback) };
+    }
+  }
+
+  /** Publishes to the shared store when it answers; undefined when it could not (the caller remembers what). */
+  private async publish<T>(pool: string, deploymentId: string, call: (store: Store) => Promise<T>): Promise<T | undefined> {
+    if (this.current() !== this.shared) return undefined;
+    try {
+      return await call(this.shared);
+    } catch (error) {
+      this.logger.warn('could not publish to the store: kept in this instance’s own view', {
+        pool,
+        deployment: deploymentId,
+        error: (error as Error).message,
+      });
+      this.markDown((error as Error).message);
+      return undefined;
+    }
+  }
+
+  private remember(pool: string, deploymentId: string, change: Omit<Learnt, 'pool' | 'deploymentId'>): void {
+    const key = `${pool}/${deploymentId}`;
+    this.learnt.set(key, { ...this.learnt.get(key), pool, deploymentId, ...change });
+  }
+
+  private markDown(reason: string): void {
+    this.metrics.storeErrors.inc();
+    if (this.sharedDown) return;
+    this.sharedDown = true;
+    this.logger.warn('store unavailable: routing on this instance’s own view until it answers', { error: reason });
+    this.probe = setInterval(() => void this.tryShared(), PROBE_INTERVAL_MS);
+    this.probe.unref();
+  }
+
+  private async tryShared(): Promise<void> {
+    if (this.probing || this.shared.connected?.() === false) return;
+    this.probing = true;
+    try {
+      if (!(await this.shared.ping())) return;
+      await this.replayLearnt();
+      clearInterval(this.probe);
+      this.sharedDown = false;
+      this.logger.info('store answers again: routing on the shared state');
+    } catch (error) {
+      this.logger.warn('store answered the probe but not the replay', { error: (error as Error).message });
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  /** What this instance learnt while the shared store was away, published now with the time that is left. */
+  private async replayLearnt(): Promise<void> {
+    const now = Date.now();
+    for (const [key, learnt] of this.learnt) {
+      const { pool, deploymentId, cooldownUntil, circuitOpenUntil } = learnt;
+      if (cooldownUntil !== undefined && cooldownUntil > now) await this.shared.cooldown(pool, deploymentId, cooldownUntil - now);
+      if (circuitOpenUntil === 0) await this.shared.closeCircuit(pool, deploymentId);
+      else if (circuitOpenUntil !== undefined && circuitOpenUntil > now)
+        await this.shared.openCircuit(pool, deploymentId, circuitOpenUntil - now);
+      this.learnt.delete(key);
+    }
   }
 }

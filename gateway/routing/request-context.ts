@@ -102,7 +102,8 @@ export class RequestContext {
     if (this.outcome === 'pending') this.outcome = 'client-closed';
     const { request } = this;
     const status = this.status ?? this.res.statusCode;
-    metrics.requests.inc({ pool: request.pool.name, status: String(status) });
+    // A 200 whose body broke off is not a served request: the outcome label says so (upstream-broke).
+    metrics.requests.inc({ pool: request.pool.name, status: String(status), outcome: this.outcome });
     // Below info level the line would be built only to be dropped.
     if (!logger.isInfoEnabled()) return;
     logger.info('request', {

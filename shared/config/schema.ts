@@ -64,11 +64,70 @@ const breakerSchema = z.strictObject({
   resetTimeoutMs: positiveInt.default(30_000),
 });
 
+/**
+ * Outlier detection in the manner of Envoy's, beside the breaker's failure rate: a deployment whose
+ * attempts fail this many times in a row (5xx, 408, connection failures, timeouts, bodies that broke
+ * off or stalled) is ejected for every instance, for baseEjectionMs × n (its n-th ejection in a row),
+ * at most maxEjectionMs. The last deployment of a pool in rotation is never ejected.
+ */
+const outlierSchema = z.strictObject({
+  /** Failures in a row that eject a deployment; 0 turns ejection off (the breaker's rate still applies). */
+  consecutiveFailures: z.number().int().min(0).max(1000).default(5),
+  /** The first ejection's length; each ejection in a row adds as much again. */
+  baseEjectionMs: positiveInt.default(30_000),
+  /** The longest an ejection lasts. */
+  maxEjectionMs: positiveInt.default(300_000),
+});
+
+/** The client-side timeouts in the order they must fire: Node's whole-request backstop after the gateway's own. */
+function checkClientTimeouts(
+  gateway: { headersTimeoutMs: number; bodyTimeoutMs: number; requestTimeoutMs: number },
+  ctx: z.RefinementCtx,
+): void {
+  const least = gateway.headersTimeoutMs + gateway.bodyTimeoutMs;
+  if (gateway.requestTimeoutMs < least)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['gateway', 'requestTimeoutMs'],
+      message: `must be at least headersTimeoutMs + bodyTimeoutMs (${least})`,
+    });
+}
+
 const gatewaySchema = z.strictObject({
   /** Largest request body accepted (413 above). Azure's own limit for chat is far larger only with images. */
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
   /** Time a client has to send its whole request body once its headers arrived (408 after it). */
   bodyTimeoutMs: positiveInt.default(30_000),
+  /**
+   * Time a client has to send its request headers, from its first byte (or, on a new connection,
+   * from the connection): 408 after it. Headers arrive in one packet or a few; a client still
+   * sending them after 10 s is holding a connection, not sending a request. Only the headers count:
+   * a keep-alive connection's idle time between requests does not (since Node 18).
+   */
+  headersTimeoutMs: positiveInt.default(10_000),
+  /**
+   * Time a client has to send its whole request, headers and body (Node's requestTimeout; 408
+   * after it). It ends when the request has arrived: a response may stream for as long as it
+   * lasts. At least headersTimeoutMs + bodyTimeoutMs, so that the gateway's own 408 for a slow body
+   * comes first; this is the backstop for requests the gateway does not read itself.
+   */
+  requestTimeoutMs: positiveInt.default(60_000),
+  /**
+   * How long an idle keep-alive connection stays open (Node adds 1 s before it closes). Above the
+   * load balancer's own idle timeout (nginx's upstream keepalive_timeout: 60 s, AWS ALB: 60 s), so
+   * that the balancer, not the gateway, closes an idle connection and never sends a request into a
+   * connection the gateway is closing.
+   */
+  keepAliveTimeoutMs: positiveInt.default(65_000),
+  /**
+   * Connections one instance holds at once; past it Node closes new ones on accept (counted in
+   * spillway_connections_refused_total, logged). A streamed request holds 2 file descriptors (the
+   * client's socket and the upstream's): 10 000 connections need 20 000 plus a few hundred (Redis,
+   * idle upstream sockets), which fits a hard open-file limit of 21 000 or more (Node raises its
+   * soft limit to the hard one at start); with a lower `ulimit -Hn`, at most (limit - 1000) / 2.
+   * Far more connections than this are better spread over more instances.
+   */
+  maxConnections: positiveInt.default(10_000),
   /** Upstream tries per request, the first included. */
   maxAttempts: z.number().int().min(1).max(10).default(3),
   /** Time budget for all attempts of one request until its first response byte. */
@@ -94,6 +153,7 @@ const gatewaySchema = z.strictObject({
     .refine((ms) => ms % 60 === 0, 'must be a multiple of 60')
     .default(60_000),
   breaker: breakerSchema.default(() => breakerSchema.parse({})),
+  outlier: outlierSchema.default(() => outlierSchema.parse({})),
 });
 
 export const configSchema = z
@@ -105,6 +165,7 @@ export const configSchema = z
     clients: z.array(clientSchema).optional(),
   })
   .superRefine((config, ctx) => {
+    checkClientTimeouts(config.gateway, ctx);
     const names = new Set<string>();
     const keys = new Set<string>();
     config.clients?.forEach((client, index) => {

@@ -19,9 +19,11 @@ export async function launchRedis<C extends { process: ChildProcess }>(
   binary: string,
   dataDir: string,
   spawnRedis: (args: string[]) => C,
+  /** A given port (a restart where the clients expect it); tried once. */
+  fixedPort?: number,
 ): Promise<{ url: string; port: number; child: C }> {
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const port = await freePort();
+  for (let attempt = 0; attempt < (fixedPort ? 1 : ATTEMPTS); attempt++) {
+    const port = fixedPort ?? (await freePort());
     const child = spawnRedis([
       '--port',
       String(port),
@@ -43,7 +45,9 @@ export async function launchRedis<C extends { process: ChildProcess }>(
     }
     await stopChild(child.process, 1000, 'SIGKILL');
   }
-  throw new Error(`redis-server did not start on a free port after ${ATTEMPTS} tries`);
+  throw new Error(
+    fixedPort ? `redis-server did not start on port ${fixedPort}` : `redis-server did not start on a free port after ${ATTEMPTS} tries`,
+  );
 }
 
 /** True once the server says it accepts connections; false when it exits or stays silent too long. */

@@ -1,6 +1,8 @@
 /**
  * Store for a single instance (no REDIS_URL): the same semantics as RedisStore, kept in process.
  * Every method mirrors its Lua script in lua/; the shared test suite holds both to one contract.
+ * Without a network no call can arrive after its caller gave up, so there are no deadlines to check
+ * (the scripts' late refusals, types.ts): every call takes effect when made.
  */
 import { chooseCandidate } from './choose.ts';
 import {

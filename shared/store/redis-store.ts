@@ -34,13 +34,79 @@ export const STORE_REDIS_OPTIONS: RedisOptions = {
   // Commands issued in the same tick (one request's release, the next one's acquire) leave in one write.
   enableAutoPipelining: true,
   maxRetriesPerRequest: 1,
-  commandTimeout: 2000,
-  connectTimeout: 2000,
+  // A script takes well under a millisecond; 1 s leaves room for an event loop stalled by a GC or a
+  // tokenizer build without tripping, and bounds what the requests in flight when Redis freezes pay
+  // before the gateway's store circuit (gateway/routing/live-store.ts) sends everything to the fallback.
+  commandTimeout: 1000,
+  connectTimeout: 1000,
   retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 500),
 };
 
 /** How long ping waits before reporting the store as not answering. */
 const PING_TIMEOUT_MS = 1000;
+
+/*
+ * No work from the past. ioredis gives up on a command after its `commandTimeout` and rejects the
+ * promise, but the command has been written (or waits in the offline queue) and Redis runs it when it
+ * gets to it: after a freeze (SIGSTOP, a stalled network, a long fork) every acquire that had timed out
+ * would still book a lease and a reservation that nobody holds. So every call whose late effect would be
+ * wrong carries the moment its client gives up on it, in Redis's clock, and its script compares that
+ * with TIME and changes nothing past it (includes/time.lua pastDeadline):
+ *   acquire        lease, reservation, queue place, round-robin step
+ *   acquire-quota  the client's booking
+ *   renew          would keep a lease alive from the late moment on, even one whose holder ended or
+ *                  died meanwhile; a live holder renews again on its next round
+ *   release        only its observation (also observe's): figures read then and applied later would
+ *                  count again what left the window in between
+ * Not checked, because their effect is right whenever it happens: release's end of the lease and its
+ * charge (the lease would only count until it expired anyway), release-quota (the charge, into the bucket
+ * booked), leave-queue, snapshot (reads), and cooldown / open-circuit / close-circuit: what a deployment
+ * said is still true and every instance should hear it; Redis runs commands in the order they were sent,
+ * so a late one overrides nothing sent after it, and a late cooldown only ends later by the delay.
+ *
+ * The deadline is this instance's clock at the call plus the client's commandTimeout (read from the
+ * client's options), moved into Redis's clock by an estimate of the offset between the two, from TIME
+ * round trips: on every (re)connect, on every ping, and with a call when the estimate is older than
+ * CLOCK_SAMPLE_INTERVAL_MS. A sample whose round trip took longer than CLOCK_SAMPLE_MAX_RTT_MS is
+ * dropped (the estimate is off by at most half the round trip); the estimate outlives reconnects, so
+ * calls queued while disconnected are still checked. With no estimate yet, or no commandTimeout
+ * (ioredis then never gives up), calls carry '' and are not checked.
+ * A late script answers with a code of its own and the call rejects with LateCallError, like a timeout:
+ * the caller has nearly always given up already (ioredis drops the reply), and one still waiting (an
+ * EVAL resent after NOSCRIPT, an estimate a few ms off) must take it as the store not answering, not as
+ * a refusal (a false 429).
+ */
+
+/** How old the clock offset estimate may get before a call refreshes it (besides (re)connects and pings). */
+const CLOCK_SAMPLE_INTERVAL_MS = 10_000;
+/** A TIME round trip longer than this says little about the offset (half of it is the uncertainty). */
+const CLOCK_SAMPLE_MAX_RTT_MS = 50;
+/** The late codes of the scripts that check a deadline: acquire's reason 4, acquire-quota's reason 3, renew's -1. */
+const LATE_ACQUIRE = 4;
+const LATE_QUOTA = 3;
+
+/** A call that reached Redis after its deadline (its client had given up on it): the script changed nothing. */
+export class LateCallError extends Error {
+  constructor(script: ScriptName) {
+    super(`store ${script} reached Redis after its deadline (the client had given up on it): nothing was done`);
+    this.name = 'LateCallError';
+  }
+}
+
+export interface RedisStoreOptions extends StoreOptions {
+  /**
+   * This instance's clock in epoch ms; tests inject a skewed one. Default: a monotonic clock
+   * (performance.timeOrigin + performance.now()), like the timers ioredis times commands out with, so a
+   * wall-clock step on the instance does not move deadlines.
+   */
+  now?: () => number;
+  /** False sends no deadlines (every call is carried out however late): only for tests that show why. */
+  checkDeadlines?: boolean;
+}
+
+function monotonicNow(): number {
+  return performance.timeOrigin + performance.now();
+}
 
 const REASONS = { 1: 'unavailable', 2: 'no-budget', 3: 'queued' } as const;
 const QUOTA_REASONS = { 1: 'tokens', 2: 'requests' } as const;
@@ -78,10 +144,20 @@ export class RedisStore implements Store {
   readonly #ownsClient: boolean;
   readonly #keys: KeyLayout;
   readonly #windowMs: number;
+  readonly #now: () => number;
+  readonly #checkDeadlines: boolean;
+  /** Redis TIME minus this instance's clock (ms); undefined until a usable sample came back. */
+  #clockOffsetMs: number | undefined;
+  /** When the latest sample was sent (this instance's clock), and whether one is under way. */
+  #clockSampledAt = -Infinity;
+  #clockSampling = false;
+  readonly #onReady = (): void => void this.#sampleClock();
 
   /** Takes a client to share (the caller closes it) or a URL (the store creates and closes its client). */
-  constructor(client: Redis | Cluster | string, options: StoreOptions = {}) {
+  constructor(client: Redis | Cluster | string, options: RedisStoreOptions = {}) {
     this.#windowMs = validWindowMs(options.windowMs);
+    this.#now = options.now ?? monotonicNow;
+    this.#checkDeadlines = options.checkDeadlines ?? true;
     this.#keys = new KeyLayout(options.keyPrefix ?? DEFAULT_KEY_PREFIX);
     if (typeof client === 'string') {
       this.#client = new Redis(client, STORE_REDIS_OPTIONS);
@@ -95,6 +171,15 @@ export class RedisStore implements Store {
     const scripts = luaScripts();
     // defineCommand sends EVALSHA and falls back to EVAL when the server does not know the script yet.
     for (const name of SCRIPT_NAMES) this.#client.defineCommand(commandName(name), { lua: scripts[name] });
+    // The offset estimate: on every (re)connect, at once when a shared client is up already, and when a
+    // call finds it older than CLOCK_SAMPLE_INTERVAL_MS (no timer: an idle store sends nothing).
+    this.#client.on('ready', this.#onReady);
+    if (this.#client.status === 'ready') void this.#sampleClock();
+  }
+
+  /** The estimate of Redis TIME minus this instance's clock (ms), for diagnostics; undefined until measured. */
+  get clockOffsetMs(): number | undefined {
+    return this.#clockOffsetMs;
   }
 
   /** The ioredis client, for callers that need it (e.g. to share with BullMQ); do not quit it. */
@@ -111,7 +196,7 @@ export class RedisStore implements Store {
     const keys = [this.#keys.cursor(pool.name), queue.order, queue.deadlines];
     const args: ScriptArg[] = [input.leaseId, Math.max(1, wholeMs(input.leaseMs)), tokens, this.#windowMs, pool.strategy];
     args.push(Math.random(), Math.random());
-    args.push(input.queue?.ticket ?? '', input.queue ? Math.max(1, wholeMs(input.queue.ttlMs)) : 0);
+    args.push(input.queue?.ticket ?? '', input.queue ? Math.max(1, wholeMs(input.queue.ttlMs)) : 0, this.#deadline());
     for (const deployment of pool.deployments) {
       const { state, leases, window } = this.#keys.deployment(pool.name, deployment.id);
       keys.push(state, leases, window);
@@ -124,6 +209,7 @@ export class RedisStore implements Store {
       );
     }
     const [granted = 0, first = 0, second = 0, probe = 0] = numbers(await this.#run('acquire', keys, args));
+    if (granted !== 1 && first === LATE_ACQUIRE) throw new LateCallError('acquire');
     if (granted !== 1) {
       return { ok: false, reason: REASONS[first as 1 | 2 | 3] ?? 'unavailable', retryAfterMs: second };
     }
@@ -142,7 +228,7 @@ export class RedisStore implements Store {
     await this.#run(
       'release',
       [leases, window, state],
-      [lease.leaseId, lease.bucket, lease.tokens, charged, this.#windowMs, usedTokens ?? '', usedRequests ?? ''],
+      [lease.leaseId, lease.bucket, lease.tokens, charged, this.#windowMs, usedTokens ?? '', usedRequests ?? '', this.#deadline()],
     );
   }
 
@@ -161,10 +247,11 @@ export class RedisStore implements Store {
       await this.#run(
         'acquire-quota',
         [this.#keys.clientWindow(input.subject)],
-        [tokens, this.#windowMs, budgetArg(input.tpm), budgetArg(input.rpm)],
+        [tokens, this.#windowMs, budgetArg(input.tpm), budgetArg(input.rpm), this.#deadline()],
       ),
     );
     const [granted = 0, first = 0, second = 0, third, fourth] = reply;
+    if (granted !== 1 && first === LATE_QUOTA) throw new LateCallError('acquire-quota');
     if (granted === 1) {
       return { ok: true, lease: { subject: input.subject, bucket: first, tokens }, ...remainingFigures(second, third) };
     }
@@ -194,16 +281,17 @@ export class RedisStore implements Store {
       else byPool.set(lease.pool, [lease]);
     }
     // One script per pool (its keys share a slot); sent together, so the calls share one round trip.
+    const deadline = this.#deadline();
     await Promise.all(
-      [...byPool.values()].map((group) => {
+      [...byPool.values()].map(async (group) => {
         const keys: string[] = [];
-        const args: ScriptArg[] = [Math.max(1, wholeMs(leaseMs))];
+        const args: ScriptArg[] = [Math.max(1, wholeMs(leaseMs)), deadline];
         for (const lease of group) {
           const { state, leases: leasesKey } = this.#keys.deployment(lease.pool, lease.deploymentId);
           keys.push(leasesKey, state);
           args.push(lease.leaseId);
         }
-        return this.#run('renew', keys, args);
+        if (Number(await this.#run('renew', keys, args)) < 0) throw new LateCallError('renew');
       }),
     );
   }
@@ -247,15 +335,19 @@ export class RedisStore implements Store {
     });
   }
 
+  /** ioredis says so as soon as the connection drops (it then reconnects); a frozen server still looks connected. */
+  connected(): boolean {
+    const { status } = this.#client;
+    return status !== 'reconnecting' && status !== 'close' && status !== 'end';
+  }
+
   async ping(): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), PING_TIMEOUT_MS);
     });
-    const answer = this.#client.ping().then(
-      (reply) => reply === 'PONG',
-      () => false,
-    );
+    // TIME rather than PING: the same round trip refreshes the clock offset estimate.
+    const answer = this.#sampleClock();
     try {
       return await Promise.race([answer, timeout]);
     } finally {
@@ -264,6 +356,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.#client.off('ready', this.#onReady);
     if (!this.#ownsClient) return;
     if (this.#client.status === 'ready') {
       try {
@@ -274,6 +367,51 @@ export class RedisStore implements Store {
       }
     }
     this.#client.disconnect();
+  }
+
+  /** The commandTimeout the client gives up after (ms), or undefined when it waits for ever. */
+  #commandTimeoutMs(): number | undefined {
+    const client = this.#client;
+    const timeout = client.isCluster ? (client as Cluster).options.redisOptions?.commandTimeout : (client as Redis).options.commandTimeout;
+    return typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0 ? timeout : undefined;
+  }
+
+  /**
+   * The moment (epoch ms, Redis clock) the client gives up on a command sent now: the argument of the
+   * scripts that refuse to act late. '' when it cannot be known (no offset estimate yet, no timeout).
+   */
+  #deadline(): ScriptArg {
+    const timeoutMs = this.#commandTimeoutMs();
+    if (!this.#checkDeadlines || timeoutMs === undefined) return '';
+    const nowMs = this.#now();
+    const stale = this.#clockOffsetMs === undefined || nowMs - this.#clockSampledAt >= CLOCK_SAMPLE_INTERVAL_MS;
+    // Sent in the same tick as the call, so auto-pipelining carries both in one write.
+    if (stale && !this.#clockSampling) void this.#sampleClock();
+    if (this.#clockOffsetMs === undefined) return '';
+    return Math.ceil(nowMs + timeoutMs + this.#clockOffsetMs);
+  }
+
+  /**
+   * One TIME round trip: true when Redis answered. Its reply, taken at the middle of the round trip,
+   * becomes the offset estimate unless the round trip was too long to say much.
+   */
+  async #sampleClock(): Promise<boolean> {
+    const sentAt = this.#now();
+    this.#clockSampledAt = sentAt;
+    this.#clockSampling = true;
+    let reply: unknown[];
+    try {
+      reply = await this.#client.time();
+    } catch {
+      return false;
+    } finally {
+      this.#clockSampling = false;
+    }
+    const receivedAt = this.#now();
+    const redisMs = Number(reply[0]) * 1000 + Number(reply[1]) / 1000;
+    if (!Number.isFinite(redisMs)) return false;
+    if (receivedAt - sentAt <= CLOCK_SAMPLE_MAX_RTT_MS) this.#clockOffsetMs = redisMs - (sentAt + receivedAt) / 2;
+    return true;
   }
 
   #run(script: ScriptName, keys: readonly string[], args: readonly ScriptArg[]): Promise<unknown> {

@@ -159,6 +159,17 @@ export interface DeploymentSnapshot {
   circuitOpenUntil: number;
 }
 
+/**
+ * No work from the past. A call that rejected because its client gave up on it (a Redis command
+ * timeout) may still reach the store afterwards; a call that books something changes nothing when it
+ * arrives after the moment its client gave up: acquire (no lease, no reservation, no queue place),
+ * acquireQuota (no booking), renew (no lease pushed) and the observation of release / observe
+ * (RedisStore: once it has measured its offset to the Redis clock, a few ms after connecting). What is
+ * right whenever it runs may still take effect late: release ending its lease and applying its charge,
+ * releaseQuota, leaveQueue, cooldown, openCircuit, closeCircuit. A call that reaches the store past the
+ * moment its client gives up may also reject for that reason (RedisStore: LateCallError); treat it like
+ * a timeout, not a refusal. MemoryStore has no network: each of its calls takes effect when made.
+ */
 export interface Store {
   /** Choose a deployment by the pool's strategy among eligible ones of the best tier, and lease it. One round trip. */
   acquire(input: AcquireInput): Promise<AcquireResult>;
@@ -202,6 +213,11 @@ export interface Store {
   snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]>;
   /** True when the store answers (readiness). */
   ping(): Promise<boolean>;
+  /**
+   * False while the store knows it cannot answer (a Redis client reconnecting), so callers need not wait
+   * for a call to time out; true otherwise, also when a frozen server has not said so yet. Optional.
+   */
+  connected?(): boolean;
   close(): Promise<void>;
 }
 

@@ -23,7 +23,8 @@ export function redisServerBinary(): string | undefined {
   return commandPath('redis-server');
 }
 
-export async function startRedisServer(binary = redisServerBinary()): Promise<RedisServer> {
+/** A private redis-server; with `port`, on that port (to restart one where its clients reconnect). */
+export async function startRedisServer(binary = redisServerBinary(), fixedPort?: number): Promise<RedisServer> {
   if (!binary) {
     throw new Error(
       'redis-server is not installed and REDIS_URL is not set. Install it (Debian/Ubuntu: `apt-get install -y redis-server`, ' +
@@ -32,9 +33,14 @@ export async function startRedisServer(binary = redisServerBinary()): Promise<Re
   }
   const dir = mkdtempSync(join(tmpdir(), 'spillway-redis-'));
   try {
-    const { url, port, child } = await launchRedis(binary, dir, (args) => ({
-      process: spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }),
-    }));
+    const { url, port, child } = await launchRedis(
+      binary,
+      dir,
+      (args) => ({
+        process: spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] }),
+      }),
+      fixedPort,
+    );
     return {
       url,
       port,

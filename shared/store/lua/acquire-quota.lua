@@ -9,12 +9,15 @@
   ARGV[2]  window length (ms, multiple of 60)
   ARGV[3]  tpm ('' = none)
   ARGV[4]  rpm ('' = none)
+  ARGV[5]  the caller's deadline (epoch ms, Redis clock; '' = none): the moment its client gives up on
+           this call. Past it nothing is booked (reason 3): nobody waits for the booking.
 
   Output:
     { 1, bucket, remainingTokens, remainingRequests }            booked into bucket; left after it
     { 0, reason, retryAfterMs, remainingTokens, remainingRequests }
         reason 1 = tokens (also when both do not fit), 2 = requests; retryAfterMs until enough bookings
         leave the window (a window when it never fits); left now
+    { 0, 3, 0, -1, -1 }   late: came in past the caller's deadline, nothing booked
     remaining figures are >= 0, -1 when that budget is unlimited
 ]]
 --- @include "includes/time.lua"
@@ -26,6 +29,7 @@ local windowMs = tonumber(ARGV[2])
 local tpm = tonumber(ARGV[3])
 local rpm = tonumber(ARGV[4])
 local nowMs = redisNowMs()
+if pastDeadline(ARGV[5], nowMs) then return { 0, 3, 0, -1, -1 } end
 local bucketMs = windowMs / WINDOW_BUCKETS
 local nowBucket = math.floor(nowMs / bucketMs)
 

@@ -28,13 +28,17 @@
   ARGV[6], ARGV[7] random numbers in [0, 1) from the caller (script math.random is deterministic)
   ARGV[8]          queue ticket ('' = ignore the queue)
   ARGV[9]          the ticket's time to live from now (ms), when queued
-  ARGV[10 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
+  ARGV[10]         the caller's deadline (epoch ms, Redis clock; '' = none): the moment its client gives
+                   up on this call. Past it the script changes nothing at all (no lease, no reservation,
+                   no queue place, no cursor step) and answers reason 4: nobody waits for the lease.
+  ARGV[11 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
 
   Output:
     { 1, i, bucket, probe }         granted deployment i; bucket booked into; probe 1 when half-open probe
     { 0, reason, retryAfterMs }     reason 1 = unavailable, 2 = no-budget, 3 = queued (another ticket ahead;
                                     retryAfterMs: when this request could fit, or the next bucket edge when
                                     it fits now, since that room is the head's)
+    { 0, 4, 0 }                     late: came in past the caller's deadline, nothing done
 ]]
 --- @include "includes/time.lua"
 --- @include "includes/leases.lua"
@@ -44,6 +48,8 @@
 
 local nowUs = redisNowUs()
 local nowMs = math.floor(nowUs / 1000)
+-- Before anything is read or written: a late call must leave no trace (not even a queue refresh).
+if pastDeadline(ARGV[10], nowMs) then return { 0, 4, 0 } end
 local leaseId = ARGV[1]
 local leaseMs = tonumber(ARGV[2])
 local tokens = tonumber(ARGV[3])
@@ -69,7 +75,7 @@ end
 
 local deployments = {}
 for i = 1, deploymentCount do
-  local arg = 10 + 5 * (i - 1)
+  local arg = 11 + 5 * (i - 1)
   local d = {
     index = i,
     stateKey = KEYS[3 * i + 1],

@@ -4,7 +4,10 @@
   Clears the half-open probe marker if this lease was the probe (the circuit itself stays as it is).
   Then, lease live or not, applies what the deployment reported about its own counters: where it has
   used more than our window holds, the deficit is booked into the current bucket (tokens; requests into
-  the short window, which also count in the window). Never lowers usage.
+  the short window, which also count in the window). Never lowers usage. The observation is skipped
+  when the call comes in past the caller's deadline: figures read then, applied later, would count
+  again what left the window in between. Ending the lease and replacing the reservation by the charge
+  are right whenever they run (the lease would only have counted until it expired), so they always do.
 
   KEYS[1]  deployment leases ZSET
   KEYS[2]  deployment usage window hash
@@ -18,6 +21,7 @@
   ARGV[6]  observed tokens used in the deployment's window: tpm - remaining tokens ('' = not observed)
   ARGV[7]  observed requests in its short window: ceil(rpm / 6) - remaining requests ('' = not observed)
            (whole numbers >= 0, clamped by the caller)
+  ARGV[8]  the caller's deadline (epoch ms, Redis clock; '' = none), for the observation only
 
   Output: 1 when the lease was live and is now ended, 0 when it was already gone.
 ]]
@@ -47,7 +51,7 @@ if removed == 1 and charged then
   adjustWindow(windowKey, newestBucket, bucket, charged - reserved, windowMs)
 end
 
-if observedTokens or observedRequests then
+if (observedTokens or observedRequests) and not pastDeadline(ARGV[8], nowMs) then
   local newestBucket, windowTokens, _, shortRequests = advanceWindow(windowKey, nowBucket)
   local tokenDeficit, requestDeficit = 0, 0
   if observedTokens then tokenDeficit = math.max(0, observedTokens - windowTokens) end

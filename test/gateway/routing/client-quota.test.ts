@@ -94,13 +94,15 @@ describe('ClientQuotas', () => {
     assert.deepEqual(refused(await q.check(other, 1)).remaining, { tokens: 0, requests: undefined }, 'corrected upwards too');
   });
 
-  test('a store failure admits the request unchecked, and is logged', async () => {
-    const { logger, lines } = memoryLogger();
+  test('while the shared store fails, quotas are kept on this instance’s own view, not waived', async () => {
+    const { logger } = memoryLogger();
     const { quotas: q } = quotas(await unreachableStore(), logger);
-    const check = admitted(await q.check(client({ tpm: 10, rpm: 1 }), 1_000_000));
-    assert.equal(check.booking, undefined, 'nothing to settle');
-    assert.deepEqual(check.remaining, {});
-    assert.ok(lines.some((line) => line.level === 'warn' && line.message.startsWith('client quota unavailable')));
+    const small = client({ tpm: 100, rpm: 5 });
+    const booking = admitted(await q.check(small, 60)).booking;
+    assert.ok(booking, 'booked in the fallback');
+    assert.deepEqual(refused(await q.check(small, 60)).remaining, { tokens: 40, requests: 4 }, 'the first booking counts');
+    await booking.settle(10);
+    assert.equal(admitted(await q.check(small, 60)).remaining.tokens, 30, 'settled where it was booked');
   });
 
   test('a settlement the store fails is logged, not thrown', async () => {

@@ -37,6 +37,7 @@ interface Harness {
   url: string;
   pool: Pool;
   store: Store;
+  metrics: Metrics;
   /** Every log line so far, parsed. */
   logs: LogLine[];
   logText(): string;
@@ -107,6 +108,7 @@ for (const storeKind of ['redis', 'memory'] as const) {
         url: server.url,
         pool,
         store,
+        metrics,
         logs,
         logText: () => logs.map((line) => JSON.stringify(line)).join('\n'),
         async requestLines(count) {
@@ -467,6 +469,53 @@ for (const storeKind of ['redis', 'memory'] as const) {
       await h.requestLines(1);
       const { shared } = await h.snapshot();
       assert.ok(shared!.tokensInWindow >= 850, `the window holds what the deployment reported used (${shared!.tokensInWindow})`);
+      await assertNoLeaseInFlight(h);
+    });
+
+    test('an answer that breaks off mid-stream is its own outcome: in the log line, the attempt, the request metric', async () => {
+      const h = await harness({ deployments: tiered(['d1', 'd2']) });
+      sim.setFault('d1', { fault: { kind: 'reset-mid-stream', afterChunks: 3 }, count: 1 });
+      const response = await chat(h.url, h.pool.name, { stream: true });
+      assert.equal(response.status, 200, 'the head had gone out: no failover');
+      assert.equal(response.headers.get('x-gateway-deployment'), 'd1');
+      assert.equal(await response.text().catch(() => 'cut'), 'cut', 'the client saw the stream cut');
+      assert.deepEqual([sim.stats('d1').failed, sim.stats('d2').received], [1, 0]);
+      const [line] = await h.requestLines(1);
+      assert.deepEqual([line?.outcome, line?.status, line?.attempts, line?.deployment], ['upstream-broke', 200, 1, 'd1']);
+      const warn = h.logs.find((l) => l.message === 'upstream answer broke off');
+      assert.deepEqual([warn?.level, warn?.deployment, warn?.requestId], ['warn', 'd1', line?.requestId]);
+      const value = async (metric: Metrics['requests'] | Metrics['attempts'], labels: Record<string, string>) =>
+        (await metric.get()).values.find((v) => Object.entries(labels).every(([k, x]) => (v.labels as Record<string, unknown>)[k] === x))
+          ?.value;
+      assert.equal(await value(h.metrics.requests, { pool: h.pool.name, status: '200', outcome: 'upstream-broke' }), 1);
+      assert.equal(await value(h.metrics.requests, { pool: h.pool.name, status: '200', outcome: 'ok' }), undefined, 'not a plain 200');
+      assert.equal(await value(h.metrics.attempts, { deployment: 'd1', outcome: 'upstream-broke' }), 1);
+      assert.equal(await value(h.metrics.attempts, { deployment: 'd1', outcome: '200' }), undefined);
+      await assertNoLeaseInFlight(h);
+      assertNoKeyLogged(h);
+    });
+
+    test('a pool whose every circuit is open by ejections alone is not refused: one deployment is put back', async () => {
+      const h = await harness({ deployments: tiered() });
+      // As two instances leave it when each ejects one of the last two at the same moment.
+      for (const [index, id] of IDS.entries()) await h.store.openCircuit(h.pool.name, id, 20_000 + index * 1000);
+      const response = await chat(h.url, h.pool.name);
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('x-gateway-deployment'), 'd1', 'the one that would reopen soonest');
+      assert.equal(((await response.json()) as { object: string }).object, 'chat.completion');
+      assert.deepEqual(received(), { d1: 1, d2: 0, d3: 0 });
+      assert.deepEqual(
+        Object.values(await h.snapshot()).map((d) => d.circuit),
+        ['closed', 'open', 'open'],
+      );
+      assert.ok(h.logs.some((l) => l.level === 'warn' && String(l.message).startsWith('no deployment of the pool in rotation')));
+      // A 429's cooldown is the deployments' own word: then the pool's answer is a 429, nothing is put back.
+      await h.store.openCircuit(h.pool.name, 'd1', 20_000);
+      await h.store.cooldown(h.pool.name, 'd2', 5000);
+      const refused = await chat(h.url, h.pool.name);
+      assert.equal(refused.status, 429);
+      assert.deepEqual(received(), { d1: 1, d2: 0, d3: 0 });
+      await h.requestLines(2);
       await assertNoLeaseInFlight(h);
     });
 

@@ -11,7 +11,6 @@ import { LeaseKeeper } from '../../../gateway/routing/lease-keeper.ts';
 import { HeldLease, Leasing, type Grant } from '../../../gateway/routing/leasing.ts';
 import { LiveStore } from '../../../gateway/routing/live-store.ts';
 import { memoryLogger, poolSetup, quietLogger, redisStore, unreachableStore } from '../../helpers/collaborators.ts';
-import { until } from '../../helpers/fixtures.ts';
 import { startRedisServer } from '../../helpers/redis-server.ts';
 import { uniquePrefix } from '../../helpers/store-suite.ts';
 
@@ -204,7 +203,10 @@ describe('LiveStore', () => {
     assert.deepEqual(await inFlight(stores.fallback, pool), { a: 0 });
     assert.equal((await metrics.storeErrors.get()).values[0]?.value, 1);
     assert.ok(lines.some((line) => line.level === 'warn' && line.message.startsWith('store unavailable')));
-    assert.equal(stores.publishing(), shared, 'what every instance must see is still published to the shared store');
+    assert.equal(stores.current(), stores.fallback, 'known down: the next calls go to the fallback without trying Redis');
+    const until = await stores.cooldown(pool.name, 'a', 30_000);
+    assert.ok(until > Date.now(), 'a cooldown still has an end');
+    assert.ok((await deploymentState(stores.fallback, pool, 'a')).cooldownUntil >= until - 5, 'and is kept in the own view');
     assert.equal(await stores.ping(), false);
   });
 
@@ -224,15 +226,17 @@ describe('LiveStore', () => {
     assert.equal(keeper.size, 0);
   });
 
-  test('a renewal the store fails is logged, and the keeper keeps the lease tracked', async () => {
+  test('while the shared store fails, leases granted by the fallback are renewed there', async () => {
     const { pool, settings } = poolSetup([{ id: 'a' }]);
-    const { logger: log, lines } = memoryLogger();
-    // Renewals go to the shared store only; the grant itself comes from the fallback.
-    const { keeper, leasing } = parts(await unreachableStore(), { ...settings, leaseMs: 600 }, log);
+    const { logger: log } = memoryLogger();
+    const { keeper, leasing, stores } = parts(await unreachableStore(), { ...settings, leaseMs: 600 }, log);
     const lease = granted(await leasing.acquire({ pool, estimatedTokens: 0 }, [], undefined));
-    await until(() => lines.some((line) => line.message === 'lease renewal failed'), 4000, 'a failed renewal to be logged');
-    assert.equal(keeper.size, 1, 'still tracked: the next renewal may succeed');
+    assert.equal(lease.store, stores.fallback);
+    await sleep(1200); // two lease times: only renewals keep it
+    assert.deepEqual(await inFlight(stores.fallback, pool), { a: 1 }, 'still in flight in the own view');
+    assert.equal(keeper.size, 1);
     await lease.release();
+    assert.deepEqual(await inFlight(stores.fallback, pool), { a: 0 });
   });
 });
 

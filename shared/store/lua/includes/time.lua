@@ -1,6 +1,7 @@
 --[[
   Milliseconds since the epoch by the Redis server's clock, never the client's, so that instances
-  whose clocks disagree still agree on windows, deadlines and cooldowns.
+  whose clocks disagree still agree on windows, deadlines and cooldowns. Callers' deadlines (ARGV of
+  the booking scripts) are in this clock too: the RedisStore converts with its estimate of the offset.
 ]]
 local function redisNowMs()
   local time = redis.call('TIME')
@@ -19,4 +20,11 @@ local function keepKeyUntil(key, deadline, nowMs)
   if needed > 0 and redis.call('PTTL', key) < needed then
     redis.call('PEXPIRE', key, needed)
   end
+end
+
+-- Whether a call came in after its caller's deadline (epoch ms by this server's clock, '' = none): the
+-- client had given up on it (a command timeout), so a booking made now would be work nobody waits for.
+local function pastDeadline(deadlineArg, nowMs)
+  local deadline = tonumber(deadlineArg)
+  return deadline ~= nil and nowMs > deadline
 end
