@@ -55,7 +55,9 @@ describe('when Redis goes away', () => {
       responses.map((r) => r.status),
       [200, 200, 200, 200],
     );
-    assert.ok(Date.now() - started < 3000, 'no request waits on the dead store');
+    // A stopped Redis closes its connections, so the store circuit opens before any command waits:
+    // far below the 1 s command timeout. The 5 ms per-request target is in store-outage.test.ts.
+    assert.ok(Date.now() - started < 1000, 'no request waits on the dead store');
     await until(async () => (await fetch(`${url}/readyz`)).status === 503, 3000, 'readyz to report the store');
     const metrics = await (await fetch(`${url}/metrics`)).text();
     assert.match(metrics, /spillway_store_errors_total [1-9]/);

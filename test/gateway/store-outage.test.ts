@@ -96,7 +96,7 @@ describe('a Redis outage', () => {
     return running;
   };
 
-  test('Redis killed: requests go to the own view at once (under 5 ms added), readiness says so, Redis back → shared again', async () => {
+  test('Redis killed: requests go to the own view at once (under 5 ms added), readiness says so, Redis back → shared again', async (t) => {
     redis = await startRedisServer();
     const gw = await start();
     await timedRequests(gw.url, 5); // warm: connections, tokenizer, scripts
@@ -107,6 +107,7 @@ describe('a Redis outage', () => {
     assert.equal((await chat(gw.url, 'p')).status, 200);
     const first = performance.now() - firstStarted;
     const during = median(await timedRequests(gw.url, 25));
+    t.diagnostic(`killed: median ${before.toFixed(1)} ms before, ${during.toFixed(1)} ms during; detecting request ${first.toFixed(0)} ms`);
     assert.ok(during < before + 5, `added latency during the outage: median ${during.toFixed(1)} ms vs ${before.toFixed(1)} ms before`);
     assert.ok(first < 1500, `the detecting request took ${first.toFixed(0)} ms`);
     assert.equal((await fetch(`${gw.url}/readyz`)).status, 503);
@@ -127,7 +128,7 @@ describe('a Redis outage', () => {
     );
   });
 
-  test('Redis frozen (SIGSTOP): only the requests in flight at the freeze wait; then the own view, and SIGCONT brings the shared state back', async () => {
+  test('Redis frozen (SIGSTOP): only the requests in flight at the freeze wait; then the own view, and SIGCONT brings the shared state back', async (t) => {
     redis = await startRedisServer();
     const gw = await start();
     await timedRequests(gw.url, 5);
@@ -138,6 +139,9 @@ describe('a Redis outage', () => {
     const detection = performance.now() - detecting;
     const during = median(await timedRequests(gw.url, 25));
     assert.ok(detection < 2500, `the request that found Redis frozen took ${detection.toFixed(0)} ms (command timeout 1 s)`);
+    t.diagnostic(
+      `frozen: median ${before.toFixed(1)} ms before, ${during.toFixed(1)} ms during; detecting request ${detection.toFixed(0)} ms`,
+    );
     assert.ok(during < before + 5, `added latency while frozen: median ${during.toFixed(1)} ms vs ${before.toFixed(1)} ms before`);
     redis.process.kill('SIGCONT');
     await until(async () => (await fetch(`${gw.url}/readyz`)).status === 200, 5000, 'readyz after SIGCONT');
