@@ -34,6 +34,12 @@ export function rawErrorResponse(error: AzureError, headers: Record<string, stri
   return Buffer.from(`${lines.join('\r\n')}\r\n\r\n${body}`);
 }
 
+const ARRIVALS = {
+  body: 'The request body did not arrive',
+  headers: 'The request headers did not arrive',
+  request: 'The request did not arrive whole',
+};
+
 export const errors = {
   notFound: (): AzureError => ({ status: 404, code: '404', message: 'Resource not found' }),
   unknownPool: (pool: string): AzureError => ({
@@ -52,20 +58,11 @@ export const errors = {
     code: 'RequestEntityTooLarge',
     message: `The request body exceeds the gateway's limit of ${limit} bytes.`,
   }),
-  bodyTimeout: (limitMs: number): AzureError => ({
+  /** A 408: `what` (the request body, its headers, the whole request) did not arrive in time. */
+  arrivalTimeout: (what: 'body' | 'headers' | 'request', limitMs: number): AzureError => ({
     status: 408,
     code: 'RequestTimeout',
-    message: `The request body did not arrive within the gateway's limit of ${limitMs} ms.`,
-  }),
-  headersTimeout: (limitMs: number): AzureError => ({
-    status: 408,
-    code: 'RequestTimeout',
-    message: `The request headers did not arrive within the gateway's limit of ${limitMs} ms.`,
-  }),
-  requestTimeout: (limitMs: number): AzureError => ({
-    status: 408,
-    code: 'RequestTimeout',
-    message: `The request did not arrive whole within the gateway's limit of ${limitMs} ms.`,
+    message: `${ARRIVALS[what]} within the gateway's limit of ${limitMs} ms.`,
   }),
   headersTooLarge: (limit: number): AzureError => ({
     status: 431,

@@ -47,13 +47,19 @@ const KEEP_ALIVE_TIMEOUT_BUFFER_MS = 1000;
 
 type ParserRefusal = { reason: string; error: AzureError };
 
+/**
+ * Each connection's latest response (its request is `res.req`), to tell a slow request from slow
+ * headers and not to write over a response. A property, not a WeakMap (an object per request, kept
+ * alive through the socket: the young-generation cost forwarder.ts describes).
+ */
+const LATEST = Symbol('spillway.latestResponse');
+type WithLatest = Socket & { [LATEST]?: ServerResponse };
+
 export class Listener {
   private server: Server | undefined;
   private readonly handler: (req: IncomingMessage, res: ServerResponse) => void;
   private readonly logger: Logger;
   private readonly options: ListenerOptions;
-  /** Each connection's latest request, to tell a slow request from slow headers and not to write over a response. */
-  private readonly exchanges = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
   private dropsUnlogged = 0;
   private dropLogTimer: NodeJS.Timeout | undefined;
 
@@ -61,7 +67,7 @@ export class Listener {
     this.logger = logger;
     this.options = options;
     this.handler = (req, res) => {
-      this.exchanges.set(req.socket, { req, res });
+      (req.socket as WithLatest)[LATEST] = res;
       const route = matchProxiedRoute(req.method, req.url);
       if (!route) return fallback(req, res);
       proxied(req, res, route).catch((error: Error) => {
@@ -121,15 +127,15 @@ export class Listener {
     if (isLingering(socket)) return;
     // The connection's latest request, unless it is over (received whole and answered): a refusal
     // then concerns the next one, whose headers Node's parser has not finished.
-    const latest = this.exchanges.get(socket);
-    const exchange = latest && !(latest.req.complete && latest.res.writableFinished) ? latest : undefined;
+    const latest = (socket as WithLatest)[LATEST];
+    const exchange = latest && !(latest.req.complete && latest.writableFinished) ? latest : undefined;
     const arriving = exchange && !exchange.req.complete ? exchange.req : undefined;
     const refusal = this.refusalOf(error, arriving !== undefined);
     if (!refusal) return void socket.destroy();
     this.options.metrics.connectionsRefused.inc({ reason: refusal.reason });
     const fields = { reason: refusal.reason, code: error.code, remoteAddress: socket.remoteAddress };
     const limits = this.options.linger ?? LINGER_LIMITS;
-    const res = exchange?.res;
+    const res = exchange;
     if (!res?.headersSent && socket.writable) {
       const requestId = randomUUID();
       this.logger.info('request refused by the listener', { requestId, status: refusal.error.status, ...fields });
@@ -147,8 +153,8 @@ export class Listener {
     const code = error.code ?? '';
     if (code === 'ERR_HTTP_REQUEST_TIMEOUT') {
       return requestArriving
-        ? { reason: 'request-timeout', error: errors.requestTimeout(settings.requestTimeoutMs) }
-        : { reason: 'headers-timeout', error: errors.headersTimeout(settings.headersTimeoutMs) };
+        ? { reason: 'request-timeout', error: errors.arrivalTimeout('request', settings.requestTimeoutMs) }
+        : { reason: 'headers-timeout', error: errors.arrivalTimeout('headers', settings.headersTimeoutMs) };
     }
     if (code === 'HPE_HEADER_OVERFLOW') {
       return { reason: 'headers-too-large', error: errors.headersTooLarge(maxHeaderSize) };

@@ -49,7 +49,7 @@ export function createOpsApp(deps: OpsDeps): express.Express {
     try {
       const result: Record<string, unknown> = {};
       for (const pool of pools.values()) {
-        result[pool.name] = { strategy: pool.config.strategy, deployments: await stores.publishing().snapshot(pool.layout) };
+        result[pool.name] = { strategy: pool.config.strategy, deployments: await stores.snapshot(pool.layout) };
       }
       res.json({ pools: result });
     } catch (error) {

@@ -94,7 +94,10 @@ function refuseBody(req: IncomingMessage, res: ServerResponse, error: unknown, s
     // The rest of the body is not read: the connection cannot carry another request after it. It
     // closes lingering, so that a client still sending reads this answer instead of a reset.
     closeLingering(req, res);
-    return sendError(res, failure === 'too-large' ? errors.tooLarge(settings.maxBodyBytes) : errors.bodyTimeout(settings.bodyTimeoutMs));
+    return sendError(
+      res,
+      failure === 'too-large' ? errors.tooLarge(settings.maxBodyBytes) : errors.arrivalTimeout('body', settings.bodyTimeoutMs),
+    );
   }
   if (failure === 'unsupported-encoding') return sendError(res, errors.unsupportedEncoding());
   sendError(res, errors.badRequest('The request body could not be decoded.'));

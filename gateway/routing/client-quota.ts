@@ -11,8 +11,7 @@ import type { LiveStore } from './live-store.ts';
 import type { ClientIdentity } from './proxied-request.ts';
 
 export type QuotaCheck =
-  | { admitted: true; booking: QuotaBooking | undefined; remaining: Remaining }
-  | { admitted: false; error: AzureError; remaining: Remaining };
+  { admitted: true; booking: QuotaBooking; remaining: Remaining } | { admitted: false; error: AzureError; remaining: Remaining };
 
 interface Remaining {
   tokens?: number;
@@ -37,7 +36,7 @@ export class QuotaBooking {
   /** Corrects the booking to what the request really cost; undefined keeps the estimate. */
   async settle(chargedTokens: number | undefined): Promise<void> {
     try {
-      await this.stores.publishing().releaseQuota(this.lease, chargedTokens);
+      await this.stores.releaseQuota(this.lease, chargedTokens);
     } catch (error) {
       this.logger.warn('client quota settlement failed', { error: (error as Error).message });
     }
@@ -53,16 +52,9 @@ export class ClientQuotas {
     this.logger = logger;
   }
 
-  /** Books a request of a client that has a quota. */
+  /** Books a request of a client that has a quota (in this instance's own view while Redis is away: quotas are kept, not waived). */
   async check(client: ClientIdentity, estimatedTokens: number): Promise<QuotaCheck> {
-    let result;
-    try {
-      result = await this.stores.publishing().acquireQuota({ subject: client.name, tpm: client.tpm, rpm: client.rpm, estimatedTokens });
-    } catch (error) {
-      // Quotas are a fairness tool; with the store gone the client is let through rather than refused.
-      this.logger.warn('client quota unavailable: request admitted unchecked', { client: client.name, error: (error as Error).message });
-      return { admitted: true, booking: undefined, remaining: {} };
-    }
+    const result = await this.stores.acquireQuota({ subject: client.name, tpm: client.tpm, rpm: client.rpm, estimatedTokens });
     const remaining = { tokens: result.remainingTokens, requests: result.remainingRequests };
     if (result.ok) return { admitted: true, booking: new QuotaBooking(result.lease, this.stores, this.logger), remaining };
     return { admitted: false, error: errors.clientQuota(client.name, result.reason, result.retryAfterMs), remaining };

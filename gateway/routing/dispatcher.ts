@@ -76,7 +76,7 @@ export class Dispatcher {
     try {
       await this.route(req, context);
     } finally {
-      await quota?.booking?.settle(context.clientCharge());
+      if (quota?.admitted) await quota.booking.settle(context.clientCharge());
     }
   }
 

@@ -133,12 +133,8 @@ export class Health {
     if (quotaExhausted) this.logger.error('deployment quota exhausted: out of rotation until its quota resets', fields);
     else this.logger.warn('deployment throttled: cooling down', fields);
     this.metrics.cooldowns.inc({ pool: deployment.pool, deployment: deployment.config.id, kind: quotaExhausted ? 'quota' : 'rate' });
-    try {
-      return await this.stores.publishing().cooldown(deployment.pool, deployment.config.id, duration);
-    } catch (error) {
-      this.logger.warn('could not publish a cooldown', { ...fields, error: (error as Error).message });
-      return Date.now() + duration;
-    }
+    // The live store never rejects: a cooldown it cannot publish is kept in this instance's own view.
+    return this.stores.cooldown(deployment.pool, deployment.config.id, duration);
   }
 
   /** The answer came back whole (or was a 4xx, a 429: the deployment's own word): the run of failures ends; a probe closes the circuit. */
@@ -148,10 +144,7 @@ export class Health {
     if (!lease.probe) return;
     this.rotation.outliers.markIn(deployment.key);
     this.logger.info('probe succeeded: circuit closed', { pool: pool.name, deployment: deployment.config.id });
-    await this.stores
-      .publishing()
-      .closeCircuit(deployment.pool, deployment.config.id)
-      .catch((error: Error) => this.logger.warn('could not publish a closed circuit', { error: error.message }));
+    await this.stores.closeCircuit(deployment.pool, deployment.config.id);
   }
 
   /** The breaker counted a failure (or filtered a client that left): a failed probe, or the end of a run, takes the deployment out. */

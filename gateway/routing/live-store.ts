@@ -135,13 +135,8 @@ export class LiveStore {
   }
 
   /** Live state of a pool's deployments, from the store that answers. */
-  snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
-    return this.current().snapshot(pool);
-  }
-
-  /** Where health, renewals and quotas publish: this object, which routes each call to the store that answers. */
-  publishing(): LiveStore {
-    return this;
+  async snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
+    return (await this.call((s) => s.snapshot(pool))).value;
   }
 
   /** True when the shared store answers (readiness). */

@@ -196,10 +196,10 @@ export class Rotation {
         this.logger.warn('deployment kept in rotation: no other deployment of its pool is in rotation', fields);
         this.kept.set(key, Date.now() + KEPT_MEMORY_MS);
       }
-      if (probe) await this.stores.publishing().closeCircuit(pool.name, id);
+      if (probe) await this.stores.closeCircuit(pool.name, id);
       return false;
     }
-    await this.stores.publishing().openCircuit(pool.name, id, durationMs);
+    await this.stores.openCircuit(pool.name, id, durationMs);
     this.outliers.markOut(key, until);
     if (ejection) this.outliers.ejected(key, ejection);
     this.logger.warn('circuit opened: deployment out of rotation for every instance', fields);
@@ -215,10 +215,7 @@ export class Rotation {
    */
   async rescue(pool: PoolLayout, exclude: readonly string[]): Promise<boolean> {
     const now = Date.now();
-    const snapshot = await this.stores
-      .publishing()
-      .snapshot(pool)
-      .catch(() => []);
+    const snapshot = await this.stores.snapshot(pool);
     if (snapshot.some((d) => d.cooldownUntil > now)) return false;
     const candidates = snapshot.filter((d) => !exclude.includes(d.id));
     if (snapshot.some((d) => d.circuit === 'closed')) return candidates.some((d) => d.circuit === 'closed');
@@ -226,17 +223,15 @@ export class Rotation {
     const soonest = candidates.reduce((a, b) => (b.circuitOpenUntil < a.circuitOpenUntil ? b : a));
     this.logger.warn('no deployment of the pool in rotation: one put back', { pool: pool.name, deployment: soonest.id });
     this.outliers.markIn(`${pool.name}/${soonest.id}`);
-    await this.stores.publishing().closeCircuit(pool.name, soonest.id);
+    await this.stores.closeCircuit(pool.name, soonest.id);
     return true;
   }
 
-  /** Deployments of the pool other than `id` in rotation: from the store, or this instance's own record when it does not answer. */
+  /**
+   * Deployments of the pool other than `id` in rotation, from the store that answers: while Redis is
+   * away that is this instance's own view, which holds every circuit this instance opened.
+   */
   private async othersIn(pool: PoolLayout, id: string): Promise<number> {
-    try {
-      return othersInRotation(await this.stores.publishing().snapshot(pool), id);
-    } catch (error) {
-      this.logger.warn('could not read the pool’s state: counting on this instance’s own record', { error: (error as Error).message });
-      return pool.deployments.filter((d) => d.id !== id && !this.outliers.isOut(`${pool.name}/${d.id}`)).length;
-    }
+    return othersInRotation(await this.stores.snapshot(pool), id);
   }
 }

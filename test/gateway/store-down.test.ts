@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import winston from 'winston';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { createStore } from '../../shared/store/index.ts';
 import { createGateway, type Gateway } from '../../gateway/app.ts';
 import { createLogger } from '../../gateway/logger.ts';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.ts';
 import { CLIENT_KEY, testConfig } from '../helpers/gateway.ts';
+import { memoryLogger } from '../helpers/collaborators.ts';
 import { chat, simulator, sleep, until } from '../helpers/fixtures.ts';
 
 describe('when Redis goes away', () => {
@@ -70,22 +69,11 @@ describe('waiting while Redis is away', () => {
   let gateway: Gateway;
   let storeInstance: ReturnType<typeof createStore>;
   let url: string;
-  const lines: { message: string; outcome?: string }[] = [];
+  const { logger, lines } = memoryLogger();
   before(async () => {
     sim = await simulator([{ name: 'w', tpm: 1000, rpm: 600, completionTokens: 100 }], { windowMs: 6000 });
     redis = await startRedisServer();
     storeInstance = createStore({ redisUrl: redis.url });
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(JSON.parse(chunk.toString()) as { message: string });
-        done();
-      },
-    });
-    const logger = winston.createLogger({
-      level: 'info',
-      format: winston.format.json(),
-      transports: [new winston.transports.Stream({ stream: sink })],
-    });
     const pool = { maxWaitMs: 5000, deployments: [{ id: 'w', endpoint: sim.url, tpm: 1000, rpm: 600 }] };
     gateway = createGateway({ config: testConfig({ pools: { p: pool }, gateway: { windowMs: 6000 } }), store: storeInstance, logger });
     url = (await gateway.listen(0)).url;
