@@ -16,7 +16,7 @@ import { prepareRequest } from './http/prepare-request.ts';
 import { assignRequestId } from './http/request-id.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './metrics.ts';
-import { buildPools } from './pools.ts';
+import { buildPools, ResourceDirectory } from './pools.ts';
 import { createRouting } from './routing/assemble.ts';
 
 export interface GatewayOptions {
@@ -39,6 +39,7 @@ export function createGateway(options: GatewayOptions): Gateway {
   const { config, logger } = options;
   const settings = config.gateway;
   const pools = buildPools(config);
+  const resources = new ResourceDirectory(pools);
   // Building a tokenizer blocks for a few hundred ms: pay it at start, not on a client's request.
   warmUpTokenizers([...new Set([...pools.values()].map((pool) => pool.encoding))]);
   const metrics = new Metrics(options.defaultMetrics ?? false);
@@ -47,12 +48,12 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   const { dispatcher, stores, close: closeRouting } = createRouting(options.store, settings, metrics, logger);
 
-  const app = createOpsApp({ pools, stores, metrics, logger, adminApiKey: options.adminApiKey });
+  const app = createOpsApp({ pools, stores, metrics, logger, auth, adminApiKey: options.adminApiKey });
   const listener = new Listener(
     async (req, res, route) => {
       const requestId = assignRequestId(req, res);
       if (route === 'bad-path') return sendError(res, errors.badRequest('The request path could not be decoded.'));
-      const request = await prepareRequest(req, res, route, requestId, { settings, auth, pools });
+      const request = await prepareRequest(req, res, route, requestId, { settings, auth, pools, resources });
       if (request) await dispatcher.handle(req, res, request);
     },
     (req, res) => void app(req, res),

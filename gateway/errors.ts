@@ -47,6 +47,12 @@ export const errors = {
     code: 'DeploymentNotFound',
     message: `The API deployment ${JSON.stringify(pool)} does not exist on this gateway.`,
   }),
+  /** An id of stored state (a response, item, conversation) that no configured resource holds. */
+  unknownState: (id: string): AzureError => ({
+    status: 404,
+    code: 'not_found',
+    message: `No deployment of this gateway holds ${JSON.stringify(id.slice(0, 256))}: the id was not issued by this gateway, or the Azure resource that holds it is no longer configured.`,
+  }),
   unauthorized: (): AzureError => ({
     status: 401,
     code: '401',

@@ -2,6 +2,7 @@
 import type { DeploymentConfig, GatewayConfig, PoolConfig } from '../shared/config/schema.ts';
 import type { PoolLayout } from '../shared/store/types.ts';
 import { encodingForModel, type Encoding } from '../shared/tokens/index.ts';
+import { resourceTagOf } from './resource-ids.ts';
 
 export interface Pool {
   name: string;
@@ -21,6 +22,8 @@ export interface Deployment {
   basePath: string;
   /** `pool/id`: names the destination in metrics, logs and breakers. */
   key: string;
+  /** The Azure resource the endpoint names (resource-ids.ts): state such as stored responses lives there. */
+  resourceTag: string;
 }
 
 export function buildPools(config: GatewayConfig): ReadonlyMap<string, Pool> {
@@ -35,6 +38,7 @@ export function buildPools(config: GatewayConfig): ReadonlyMap<string, Pool> {
         origin: new URL(url.origin),
         basePath: url.pathname.replace(/\/+$/, ''),
         key: `${name}/${deployment.id}`,
+        resourceTag: resourceTagOf(deployment.endpoint),
       });
     }
     pools.set(name, {
@@ -57,4 +61,30 @@ function encodingOfPool(name: string, pool: PoolConfig): Encoding {
   if (pool.tokenizer) return pool.tokenizer;
   const model = pool.deployments.find((d) => d.model)?.model ?? name;
   return encodingForModel(model);
+}
+
+/** Which resources the config's deployments sit on, by tag (resource-ids.ts): who can serve a follow-up. */
+export class ResourceDirectory {
+  /** The resource's host, for messages (never a key or a path). */
+  private readonly hosts = new Map<string, string>();
+  /** The first pool (in config order) with a deployment on the resource: calls by id name no model, and go there. */
+  private readonly firstPools = new Map<string, Pool>();
+
+  constructor(pools: ReadonlyMap<string, Pool>) {
+    for (const pool of pools.values()) {
+      for (const deployment of pool.deployments.values()) {
+        if (this.hosts.has(deployment.resourceTag)) continue;
+        this.hosts.set(deployment.resourceTag, deployment.origin.host);
+        this.firstPools.set(deployment.resourceTag, pool);
+      }
+    }
+  }
+
+  poolFor(tag: string): Pool | undefined {
+    return this.firstPools.get(tag);
+  }
+
+  hostOf(tag: string): string | undefined {
+    return this.hosts.get(tag);
+  }
 }

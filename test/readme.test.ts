@@ -91,14 +91,33 @@ describe('README quick start', () => {
     assert.ok(body.choices[0]!.message.content.length > 0);
   });
 
+  /** Runs a README snippet inside node_modules, so that `import ... from 'openai'` resolves to the project's package. */
+  const runSnippet = (code: string, name: string) => {
+    mkdirSync('node_modules/.cache/spillway', { recursive: true });
+    const file = `node_modules/.cache/spillway/${name}.mjs`;
+    writeFileSync(file, onOurPort(code));
+    return execFileSync(process.execPath, [file], { encoding: 'utf8', timeout: 15_000 });
+  };
+
   test('the openai SDK snippet works as written', () => {
     const snippet = blocks.find((b) => b.lang === 'js');
     assert.ok(snippet, 'README has an SDK snippet');
-    // Inside node_modules so that `import ... from 'openai'` resolves to the project's package.
-    mkdirSync('node_modules/.cache/spillway', { recursive: true });
-    const file = 'node_modules/.cache/spillway/readme-snippet.mjs';
-    writeFileSync(file, onOurPort(snippet.code));
-    const out = execFileSync(process.execPath, [file], { encoding: 'utf8', timeout: 15_000 });
+    const out = runSnippet(snippet.code, 'readme-snippet');
+    assert.ok(out.trim().split(/\s+/).length >= 5, `streamed words: ${out}`);
+  });
+
+  test('the Responses curl and the follow-up snippet work as written', () => {
+    const curl = blocks.find((b) => b.lang === 'sh' && b.code.includes('/openai/v1/responses'));
+    assert.ok(curl, 'README has a Responses curl');
+    const body = JSON.parse(execFileSync('bash', ['-c', onOurPort(curl.code)], { encoding: 'utf8', timeout: 15_000 })) as {
+      id: string;
+      object: string;
+    };
+    assert.equal(body.object, 'response');
+    assert.match(body.id, /^resp_sw1/);
+    const snippet = blocks.find((b) => b.lang === 'js' && b.code.includes('previous_response_id'));
+    assert.ok(snippet, 'README has a Responses snippet');
+    const out = runSnippet(snippet.code, 'readme-responses');
     assert.ok(out.trim().split(/\s+/).length >= 5, `streamed words: ${out}`);
   });
 });

@@ -8,7 +8,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Pool } from '../pools.ts';
 import type { LiveStore } from '../routing/live-store.ts';
-import { keyMatches, presentedKey } from './auth.ts';
+import { keyMatches, presentedKey, type ClientAuth } from './auth.ts';
 import { assignRequestId } from './request-id.ts';
 
 export interface OpsDeps {
@@ -16,12 +16,13 @@ export interface OpsDeps {
   stores: LiveStore;
   metrics: Metrics;
   logger: Logger;
+  auth: ClientAuth;
   /** Guards /admin/*; absent → the admin routes answer 404. */
   adminApiKey: string | undefined;
 }
 
 export function createOpsApp(deps: OpsDeps): express.Express {
-  const { pools, stores, metrics, logger, adminApiKey } = deps;
+  const { pools, stores, metrics, logger, auth, adminApiKey } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
@@ -41,6 +42,12 @@ export function createOpsApp(deps: OpsDeps): express.Express {
   app.get('/metrics', async (_req, res) => {
     res.setHeader('content-type', metrics.registry.contentType);
     res.end(await metrics.registry.metrics());
+  });
+
+  // The pools as OpenAI's model list: chat front-ends and SDK tools call it first to offer a choice.
+  app.get(['/openai/v1/models', '/v1/models'], (req, res) => {
+    if (!auth.identify(req.headers)) return sendError(res, errors.unauthorized());
+    res.json({ object: 'list', data: [...pools.keys()].map((id) => ({ id, object: 'model', created: 0, owned_by: 'spillway' })) });
   });
 
   app.get('/admin/pools', async (req, res) => {

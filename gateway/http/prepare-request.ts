@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
 import { errors, sendError } from '../errors.ts';
-import type { Pool } from '../pools.ts';
+import type { Pool, ResourceDirectory } from '../pools.ts';
 import { estimateTokens } from '../routing/estimate.ts';
 import type { ProxiedRequest } from '../routing/proxied-request.ts';
 import { withUsageRequested } from '../upstream/usage-stream.ts';
@@ -14,11 +14,13 @@ import type { ClientAuth } from './auth.ts';
 import { closeLingering } from './lingering-close.ts';
 import { apiVersionOf, type ProxiedRoute } from './proxied-route.ts';
 import { BodyError, readRequestBody } from './request-body.ts';
+import { prepareStateful } from './stateful-request.ts';
 
 export interface PrepareDeps {
   settings: GatewaySettings;
   auth: ClientAuth;
   pools: ReadonlyMap<string, Pool>;
+  resources: ResourceDirectory;
 }
 
 /** The request to route, or undefined when it was answered (refused) already. */
@@ -33,26 +35,46 @@ export async function prepareRequest(
   if (!client) return void sendError(res, errors.unauthorized());
   let raw: Buffer;
   try {
-    raw = await readRequestBody(req, deps.settings.maxBodyBytes, deps.settings.bodyTimeoutMs);
+    // A GET or DELETE carries no body: whatever a client sent with one is not read.
+    raw =
+      route.stateful?.hasBody === false
+        ? Buffer.alloc(0)
+        : await readRequestBody(req, deps.settings.maxBodyBytes, deps.settings.bodyTimeoutMs);
   } catch (error) {
     return void refuseBody(req, res, error, deps.settings);
   }
-  const body = parseBody(res, raw);
+  // Calls by id and on conversations may come without a body; everything else needs a JSON object.
+  const optional = route.stateful !== undefined && route.operation === undefined;
+  const body = optional && raw.length === 0 ? {} : parseBody(res, raw);
   if (!body) return undefined;
+  const { operation } = route;
+  const apiVersion = apiVersionOf(route.query);
+  const common = { requestId, client, operation, apiVersion, stream: body.stream === true, startedAt: Date.now() };
+  if (route.stateful) {
+    const input = {
+      route: route.stateful,
+      pathPool: route.pool,
+      body: route.stateful.hasBody ? body : undefined,
+      query: route.query,
+      apiVersion,
+    };
+    // The AzureOpenAI client's Responses calls carry a dated api-version on /openai/…; upstream gets the same style.
+    const prepared = prepareStateful({ ...input, dated: route.style !== 'v1' && apiVersion !== undefined }, deps.pools, deps.resources);
+    if ('status' in prepared) return void sendError(res, prepared);
+    const { pool, call, affinity } = prepared;
+    const estimatedTokens = operation ? estimateTokens(pool, operation, body) : 0;
+    return { ...common, pool, body: raw, bodyWithUsage: undefined, estimatedTokens, stateful: call, affinity };
+  }
   const pool = poolOf(res, route, body, deps.pools);
   if (!pool) return undefined;
-  const { operation } = route;
   return {
-    requestId,
-    client,
+    ...common,
     pool,
-    operation,
-    apiVersion: apiVersionOf(route.query),
     body: raw,
     bodyWithUsage: operation === 'embeddings' ? undefined : withUsageRequested(body),
-    stream: body.stream === true,
-    estimatedTokens: estimateTokens(pool, operation, body),
-    startedAt: Date.now(),
+    estimatedTokens: estimateTokens(pool, operation!, body),
+    stateful: undefined,
+    affinity: undefined,
   };
 }
 

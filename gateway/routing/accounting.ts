@@ -20,7 +20,8 @@ import type { Usage } from '../upstream/usage.ts';
 /** Charge for the deployment's window once the attempt is over; undefined keeps the reservation. */
 export function deploymentCharge(lease: Lease, usage: Usage | undefined, provisioned: boolean): number | undefined {
   if (!usage) return undefined;
-  return provisioned ? usage.totalTokens : Math.max(lease.tokens, usage.totalTokens);
+  // Provisioned utilization does not count prompt tokens served from the cache (azure-openai-api.md).
+  return provisioned ? usage.totalTokens - (usage.cachedTokens ?? 0) : Math.max(lease.tokens, usage.totalTokens);
 }
 
 /** Below this share of a budget left, a deployment's own figures are worth a store round trip. */

@@ -8,6 +8,7 @@ import type { GatewaySettings } from '../../shared/config/schema.ts';
 import { errors, type AzureError } from '../errors.ts';
 import type { Pool } from '../pools.ts';
 import type { Refusal } from './leasing.ts';
+import type { Affinity } from './proxied-request.ts';
 
 export interface FailedAttempt {
   deployment: string;
@@ -72,4 +73,26 @@ function saturatedByRefusal(history: AttemptHistory, pool: Pool, settings: Gatew
   if (!Number.isFinite(retryAfter)) retryAfter = settings.defaultCooldownMs;
   const detail = refusal.reason !== 'unavailable' && !history.last ? 'at its token or request budget' : 'throttled or unavailable';
   return errors.saturated(pool.name, Math.max(1, retryAfter), detail);
+}
+
+/**
+ * The answer to a request pinned to the resource that holds its state, when that resource cannot
+ * serve it now: a 429 (its budget, or throttled) or a 503 (out of rotation), with a retry time, and a
+ * message that says why no other deployment was tried.
+ */
+export function pinnedAnswer(answer: Answer, affinity: Affinity, outOfRotation: boolean): Answer {
+  if ('relay' in answer) return answer;
+  const { error } = answer;
+  const where = `${affinity.reference} lives on the Azure resource ${affinity.host}`;
+  if (error.status !== 429) return { error: { ...error, message: `${where}, which failed: ${error.message}` } };
+  const seconds = error.headers?.['retry-after'] ?? '1';
+  const state = outOfRotation ? 'out of rotation (failing)' : 'at its token or request budget, or throttled';
+  return {
+    error: {
+      ...error,
+      status: outOfRotation ? 503 : 429,
+      code: outOfRotation ? 'ServiceUnavailable' : '429',
+      message: `${where}, which is ${state}; only that resource can continue it. Please retry after ${seconds} second${seconds === '1' ? '' : 's'}.`,
+    },
+  };
 }

@@ -19,10 +19,10 @@ import { pipeResponse, readLimited, type PipeOutcome } from '../upstream/respons
 import { retryAfterMs } from '../upstream/retry-after.ts';
 import { targetOf, type Target } from '../upstream/target.ts';
 import { deploymentCharge, observe, worthObserving } from './accounting.ts';
-import { AttemptHistory, finalAnswer, type FailedAttempt } from './attempt-history.ts';
+import { AttemptHistory, finalAnswer, pinnedAnswer, type Answer, type FailedAttempt } from './attempt-history.ts';
 import { hasQuota, type ClientQuotas } from './client-quota.ts';
 import { CountedFailure, type AnswerEnd, type Guarded, type Health } from './health.ts';
-import type { HeldLease, Leasing } from './leasing.ts';
+import type { HeldLease, Leasing, Refusal } from './leasing.ts';
 import type { ProxiedRequest } from './proxied-request.ts';
 import { RequestContext } from './request-context.ts';
 import { FAILED_BODY_LIMIT, isFault, isMissingDeployment, mayFailOver, MISCONFIGURED_COOLDOWN_MS } from './retry-policy.ts';
@@ -83,15 +83,20 @@ export class Dispatcher {
   private async route(req: IncomingMessage, context: RequestContext): Promise<void> {
     const { request, res } = context;
     const { settings } = this.deps;
+    const pinned = request.affinity;
     const deadline = request.startedAt + settings.deadlineMs;
-    const ticket = new WaitTicket(request.pool, request.startedAt, this.deps.logger);
+    // A pinned request waits for its own resource alone: in the pool's shared queue it would hold up everyone behind it.
+    const ticket = new WaitTicket(request.pool, request.startedAt, this.deps.logger, { queued: !pinned });
     const history = new AttemptHistory();
+    // Deployments off the resource that holds a pinned request's state are never tried: they would answer 400.
+    const excluded = () => (pinned ? [...pinned.excluded, ...history.tried] : history.tried);
     // While a request may wait (maxWaitMs), a 429 is part of the wait and does not use up an attempt.
     const attemptsUsed = () => context.attempts - (ticket.enabled ? history.throttles : 0);
-    let rescued = false;
+    // A pinned request does not rescue its resource: it would close that resource's circuit for every request.
+    let rescued = pinned !== undefined;
     while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return ticket.leave();
-      const grant = await this.deps.leasing.acquire(request, history.tried, ticket.queue);
+      const grant = await this.deps.leasing.acquire(request, excluded(), ticket.queue);
       ticket.waitsIn(grant.store);
       if (res.destroyed) {
         await grant.lease?.release();
@@ -106,7 +111,7 @@ export class Dispatcher {
         // Saturated (not broken): with maxWaitMs, wait in the pool's first-come-first-served queue.
         if (await ticket.waitForRoom(grant.refusal, history.onlyThrottled)) continue;
         await ticket.leave();
-        return context.answer(finalAnswer(history, request.pool, settings, grant.refusal));
+        return this.answer(context, finalAnswer(history, request.pool, settings, grant.refusal), grant.refusal);
       }
       try {
         if ((await this.attempt(req, context, grant.lease, history, deadline)) === 'done') return;
@@ -115,7 +120,16 @@ export class Dispatcher {
         await grant.lease.release();
       }
     }
-    context.answer(finalAnswer(history, request.pool, settings));
+    await this.answer(context, finalAnswer(history, request.pool, settings));
+  }
+
+  /** The final answer; for a pinned request, one that says its resource is busy (429) or failing (503), and was the only one tried. */
+  private async answer(context: RequestContext, final: Answer, refusal?: Refusal): Promise<void> {
+    const { affinity, pool } = context.request;
+    if (!affinity) return context.answer(final);
+    const own = [...pool.deployments.keys()].filter((id) => !affinity.excluded.includes(id));
+    const failing = refusal?.reason === 'unavailable' && (await this.deps.health.circuitsOpen(pool.layout, own).catch(() => false));
+    context.answer(pinnedAnswer(final, affinity, failing));
   }
 
   private async attempt(
@@ -260,9 +274,11 @@ export class Dispatcher {
     }
     context.startResponse(response.statusCode ?? 502, response.headers);
     this.deps.metrics.latency.observe({ pool: context.request.pool.name }, (context.firstByteMs ?? 0) / 1000);
+    const { stateful } = context.request;
     const piped = await pipeResponse(response, context.res, {
       idleTimeoutMs: this.deps.settings.streamIdleTimeoutMs,
       stripUsage: askedForUsage,
+      ids: stateful && { tag: deployment.resourceTag, restored: stateful.restored, readsUsage: context.request.operation !== undefined },
     });
     context.endResponse(piped);
     if (piped.usage) {

@@ -166,6 +166,13 @@ export class Health {
     return this.rotation.rescue(pool, exclude);
   }
 
+  /** True when each of `ids` is out by an open circuit (failing), not by a cooldown or its budget (busy). */
+  async circuitsOpen(pool: PoolLayout, ids: readonly string[]): Promise<boolean> {
+    const snapshot = await this.stores.snapshot(pool);
+    const chosen = snapshot.filter((d) => ids.includes(d.id));
+    return chosen.length > 0 && chosen.every((d) => d.circuit !== 'closed');
+  }
+
   private breaker(pool: PoolLayout, deployment: Deployment): Breaker {
     const existing = this.breakers.get(deployment.key);
     if (existing) return existing;

@@ -7,6 +7,7 @@ import { errors, sendError, type AzureError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { setAttemptHeaders, setQuotaHeaders, writeUpstreamHead, type GatewayHeaders } from '../upstream/headers.ts';
+import { withClientIds } from '../upstream/id-rewriter.ts';
 import type { PipeResult } from '../upstream/response-pipe.ts';
 import type { Usage } from '../upstream/usage.ts';
 import type { Answer, FailedAttempt } from './attempt-history.ts';
@@ -78,7 +79,8 @@ export class RequestContext {
     // The body may have been cut at FAILED_BODY_LIMIT, so its length is recomputed rather than copied.
     const { 'content-length': _length, ...headers } = failure.headers ?? {};
     writeUpstreamHead(this.res, failure.status ?? 502, headers, this.gatewayHeaders);
-    this.res.end(failure.body);
+    const { stateful } = this.request;
+    this.res.end(stateful && failure.body ? withClientIds(failure.body, stateful.restored) : failure.body);
   }
 
   /** Answers with the gateway's own error. */
@@ -110,7 +112,8 @@ export class RequestContext {
       requestId: request.requestId,
       client: request.client.name,
       pool: request.pool.name,
-      operation: request.operation,
+      operation: request.stateful?.name ?? request.operation,
+      affinity: request.affinity?.host,
       deployment: this.deployment,
       attempts: this.attempts,
       status,

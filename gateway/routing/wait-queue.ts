@@ -16,7 +16,9 @@ const MAX_POLL_MS = 100;
 const QUEUE_TICKET_TTL_MS = 1_000;
 
 export class WaitTicket {
-  /** Absent when the pool does not let requests wait. */
+  /** True when the pool lets requests wait (maxWaitMs). */
+  readonly enabled: boolean;
+  /** The place in the pool's queue; absent when the request does not wait, or waits outside the queue. */
   private readonly ticket: QueueTicket | undefined;
   private readonly pool: string;
   private readonly waitUntil: number;
@@ -24,16 +26,13 @@ export class WaitTicket {
   /** The store the ticket waits in: the fallback's queue once Redis failed, not Redis's. */
   private waitingIn: Store | undefined;
 
-  constructor(pool: Pool, startedAt: number, logger: Logger) {
-    this.ticket = pool.config.maxWaitMs > 0 ? { ticket: randomUUID(), ttlMs: QUEUE_TICKET_TTL_MS } : undefined;
+  /** `queued: false`: the request waits for room by polling alone, with no place in the queue. */
+  constructor(pool: Pool, startedAt: number, logger: Logger, options: { queued: boolean } = { queued: true }) {
+    this.enabled = pool.config.maxWaitMs > 0;
+    this.ticket = this.enabled && options.queued ? { ticket: randomUUID(), ttlMs: QUEUE_TICKET_TTL_MS } : undefined;
     this.pool = pool.name;
     this.waitUntil = startedAt + pool.config.maxWaitMs;
     this.logger = logger;
-  }
-
-  /** True when the request may wait: then a 429 is part of the wait and does not use up an attempt. */
-  get enabled(): boolean {
-    return this.ticket !== undefined;
   }
 
   /** The ticket to send with the store's acquire. */
@@ -51,8 +50,10 @@ export class WaitTicket {
    * (it has a ticket, time is left, and the pool is saturated rather than broken).
    */
   async waitForRoom(refusal: Refusal, saturated: boolean): Promise<boolean> {
-    if (!this.ticket || !saturated || Date.now() >= this.waitUntil) return false;
-    await sleep(Math.max(MIN_POLL_MS, Math.min(refusal.retryAfterMs, MAX_POLL_MS, this.waitUntil - Date.now())));
+    if (!this.enabled || !saturated || Date.now() >= this.waitUntil) return false;
+    // Never past the end of the wait: a timer that fired a millisecond early leaves 1 ms, not another poll interval.
+    const poll = Math.max(MIN_POLL_MS, Math.min(refusal.retryAfterMs, MAX_POLL_MS));
+    await sleep(Math.min(poll, this.waitUntil - Date.now()));
     return true;
   }
 

@@ -4,6 +4,8 @@
  * read from the tail as it streams past, or from the usage chunk the stripper takes back out.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Transform } from 'node:stream';
+import { IdRewriter } from './id-rewriter.ts';
 import { UsageTail, type Usage } from './usage.ts';
 import { UsageStripper } from './usage-stream.ts';
 
@@ -19,6 +21,8 @@ export interface PipeOptions {
   idleTimeoutMs: number;
   /** The usage chunk was asked for by the gateway, not the client: take it back out. */
   stripUsage: boolean;
+  /** Responses and conversations: ids handed out carry the resource's tag (id-rewriter.ts). */
+  ids?: { tag: string; restored: ReadonlyMap<string, string>; readsUsage: boolean };
 }
 
 export async function pipeResponse(response: IncomingMessage, res: ServerResponse, options: PipeOptions): Promise<PipeResult> {
@@ -28,7 +32,7 @@ export async function pipeResponse(response: IncomingMessage, res: ServerRespons
     tail.push(chunk);
     idle.refresh();
   });
-  const stripper = options.stripUsage ? new UsageStripper() : undefined;
+  const transform = transformOf(response, res, options);
   // Done when the client's response is: finished, or closed (client gone, or cut because upstream
   // broke or went idle: the proxy destroys the client's response when its upstream dies early).
   // Whichever side closes first decides the outcome: the other side's close follows from it.
@@ -49,11 +53,26 @@ export async function pipeResponse(response: IncomingMessage, res: ServerRespons
       upstreamBroke = true;
       if (!res.destroyed) res.destroy();
     });
-    if (stripper) response.pipe(stripper).pipe(res);
+    if (transform) response.pipe(transform).pipe(res);
     else response.pipe(res);
   });
   const outcome = upstreamBroke ? 'upstream-broke' : clientGone ? 'client-closed-mid-response' : 'ok';
-  return { outcome, usage: stripper?.usage ?? tail.usage() };
+  return { outcome, usage: transform ? transform.usage : tail.usage() };
+}
+
+/** What the answer passes through on its way, if anything: the id rewriter or the usage stripper. */
+function transformOf(
+  response: IncomingMessage,
+  res: ServerResponse,
+  options: PipeOptions,
+): (Transform & { usage: Usage | undefined }) | undefined {
+  if (options.ids) {
+    // The rewritten body has another length: it goes out chunked.
+    res.removeHeader('content-length');
+    const stream = String(response.headers['content-type'] ?? '').startsWith('text/event-stream');
+    return new IdRewriter(options.ids.tag, stream, options.ids.restored, options.ids.readsUsage);
+  }
+  return options.stripUsage ? new UsageStripper() : undefined;
 }
 
 /** Reads a (small) error body; stops at `limit` bytes so a misbehaving upstream cannot fill memory. */

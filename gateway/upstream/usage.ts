@@ -6,6 +6,8 @@ export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Prompt tokens served from the prompt cache (a provisioned deployment does not count them). */
+  cachedTokens?: number;
 }
 
 const TAIL_BYTES = 4096;
@@ -14,6 +16,7 @@ const FIELDS = {
   prompt_tokens: /"prompt_tokens"\s*:\s*(\d+)/,
   completion_tokens: /"completion_tokens"\s*:\s*(\d+)/,
   total_tokens: /"total_tokens"\s*:\s*(\d+)/,
+  cached_tokens: /"cached_tokens"\s*:\s*(\d+)/,
 };
 
 export class UsageTail {
@@ -41,6 +44,12 @@ export class UsageTail {
     const totalTokens = number('total_tokens');
     if (!Number.isFinite(promptTokens) || !Number.isFinite(totalTokens)) return undefined;
     const completion = number('completion_tokens');
-    return { promptTokens, totalTokens, completionTokens: Number.isFinite(completion) ? completion : totalTokens - promptTokens };
+    const cached = number('cached_tokens');
+    return {
+      promptTokens,
+      totalTokens,
+      completionTokens: Number.isFinite(completion) ? completion : totalTokens - promptTokens,
+      ...(Number.isFinite(cached) ? { cachedTokens: cached } : {}),
+    };
   }
 }

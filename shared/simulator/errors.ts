@@ -10,7 +10,24 @@ export interface ErrorReply {
   retryAfterMs?: number;
 }
 
-export type OperationName = 'ChatCompletions_Create' | 'Completions_Create' | 'Embeddings_Create';
+export type OperationName =
+  | 'ChatCompletions_Create'
+  | 'Completions_Create'
+  | 'Embeddings_Create'
+  // The Responses and Conversations operations, named in Azure's style (never captured in a 429).
+  | 'Responses_Create'
+  | 'Responses_Get'
+  | 'Responses_Delete'
+  | 'Responses_Cancel'
+  | 'Responses_ListInputItems'
+  | 'Conversations_Create'
+  | 'Conversations_Get'
+  | 'Conversations_Update'
+  | 'Conversations_Delete'
+  | 'ConversationItems_Create'
+  | 'ConversationItems_List'
+  | 'ConversationItems_Get'
+  | 'ConversationItems_Delete';
 
 function reply(status: number, error: Record<string, unknown>, retryAfterMs?: number): ErrorReply {
   const body = JSON.stringify({ error });
@@ -35,6 +52,16 @@ export const UNAUTHORIZED: ErrorReply = reply(401, {
 /** OpenAI-style validation error, which Azure passes through for request bodies. */
 export function invalidRequest(message: string, param: string | null = null, code: string | null = null): ErrorReply {
   return reply(400, { message, type: 'invalid_request_error', param, code });
+}
+
+/** An `invalid_request_error` with another status (the Responses API's 404s for unknown ids). */
+export function invalidRequestWithStatus(
+  status: number,
+  message: string,
+  param: string | null = null,
+  code: string | null = null,
+): ErrorReply {
+  return reply(status, { message, type: 'invalid_request_error', param, code });
 }
 
 export const INVALID_JSON: ErrorReply = invalidRequest(

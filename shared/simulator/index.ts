@@ -4,6 +4,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { createDeploymentRuntime, type DeploymentRuntime } from './deployments.ts';
+import { ResourceState } from './responses-api/state.ts';
 import { validateOptions } from './options.ts';
 import { createSimulatorServer } from './server.ts';
 import { getTokenCounter } from './tokens.ts';
@@ -32,6 +33,9 @@ export async function startSimulator(input: SimulatorOptions): Promise<Simulator
   for (const deployment of options.deployments) deployments.set(deployment.name, createDeploymentRuntime(deployment, options));
   // Build the token counters now (a few hundred ms each) so that no request pays for it.
   for (const deployment of deployments.values()) getTokenCounter(deployment.encoding);
+  const firstDeployment = deployments.values().next().value as DeploymentRuntime;
+  // Stored responses, conversations and items: this instance is one Azure resource.
+  const state = new ResourceState();
 
   const runtimeOf = (name: string): DeploymentRuntime => {
     const deployment = deployments.get(name);
@@ -61,6 +65,7 @@ export async function startSimulator(input: SimulatorOptions): Promise<Simulator
         deployment.limiter.reset();
         deployment.faults.set(null);
       }
+      state.clear();
     },
     recentRequests(name: string): RecordedRequest[] {
       return runtimeOf(name).stats.recentRequests();
@@ -71,7 +76,13 @@ export async function startSimulator(input: SimulatorOptions): Promise<Simulator
   };
 
   const server = createSimulatorServer(
-    { deployments, apiKeys: new Set(options.apiKeys), defaultMaxTokens: options.defaultMaxTokens ?? DEFAULT_MAX_TOKENS },
+    {
+      deployments,
+      firstDeployment,
+      apiKeys: new Set(options.apiKeys),
+      defaultMaxTokens: options.defaultMaxTokens ?? DEFAULT_MAX_TOKENS,
+      state,
+    },
     simulatorControls,
   );
   const host = options.host ?? '127.0.0.1';
@@ -97,6 +108,7 @@ export async function startSimulator(input: SimulatorOptions): Promise<Simulator
     recentRequests: simulatorControls.recentRequests,
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
+        state.clear();
         server.close(() => resolve());
         // Streams, hangs and idle keep-alive sockets: destroying them fires each response's
         // 'close', which clears its timers.

@@ -3,6 +3,9 @@
  * Azure takes on arrival, and the exact prompt token count reported in `usage`.
  */
 import { invalidRequest, type ErrorReply, type OperationName } from './errors.ts';
+import { REPLY_PRIMING_TOKENS, instructionTokens, itemTokens } from './responses-api/items.ts';
+import { parseCreateRequest } from './responses-api/request.ts';
+import { optionalInteger, typeName } from './validation.ts';
 import { countChatPromptTokens, countTextTokens, type EncodingName } from './tokens.ts';
 
 import type { Operation } from '../operation.ts';
@@ -13,6 +16,7 @@ export const OPERATION_NAMES: Record<Operation, OperationName> = {
   'chat/completions': 'ChatCompletions_Create',
   completions: 'Completions_Create',
   embeddings: 'Embeddings_Create',
+  responses: 'Responses_Create',
 };
 
 export interface SimRequest {
@@ -22,7 +26,7 @@ export interface SimRequest {
   includeUsage: boolean;
   /** Choices to generate: n (× the number of prompts for completions). */
   choices: number;
-  /** max_tokens ?? max_completion_tokens, or null when absent. */
+  /** max_tokens ?? max_completion_tokens (responses: max_output_tokens), or null when absent. */
   maxTokens: number | null;
   /** best_of (completions); Azure's estimate multiplies by it. */
   bestOf: number;
@@ -60,6 +64,7 @@ export function streamOptionsSupported(apiVersion: string | null): boolean {
 /** `apiVersion`: the request's api-version, null when it named none (v1 routes). */
 export function parseRequest(operation: Operation, body: Record<string, unknown>, apiVersion: string | null = null): ParseResult {
   const fail = (error: ErrorReply): ParseResult => ({ ok: false, error });
+  if (operation === 'responses') return parseResponses(body);
 
   const stream = body.stream === true;
   const streamOptions = body.stream_options;
@@ -109,6 +114,35 @@ export function parseRequest(operation: Operation, body: Record<string, unknown>
     case 'embeddings':
       return parseEmbeddings(body, request);
   }
+}
+
+/**
+ * responses.create as a SimRequest: what the estimate and a standalone prompt count need (the
+ * simulator's own Responses routes use responses-api/ with the resource's state on top).
+ */
+function parseResponses(body: Record<string, unknown>): ParseResult {
+  const parsed = parseCreateRequest(body);
+  if (!parsed.ok) return parsed;
+  const create = parsed.request;
+  const items = typeof create.input === 'string' ? [{ role: 'user', content: create.input }] : create.input;
+  return {
+    ok: true,
+    request: {
+      operation: 'responses',
+      stream: create.stream,
+      includeUsage: false,
+      choices: 1,
+      maxTokens: create.maxOutputTokens,
+      bestOf: 1,
+      promptChars: create.promptChars,
+      promptTokenIds: 0,
+      messages: items,
+      texts: create.instructions === null ? [] : [create.instructions],
+      inputCount: items.length,
+      dimensions: null,
+      base64: false,
+    },
+  };
 }
 
 function parseChat(body: Record<string, unknown>, request: SimRequest): ParseResult {
@@ -231,6 +265,12 @@ export function estimateCost(request: SimRequest, defaultMaxTokens: number): num
 /** The exact prompt_tokens of `usage`. */
 export function countPromptTokens(request: SimRequest, encoding: EncodingName): number {
   if (request.operation === 'chat/completions') return countChatPromptTokens(request.messages, encoding);
+  if (request.operation === 'responses') {
+    // Without the resource's state: instructions and this input only, no earlier context.
+    let total = REPLY_PRIMING_TOKENS + instructionTokens(request.texts[0] ?? null, encoding);
+    for (const item of request.messages) total += itemTokens(item as Record<string, unknown>, encoding);
+    return total;
+  }
   let total = request.promptTokenIds;
   for (const text of request.texts) total += countTextTokens(text, encoding);
   return total;
@@ -246,36 +286,4 @@ function contentChars(content: unknown): number {
     if (typeof text === 'string') chars += text.length;
   }
   return chars;
-}
-
-/** An optional integer field within [min, max]: the value, undefined when absent, or the 400 reply. */
-function optionalInteger(body: Record<string, unknown>, field: string, min: number, max: number): number | undefined | ErrorReply {
-  const value = body[field];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'number' || !Number.isInteger(value)) {
-    return invalidRequest(`Invalid type for '${field}': expected an integer, but got ${typeName(value)} instead.`, field, 'invalid_type');
-  }
-  if (value < min) {
-    return invalidRequest(
-      `Invalid '${field}': integer below minimum value. Expected a value >= ${min}, but got ${value} instead.`,
-      field,
-      'integer_below_min_value',
-    );
-  }
-  if (value > max) {
-    return invalidRequest(
-      `Invalid '${field}': integer above maximum value. Expected a value <= ${max}, but got ${value} instead.`,
-      field,
-      'integer_above_max_value',
-    );
-  }
-  return value;
-}
-
-function typeName(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'number') return Number.isInteger(value) ? 'an integer' : 'a decimal';
-  if (typeof value === 'object') return 'an object';
-  return `a ${typeof value}`;
 }

@@ -32,6 +32,12 @@ export class StatsCounter {
     }
   }
 
+  /** Tokens of a response served earlier that finished generating later (background responses). */
+  addTokens(promptTokens: number, completionTokens: number): void {
+    this.counters.promptTokens += promptTokens;
+    this.counters.completionTokens += completionTokens;
+  }
+
   snapshot(): DeploymentStats {
     return { ...this.counters };
   }

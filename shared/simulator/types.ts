@@ -109,6 +109,20 @@ export interface RecordedRequest {
   stream: boolean;
   /** Final HTTP status; 0 while in flight or when the connection ended without a response. */
   status: number;
+  /** HTTP method: POST for inference; GET/POST/DELETE on the Responses and Conversations calls by id. */
+  method: string;
+  /**
+   * The deployment the request named: the path's on classic routes, the body's `model` on /openai/v1
+   * and on responses.create. Null when it named none (calls by id, conversations): those count against
+   * the deployment that created the response, or the simulator's first deployment.
+   */
+  model: string | null;
+  /**
+   * Every stored-object id the request named, in order: the path's ids (response, conversation, item),
+   * `previous_response_id`, `conversation`, and the `id` of each input item (item references and
+   * echoed output items). Empty for chat, completions and embeddings.
+   */
+  references: string[];
 }
 
 export interface Simulator {
@@ -121,7 +135,10 @@ export interface Simulator {
   allStats(): Record<string, DeploymentStats>;
   /** Zero the counters (inFlight stays; peakConcurrency restarts from it). */
   resetStats(): void;
-  /** Back to the start state: stats, rate-limit windows, PTU buckets, faults, recorded requests. */
+  /**
+   * Back to the start state: stats, rate-limit windows, PTU buckets, faults, recorded requests, and
+   * the stored responses, conversations and items (background generations stop).
+   */
   reset(): void;
   /** The last requests of a deployment, oldest first (at most 50). */
   recentRequests(deployment: string): RecordedRequest[];

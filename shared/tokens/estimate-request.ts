@@ -3,6 +3,10 @@
  * plus the most output it may ask for. It runs on the request path, so its cost is bounded. Up to
  * `exactUpToChars` characters of prompt text (and a cap on BPE merge work) the model's real
  * tokenizer counts the prompt; beyond either, a calibrated character estimate replaces it.
+ *
+ * It sees only the body. A Responses follow-up (`previous_response_id`, `conversation`) also reads
+ * the earlier context held upstream, which no estimate here can count; the real usage charged
+ * after the reply corrects the reservation (responses-content.ts).
  */
 import { estimateTokensFromChars } from './char-estimate.ts';
 import type { Encoding } from './encoding-for-model.ts';

@@ -1,7 +1,8 @@
 /**
  * The output side of a request's cost: what the deployment's token window must hold for the reply.
  * Azure's admission estimate counts max_tokens × best_of (reference notes, section 2). Every one
- * of n choices can run to the limit, so n multiplies too.
+ * of n choices can run to the limit, so n multiplies too. The Responses API has one limit,
+ * max_output_tokens (reasoning tokens included), and no n.
  */
 import type { Operation } from './prompt-content.ts';
 
@@ -11,6 +12,7 @@ const LARGEST_ESTIMATE = Number.MAX_SAFE_INTEGER;
 export function maxOutputTokens(operation: Operation, body: unknown, defaultMaxTokens: number): number {
   if (operation === 'embeddings') return 0;
   const fields = body !== null && typeof body === 'object' ? (body as Record<string, unknown>) : {};
+  if (operation === 'responses') return positiveInteger(fields.max_output_tokens) ?? positiveInteger(defaultMaxTokens) ?? 0;
   // max_completion_tokens replaces max_tokens in newer API versions (and is the only one o-series
   // models accept). A field with a nonsense value counts as absent.
   const perChoice =

@@ -13,25 +13,22 @@
  *   renders them in its own syntax, so this is close but not exact.
  * - Not counted: audio and file parts, and Azure `data_sources` (retrieved documents are added by
  *   the service).
+ * The Responses API's create call applies the same rule to its items (responses-content.ts).
  */
 import type { Operation } from '../operation.ts';
+import {
+  imageTokens,
+  isRecord,
+  pushJson,
+  TOKENS_PER_MESSAGE,
+  TOKENS_PER_NAME,
+  TOKENS_TO_PRIME_REPLY,
+  type PromptContent,
+} from './prompt-parts.ts';
+import { collectResponses } from './responses-content.ts';
 
-export type { Operation };
-
-/** Flat image estimates (gpt-4o-era pricing): 85 for detail "low"; 765 is a 1024×1024 image at high detail. */
-export const IMAGE_TOKENS_LOW_DETAIL = 85;
-export const IMAGE_TOKENS_OTHER = 765;
-
-export const TOKENS_PER_MESSAGE = 3;
-export const TOKENS_PER_NAME = 1;
-export const TOKENS_TO_PRIME_REPLY = 3;
-
-export interface PromptContent {
-  /** Text whose tokens count, to be tokenized or estimated. */
-  texts: string[];
-  /** Tokens known without looking at text: message overheads, images, token-id arrays. */
-  fixedTokens: number;
-}
+export type { Operation, PromptContent };
+export { IMAGE_TOKENS_LOW_DETAIL, IMAGE_TOKENS_OTHER, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, TOKENS_TO_PRIME_REPLY } from './prompt-parts.ts';
 
 export function collectPromptContent(operation: Operation, body: unknown): PromptContent {
   const content: PromptContent = { texts: [], fixedTokens: 0 };
@@ -46,6 +43,9 @@ export function collectPromptContent(operation: Operation, body: unknown): Promp
       break;
     case 'embeddings':
       collectTextOrTokenIds(fields.input, content);
+      break;
+    case 'responses':
+      collectResponses(fields, content);
       break;
   }
   return content;
@@ -90,8 +90,7 @@ function collectContentPart(part: unknown, content: PromptContent): void {
   if (typeof part.text === 'string') content.texts.push(part.text);
   else if (typeof part.refusal === 'string') content.texts.push(part.refusal);
   else if (part.type === 'image_url' || part.image_url !== undefined) {
-    const detail = isRecord(part.image_url) ? part.image_url.detail : undefined;
-    content.fixedTokens += detail === 'low' ? IMAGE_TOKENS_LOW_DETAIL : IMAGE_TOKENS_OTHER;
+    content.fixedTokens += imageTokens(isRecord(part.image_url) ? part.image_url.detail : undefined);
   }
 }
 
@@ -107,21 +106,4 @@ function collectTextOrTokenIds(value: unknown, content: PromptContent): void {
     else if (typeof item === 'number') content.fixedTokens += 1;
     else if (Array.isArray(item)) content.fixedTokens += item.length;
   }
-}
-
-function pushJson(value: unknown, content: PromptContent): void {
-  const json = toJson(value);
-  if (json !== '') content.texts.push(json);
-}
-
-function toJson(value: unknown): string {
-  try {
-    return JSON.stringify(value) ?? '';
-  } catch {
-    return ''; // cycles or BigInt: impossible from JSON.parse, but the type allows them
-  }
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }

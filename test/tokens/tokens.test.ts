@@ -255,7 +255,7 @@ test('odd bodies never throw and give finite non-negative integers', () => {
     { max_tokens: '12', n: '3', best_of: -2, max_completion_tokens: {} },
     { messages: [{ role: 'user', content: '<|endoftext|> special tokens are plain text <|endofprompt|>' }] },
   ];
-  for (const operation of ['chat/completions', 'completions', 'embeddings', 'unknown' as Operation] as const) {
+  for (const operation of ['chat/completions', 'completions', 'embeddings', 'responses', 'unknown' as Operation] as const) {
     for (const body of bodies) {
       const estimate = estimateRequest(operation, body, O200K);
       for (const value of [estimate.promptTokens, estimate.maxOutputTokens, estimate.total]) {

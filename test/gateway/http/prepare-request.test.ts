@@ -15,7 +15,7 @@ import { gzipSync } from 'node:zlib';
 import { ClientAuth } from '../../../gateway/http/auth.ts';
 import { prepareRequest, type PrepareDeps } from '../../../gateway/http/prepare-request.ts';
 import { matchProxiedRoute } from '../../../gateway/http/proxied-route.ts';
-import { buildPools } from '../../../gateway/pools.ts';
+import { buildPools, ResourceDirectory } from '../../../gateway/pools.ts';
 import type { ProxiedRequest } from '../../../gateway/routing/proxied-request.ts';
 import { NOWHERE } from '../../helpers/collaborators.ts';
 import { CLIENT_KEY, testConfig } from '../../helpers/gateway.ts';
@@ -34,7 +34,13 @@ const config = testConfig({
   gateway: { maxBodyBytes: MAX_BODY, bodyTimeoutMs: BODY_TIMEOUT_MS },
   clients: [{ name: 'team-a', apiKey: CLIENT_KEY, tpm: 5000 }],
 });
-const deps: PrepareDeps = { settings: config.gateway, auth: new ClientAuth(config.clients), pools: buildPools(config) };
+const pools = buildPools(config);
+const deps: PrepareDeps = {
+  settings: config.gateway,
+  auth: new ClientAuth(config.clients),
+  pools,
+  resources: new ResourceDirectory(pools),
+};
 
 /** What prepareRequest decided, on the server side, for each request in arrival order, and the response it wrote to. */
 const prepared: Promise<ProxiedRequest | undefined>[] = [];

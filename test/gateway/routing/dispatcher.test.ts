@@ -6,7 +6,7 @@ import { prepareRequest } from '../../../gateway/http/prepare-request.ts';
 import { matchProxiedRoute } from '../../../gateway/http/proxied-route.ts';
 import { assignRequestId } from '../../../gateway/http/request-id.ts';
 import { Metrics } from '../../../gateway/metrics.ts';
-import { buildPools, type Pool } from '../../../gateway/pools.ts';
+import { buildPools, ResourceDirectory, type Pool } from '../../../gateway/pools.ts';
 import { createRouting } from '../../../gateway/routing/assemble.ts';
 import { admissionWindowMs } from '../../../gateway/routing/window.ts';
 import type { Simulator } from '../../../shared/simulator/index.ts';
@@ -99,7 +99,12 @@ for (const storeKind of ['redis', 'memory'] as const) {
         const route = matchProxiedRoute(req.method, req.url);
         if (!route || route === 'bad-path') return void res.writeHead(404).end();
         void (async () => {
-          const request = await prepareRequest(req, res, route, assignRequestId(req, res), { settings, auth, pools });
+          const request = await prepareRequest(req, res, route, assignRequestId(req, res), {
+            settings,
+            auth,
+            pools,
+            resources: new ResourceDirectory(pools),
+          });
           if (request) await dispatcher.handle(req, res, request);
         })().catch(() => res.destroy());
       });

@@ -17,6 +17,7 @@ const usageBody = Buffer.from('{"stream":true,"messages":[],"stream_options":{"i
 const chat = (request: Partial<TargetRequest> = {}): TargetRequest => ({
   operation: 'chat/completions',
   apiVersion: '2024-10-21',
+  stateful: undefined,
   body: clientBody,
   bodyWithUsage: undefined,
   ...request,

@@ -1,0 +1,112 @@
+/**
+ * Responses and conversations answers on their way to the client: every id of stored state the
+ * resource issued is handed out carrying the resource's tag (resource-ids.ts), in a JSON body and
+ * in each event of a stream alike, and the usage is read (from the body, or from the stream's
+ * `response.completed`). A stream passes event by event: each is sent as soon as it is whole.
+ *
+ * Ids are found as JSON fields (`"id":"msg_…"`, `"item_id"`, `"previous_response_id"`, …) in the
+ * text as it came: a quote inside a string value is escaped, so text the model wrote that looks
+ * like such a field is never matched.
+ */
+import { StringDecoder } from 'node:string_decoder';
+import { Transform, type TransformCallback } from 'node:stream';
+import { decodeOpaque, encodeId, encodeOpaque, isUpstreamId } from '../resource-ids.ts';
+import type { Usage } from './usage.ts';
+
+const ID_FIELD =
+  /"(id|item_id|response_id|previous_response_id|first_id|last_id|conversation)"(\s*:\s*)"([a-z]{1,32}_[A-Za-z0-9]{1,200})"/g;
+const ENCRYPTED_CONTENT = /"encrypted_content"(\s*:\s*)"((?:[^"\\]|\\.)+)"/g;
+const EVENT_END = /\r?\n\r?\n/;
+/** Events that carry the finished response and its usage. */
+const FINAL_EVENTS = ['"response.completed"', '"response.incomplete"', '"response.failed"'];
+
+/** The text with each upstream id at an id field, and each reasoning item's encrypted content, carrying the tag. */
+export function withTaggedIds(text: string, tag: string): string {
+  const tagged = text.replace(ID_FIELD, (whole, field: string, colon: string, id: string) =>
+    isUpstreamId(id) ? `"${field}"${colon}"${encodeId(id, tag)}"` : whole,
+  );
+  if (!tagged.includes('"encrypted_content"')) return tagged;
+  return tagged.replace(ENCRYPTED_CONTENT, (whole, colon: string, content: string) =>
+    decodeOpaque(content) ? whole : `"encrypted_content"${colon}"${encodeOpaque(content, tag)}"`,
+  );
+}
+
+/** An error body quoting ids the client sent restored: it gets the ids it sent back. */
+export function withClientIds(body: Buffer, restored: ReadonlyMap<string, string>): Buffer {
+  if (restored.size === 0) return body;
+  let text = body.toString('utf8');
+  for (const [upstream, client] of restored) text = text.split(upstream).join(client);
+  return Buffer.from(text);
+}
+
+export class IdRewriter extends Transform {
+  usage: Usage | undefined;
+  private pending = '';
+  private readonly decoder = new StringDecoder('utf8');
+  private readonly tag: string;
+  private readonly stream: boolean;
+  private readonly restored: ReadonlyMap<string, string>;
+
+  private readonly readsUsage: boolean;
+
+  /**
+   * `stream`: an SSE stream, rewritten event by event; otherwise a JSON body, rewritten whole at its
+   * end. `readsUsage`: the call ran the model (a create); a retrieved response's usage was paid for already.
+   */
+  constructor(tag: string, stream: boolean, restored: ReadonlyMap<string, string>, readsUsage: boolean) {
+    super();
+    this.tag = tag;
+    this.stream = stream;
+    this.restored = restored;
+    this.readsUsage = readsUsage;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.pending += this.decoder.write(chunk);
+    if (!this.stream) return callback();
+    let out = '';
+    for (let match = EVENT_END.exec(this.pending); match; match = EVENT_END.exec(this.pending)) {
+      const event = this.pending.slice(0, match.index);
+      if (this.readsUsage) this.readStreamUsage(event);
+      out += withTaggedIds(event, this.tag) + match[0];
+      this.pending = this.pending.slice(match.index + match[0].length);
+    }
+    if (out) this.push(out);
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.pending += this.decoder.end();
+    if (this.pending) {
+      if (!this.stream && this.readsUsage) this.usage = usageOf(parsed(this.pending));
+      const tagged = withTaggedIds(this.pending, this.tag);
+      this.push(this.stream ? tagged : withClientIds(Buffer.from(tagged), this.restored));
+    }
+    callback();
+  }
+
+  private readStreamUsage(event: string): void {
+    if (!FINAL_EVENTS.some((type) => event.includes(type))) return;
+    const data = event.slice(event.indexOf('{'));
+    const response = (parsed(data) as { response?: unknown } | undefined)?.response;
+    this.usage = usageOf(response) ?? this.usage;
+  }
+}
+
+function parsed(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A Responses usage (`input_tokens`, `output_tokens`) in the gateway's terms. */
+function usageOf(response: unknown): Usage | undefined {
+  const usage = (response as { usage?: Record<string, unknown> } | undefined)?.usage;
+  if (!usage || typeof usage.input_tokens !== 'number' || typeof usage.output_tokens !== 'number') return undefined;
+  const details = usage.input_tokens_details as { cached_tokens?: unknown } | undefined;
+  const cached = typeof details?.cached_tokens === 'number' ? details.cached_tokens : undefined;
+  const total = typeof usage.total_tokens === 'number' ? usage.total_tokens : usage.input_tokens + usage.output_tokens;
+  return { promptTokens: usage.input_tokens, completionTokens: usage.output_tokens, totalTokens: total, cachedTokens: cached };
+}
