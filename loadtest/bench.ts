@@ -13,7 +13,11 @@
  * Phases (each target in turn, the order rotated every round, to spread the machine's noise):
  *   1. closed loop: `concurrency` workers for `duration` per round → requests/s and latency at saturation;
  *   2. fixed rate (open model, `rate` rps) → latency at a moderate load, added latency vs direct;
- *   3. streams at `stream-rate` rps (a few tokens, ttft 0) → TTFT added vs direct.
+ *   3. streams at `stream-rate` rps (a few tokens, ttft 0) → TTFT added vs direct;
+ *   4. APIs at `api-rate` rps (direct, gw1-mem, gw1-redis, and their @before twins, by default):
+ *      a chat completion, a Responses create and a Responses follow-up (previous_response_id of a
+ *      response created through the same target just before), each API in turn → the latency each
+ *      adds vs direct, and a create's and a follow-up's added median over chat's (bench/apis.ts).
  * CPU per request comes from /proc/<pid>/stat (utime+stime) of each process around each run; memory
  * from /proc/<pid>/status. The CPU that other processes on the machine used meanwhile is reported
  * too ("foreign cores"), as a measure of how noisy the run was.
@@ -22,7 +26,8 @@
  * docs/benchmarks.md and the chart docs/benchmarks.svg.
  *
  * The parts, in loadtest/bench/: options.ts (command line), targets.ts (the stack and the targets),
- * measure.ts (the runs and their CPU), figures.ts (rows and verdicts), profile.ts, report.ts.
+ * measure.ts (the runs and their CPU), figures.ts (rows and verdicts), apis.ts and api-figures.ts
+ * (phase 4), profile.ts, report.ts.
  */
 import { loadavg, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +35,8 @@ import { ProcessSet } from '../shared/processes/process-set.ts';
 import { memoryMb } from '../shared/processes/proc-stats.ts';
 import { cpuModel } from './lib/report-doc.ts';
 import { sumStats } from './lib/stack.ts';
+import { apiRatiosOf, apiRowsOf } from './bench/api-figures.ts';
+import { probeApis, runApiRound, warmUpApis } from './bench/apis.ts';
 import { rowOf, verdictsOf, type Row } from './bench/figures.ts';
 import { idleCost, runRounds, warmUp, type IdleCost, type Phases } from './bench/measure.ts';
 import { hardCapMs, parseOptions, type BenchOptions } from './bench/options.ts';
@@ -40,9 +47,10 @@ import { smokeTest, startBenchStack, type BenchStack } from './bench/targets.ts'
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
 function logStart(options: BenchOptions, stack: BenchStack, loadBefore: number[]): void {
-  const { rounds, concurrency, closedMs, rate, rateMs, streamRate, streamMs } = options;
+  const { rounds, concurrency, closedMs, rate, rateMs, streamRate, streamMs, apiRate, apiMs, apiKeys } = options;
   log(
-    `bench: ${stack.targets.length} targets, ${rounds} round(s); closed loop c=${concurrency} ${closedMs / 1000}s, fixed ${rate} rps ${rateMs / 1000}s, streams ${streamRate} rps ${streamMs / 1000}s`,
+    `bench: ${stack.targets.length} targets, ${rounds} round(s); closed loop c=${concurrency} ${closedMs / 1000}s, fixed ${rate} rps ${rateMs / 1000}s, streams ${streamRate} rps ${streamMs / 1000}s` +
+      (apiKeys.length ? `, APIs ${apiRate} rps ${apiMs / 1000}s each (${apiKeys.join(', ')})` : ''),
   );
   if (options.compareWith) log(`before: gateway/main.ts of ${options.compareWith}`);
   log(
@@ -67,17 +75,21 @@ async function main(): Promise<number> {
     const profileDir = join(resultsDir(), `profile-${startedAt.toISOString().replace(/[:.]/g, '-')}`);
     const stack = await startBenchStack(processes, options);
     await smokeTest(stack.targets);
+    const apiPhase = await probeApis(stack, options);
     logStart(options, stack, loadBefore);
     // Idle cost: what each target's gateway processes burn with no traffic (timers, leases, metrics).
     const idle = await idleCost(stack.targets);
     for (const target of stack.targets) await warmUp(stack, target, options.concurrency);
-    const phases = await runRounds(stack, options);
+    await warmUpApis(stack, apiPhase);
+    const phases = await runRounds(stack, options, (round) => runApiRound(stack, options, apiPhase, round));
     const rows = figures(stack, phases, idle);
+    const apiRows = apiRowsOf(apiPhase, options, new Map(stack.targets.map((t) => [t.key, t.gatewayPids])));
+    const apis = { phase: apiPhase, rows: apiRows, ratios: apiRatiosOf(apiRows) };
     const upstream = sumStats(await stack.simulator.stats());
     const verdicts = verdictsOf(rows, options);
     const profile = options.profile ? await profileGateway(processes, stack, options, profileDir) : undefined;
     await stack.generator.stop();
-    const report = { options, startedAt, loadBefore, rows, verdicts, phases, profile, upstream };
+    const report = { options, startedAt, loadBefore, rows, verdicts, phases, apis, profile, upstream };
     printReport(report);
     const written = writeResult(report);
     if (!options.noDoc) writeDocs(report, written);

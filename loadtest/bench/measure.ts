@@ -1,6 +1,7 @@
 /**
  * The bench's measured runs: each target in turn, phase by phase, the order rotated every round to
- * spread the machine's noise; the CPU of every process around each run, from /proc.
+ * spread the machine's noise; the CPU of every process around each run, from /proc. Phase 4 (APIs)
+ * is in apis.ts; it runs at the end of each round (runRounds' `afterRound`).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cpuMs, cpuMsOf, machineBusyMs, memoryMb } from '../../shared/processes/proc-stats.ts';
@@ -28,7 +29,7 @@ export interface PhaseAggregate {
 export type PhaseName = 'closed' | 'rate' | 'stream';
 export type Phases = Record<PhaseName, Map<TargetKey, PhaseAggregate>>;
 
-interface Measured {
+export interface Measured {
   result: RunResult;
   cpu: CpuSplit;
 }
@@ -63,7 +64,7 @@ export function phaseSpec(options: BenchOptions, target: Target, phase: PhaseNam
 }
 
 /** One run, with the CPU each kind of process used meanwhile. */
-async function measure(stack: BenchStack, target: Target, spec: RunSpec): Promise<Measured> {
+export async function measure(stack: BenchStack, target: Target, spec: RunSpec): Promise<Measured> {
   const { simulator, redis } = stack;
   const pidsGateway = target.gatewayPids;
   const pidsNginx = target.nginxPids;
@@ -127,8 +128,11 @@ const PHASE_LINE: Record<PhaseName, (round: number, key: string, run: Measured, 
     `  round ${round + 1} streams ${key} TTFT p50 ${fmt(run.result.ttft?.p50, 2)} ms  p99 ${fmt(run.result.ttft?.p99, 2)} ms  errors ${run.result.errors}`,
 };
 
-/** Every round: each phase against every target in turn, starting one target later each round. */
-export async function runRounds(stack: BenchStack, options: BenchOptions): Promise<Phases> {
+/**
+ * Every round: each phase against every target in turn, starting one target later each round;
+ * then `afterRound` (phase 4, the APIs).
+ */
+export async function runRounds(stack: BenchStack, options: BenchOptions, afterRound?: (round: number) => Promise<void>): Promise<Phases> {
   const { targets } = stack;
   const empty = (): PhaseAggregate => ({
     runs: [],
@@ -149,6 +153,7 @@ export async function runRounds(stack: BenchStack, options: BenchOptions): Promi
         log(PHASE_LINE[phase](round, target.key.padEnd(width), run, options.rate));
       }
     }
+    await afterRound?.(round);
   }
   return phases;
 }

@@ -10,6 +10,17 @@ export const ALL_TARGETS = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-red
 export const BEFORE_TARGETS = ['gw1-mem@before', 'gw1-redis@before'] as const;
 export type TargetKey = (typeof ALL_TARGETS)[number] | (typeof BEFORE_TARGETS)[number];
 const DEFAULT_TARGETS: TargetKey[] = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis'];
+/** The targets of phase 4 (APIs) unless --api-targets says otherwise; with --compare-with, their @before twins too. */
+const DEFAULT_API_TARGETS: TargetKey[] = ['direct', 'gw1-mem', 'gw1-redis'];
+/**
+ * Requests in one run of phase 4 at most: each create and follow-up is a response the simulator
+ * stores, and it keeps 10 000 (then evicts the oldest), so a run must leave room for the pool of
+ * responses its follow-ups continue, created just before it.
+ */
+export const MAX_API_RUN_REQUESTS = 5000;
+/** The pool of responses a follow-up run continues: this many, created within API_POOL_BUDGET_MS. */
+export const API_POOL_SIZE = 64;
+export const API_POOL_BUDGET_MS = 10_000;
 
 export const LABELS: Record<TargetKey, string> = {
   direct: 'direct (simulator)',
@@ -34,6 +45,10 @@ export const HELP = `Gateway overhead benchmark
   --rate-duration D     fixed-rate time per target per round (default 3s)
   --stream-rate N       streaming phase, requests/s (default 50)
   --stream-duration D   streaming time per target per round (default 2s)
+  --api-rate N          APIs phase (chat, Responses create, Responses follow-up), requests/s (default 200)
+  --api-duration D      APIs phase, time per API per target per round (default 2s)
+  --api-targets LIST    targets of the APIs phase, among --targets (default: ${DEFAULT_API_TARGETS.join(',')} of them,
+                        and their @before twins with --compare-with); 'none' skips the phase
   --targets LIST        comma-separated subset/superset of: ${ALL_TARGETS.join(',')}
                         (default: all but gw1-redis-info)
   --compare-with DIR    DIR: another checkout of this repository (e.g. a git worktree of an earlier
@@ -56,8 +71,12 @@ export interface BenchOptions {
   rateMs: number;
   streamRate: number;
   streamMs: number;
+  apiRate: number;
+  apiMs: number;
   nginxWorkers: number;
   keys: TargetKey[];
+  /** The targets of phase 4 (APIs), in run order: a subset of `keys`. */
+  apiKeys: TargetKey[];
   profile: boolean;
   profileStore: 'redis' | 'memory';
   noDoc: boolean;
@@ -78,6 +97,9 @@ export function parseOptions(): BenchOptions | number {
       'rate-duration': { type: 'string', default: '3s' },
       'stream-rate': { type: 'string', default: '50' },
       'stream-duration': { type: 'string', default: '2s' },
+      'api-rate': { type: 'string', default: '200' },
+      'api-duration': { type: 'string', default: '2s' },
+      'api-targets': { type: 'string' },
       targets: { type: 'string' },
       'compare-with': { type: 'string' },
       profile: { type: 'boolean' },
@@ -103,8 +125,11 @@ export function parseOptions(): BenchOptions | number {
     rateMs: parseDuration(values['rate-duration']),
     streamRate: Number(values['stream-rate']),
     streamMs: parseDuration(values['stream-duration']),
+    apiRate: Number(values['api-rate']),
+    apiMs: parseDuration(values['api-duration']),
     nginxWorkers: Number(values['nginx-workers']),
     keys: [],
+    apiKeys: [],
     profile: values.profile ?? false,
     profileStore: values['profile-store'] === 'memory' ? 'memory' : 'redis',
     noDoc: values['no-doc'] ?? false,
@@ -112,10 +137,25 @@ export function parseOptions(): BenchOptions | number {
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
   };
   options.keys = targetKeys(values.targets, options.compareWith);
-  const { rounds, concurrency, rate, streamRate } = options;
-  if (!(rounds >= 1 && rounds <= 10 && concurrency >= 1 && concurrency <= 1024 && rate > 0 && streamRate > 0))
+  options.apiKeys = apiTargetKeys(values['api-targets'], options.keys);
+  const { rounds, concurrency, rate, streamRate, apiRate, apiMs } = options;
+  if (!(rounds >= 1 && rounds <= 10 && concurrency >= 1 && concurrency <= 1024 && rate > 0 && streamRate > 0 && apiRate > 0))
     throw new Error('bad numeric option');
+  if ((apiRate * apiMs) / 1000 > MAX_API_RUN_REQUESTS)
+    throw new Error(
+      `--api-rate × --api-duration: at most ${MAX_API_RUN_REQUESTS} requests per run (the simulator stores 10 000 responses)`,
+    );
   return options;
+}
+
+/** Phase 4's targets, in the order of `keys`: the default ones present (with their @before twins), or the list given. */
+function apiTargetKeys(list: string | undefined, keys: TargetKey[]): TargetKey[] {
+  if (list === undefined) return keys.filter((key) => DEFAULT_API_TARGETS.includes(key.replace('@before', '') as TargetKey));
+  if (list.trim() === 'none') return [];
+  const wanted = list.split(',').map((t) => t.trim());
+  for (const key of wanted)
+    if (!(keys as string[]).includes(key)) throw new Error(`--api-targets: '${key}' is not among the targets (${keys.join(', ')})`);
+  return keys.filter((key) => wanted.includes(key));
 }
 
 function isBefore(key: string): boolean {
@@ -148,11 +188,17 @@ function checkout(dir: string): string {
   return root;
 }
 
-/** Every phase is timed; the hard cap covers them all plus start and stop. */
+/**
+ * Every phase is timed; the hard cap covers them all plus start and stop. Phase 4, per target and
+ * round: three runs, and one pool of responses (at most API_POOL_BUDGET_MS), plus a warm-up and a
+ * probe per target.
+ */
 export function hardCapMs(options: BenchOptions): number {
-  const { rounds, closedMs, rateMs, streamMs } = options;
+  const { rounds, closedMs, rateMs, streamMs, apiMs } = options;
+  const apisMs = options.apiKeys.length * (2 * API_POOL_BUDGET_MS + 2000 + rounds * (3 * (apiMs + 1000) + API_POOL_BUDGET_MS));
   const plannedMs =
     options.keys.length * (1500 + rounds * (closedMs + rateMs + streamMs + 3 * 1000)) +
+    apisMs +
     (options.profile ? 30_000 + rounds * (closedMs + rateMs + streamMs + 3 * 1000) : 0);
   return plannedMs + 180_000;
 }

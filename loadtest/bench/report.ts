@@ -11,9 +11,11 @@ import { fmt, markdownTable, pct, textTable } from '../lib/format.ts';
 import { cpuModel, gitRevision, writeDocSection } from '../lib/report-doc.ts';
 import { nginxBinary, REPO_ROOT } from '../lib/stack.ts';
 import { barChart } from '../lib/svg.ts';
+import { apiTable, ratioTable, type ApiRatios, type ApiRow } from './api-figures.ts';
+import { API_NAMES, type ApiPhase } from './apis.ts';
 import { addedToDirect, type Row, type Verdict } from './figures.ts';
 import type { Phases } from './measure.ts';
-import type { BenchOptions } from './options.ts';
+import { API_POOL_SIZE, type BenchOptions } from './options.ts';
 import type { Profile } from './profile.ts';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
@@ -26,6 +28,8 @@ export interface BenchReport {
   rows: Row[];
   verdicts: Verdict[];
   phases: Phases;
+  /** Phase 4: chat, Responses create and follow-up per target. */
+  apis: { phase: ApiPhase; rows: ApiRow[]; ratios: ApiRatios[] };
   profile: Profile | undefined;
   upstream: DeploymentStats;
 }
@@ -119,11 +123,30 @@ const verdictTable = (verdicts: Verdict[]): Table => ({
   rows: verdicts.map((v) => [v.goal, v.measured, v.result]),
 });
 
+/** Phase 4's notes: targets without the Responses API, follow-up runs left out. */
+function apiNotes(phase: ApiPhase): string[] {
+  return [
+    ...[...phase.unavailable].map(([key, why]) => `${key}: no Responses API (the probe got ${why.slice(0, 160)}), n/a`),
+    ...(phase.skippedRuns > 0 ? [`${phase.skippedRuns} follow-up run(s) left out: no response of their pool could be created`] : []),
+  ];
+}
+
 export function printReport(report: BenchReport): void {
-  const { profile, upstream } = report;
+  const { profile, upstream, apis, options } = report;
   for (const table of [mainTable(report.rows, report.options), costTable(report.rows, report.options), verdictTable(report.verdicts)]) {
     log('');
     log(textTable(table.header, table.rows));
+  }
+  if (options.apiKeys.length) {
+    const detail = apiTable(apis.rows, options);
+    const ratios = ratioTable(apis.ratios);
+    log(`\nAPIs at ${options.apiRate} rps (+: against direct for the same API; ÷ chat: added median over the chat completion's)`);
+    log(textTable(detail.header, detail.rows));
+    if (ratios.rows.length) {
+      log('');
+      log(textTable(ratios.header, ratios.rows));
+    }
+    for (const note of apiNotes(apis.phase)) log(note);
   }
   if (profile) {
     log(
@@ -174,8 +197,9 @@ function machineOf(loadBefore: number[]): Machine {
 /** Writes loadtest/results/bench-<date>.json; returns its path and what the doc needs of it. */
 export function writeResult(report: BenchReport): { file: string; machine: Machine; revision: string } {
   const { options, startedAt } = report;
-  const { rounds, closedMs, concurrency, rate, rateMs, streamRate, streamMs, nginxWorkers } = options;
+  const { rounds, closedMs, concurrency, rate, rateMs, streamRate, streamMs, nginxWorkers, apiRate, apiMs } = options;
   const machine = machineOf(report.loadBefore);
+  const { apis } = report;
   const output = {
     command: options.command,
     at: startedAt.toISOString(),
@@ -191,16 +215,37 @@ export function writeResult(report: BenchReport): { file: string; machine: Machi
       streamMs,
       nginxWorkers,
       targets: options.keys,
+      apiRate,
+      apiMs,
+      apiTargets: options.apiKeys,
+      apiPoolSize: API_POOL_SIZE,
       ...(options.compareWith ? { compareWith: { dir: options.compareWith, revision: gitRevision(options.compareWith) } } : {}),
     },
     rows: report.rows,
     verdicts: report.verdicts,
+    apis: {
+      rows: apis.rows,
+      ratios: apis.ratios,
+      unavailable: Object.fromEntries(apis.phase.unavailable),
+      skippedRuns: apis.phase.skippedRuns,
+    },
     profile: report.profile,
     runs: Object.fromEntries(
       Object.entries(report.phases).map(([phase, map]) => [
         phase,
         Object.fromEntries(
           [...map].map(([key, agg]) => [key, { cpu: agg.cpu, runs: agg.runs.map(({ samples: _samples, ...rest }) => rest) }]),
+        ),
+      ]),
+    ),
+    apiRuns: Object.fromEntries(
+      [...apis.phase.runs].map(([key, byApi]) => [
+        key,
+        Object.fromEntries(
+          API_NAMES.map((api) => [
+            api,
+            { cpu: byApi[api].cpu, rounds: byApi[api].rounds, runs: byApi[api].runs.map(({ samples: _samples, ...rest }) => rest) },
+          ]),
         ),
       ]),
     ),
@@ -271,10 +316,29 @@ function profileSection(profile: Profile): string[] {
   ];
 }
 
+function apiSection(report: BenchReport): string[] {
+  const { apis, options } = report;
+  const detail = apiTable(apis.rows, options);
+  const ratios = ratioTable(apis.ratios);
+  const notes = apiNotes(apis.phase);
+  return [
+    '### Chat, Responses create, Responses follow-up',
+    '',
+    `At a fixed ${options.apiRate} requests/s, each API in turn, in every round: a chat completion (as above), a Responses create (\`POST /openai/v1/responses\`, \`model\` the pool, the same 400-character prompt as \`input\`, \`max_output_tokens\` 16), and a follow-up (the same with \`previous_response_id\` naming one of ${API_POOL_SIZE} responses created through the same target just before the run: a gateway's restore of the id and the pinning to the resource that holds it are in it). ` +
+      "`+p50`/`+p90`: against `direct`'s runs of the same API; `by round`: the range of the rounds' own figures (how much the noise moves them); `÷ chat`: the API's added median over the chat completion's of the same target.",
+    '',
+    markdownTable(ratios.header, ratios.rows),
+    '',
+    markdownTable(detail.header, detail.rows),
+    '',
+    ...(notes.length ? [...notes.map((n) => `- ${n}`), ''] : []),
+  ];
+}
+
 function docSection(report: BenchReport, written: { file: string; machine: Machine; revision: string }): string {
   const { options, startedAt, loadBefore } = report;
   const { machine } = written;
-  const { rounds, concurrency, closedMs, rate, rateMs, streamRate, streamMs, nginxWorkers } = options;
+  const { rounds, concurrency, closedMs, rate, rateMs, streamRate, streamMs, nginxWorkers, apiRate, apiMs } = options;
   const main = mainTable(report.rows, options);
   const cost = costTable(report.rows, options);
   const verdicts = verdictTable(report.verdicts);
@@ -283,7 +347,9 @@ function docSection(report: BenchReport, written: { file: string; machine: Machi
     `Date: ${startedAt.toISOString()}  `,
     `Revision: ${written.revision}  `,
     `Machine: ${machine.cores} cores (${machine.cpu}), node ${machine.node}, ${machine.nginx}; load average before ${loadBefore.map((v) => v.toFixed(2)).join(' ')}, after ${machine.loadAverageAfter.map((v) => v.toFixed(2)).join(' ')}  `,
-    `Settings: ${rounds} interleaved round(s); closed loop ${concurrency} workers × ${closedMs / 1000} s per target per round; fixed rate ${rate} rps × ${rateMs / 1000} s; streams ${streamRate} rps × ${streamMs / 1000} s (5 tokens, include_usage); nginx ${nginxWorkers} worker(s).` +
+    `Settings: ${rounds} interleaved round(s); closed loop ${concurrency} workers × ${closedMs / 1000} s per target per round; fixed rate ${rate} rps × ${rateMs / 1000} s; streams ${streamRate} rps × ${streamMs / 1000} s (5 tokens, include_usage);` +
+      (options.apiKeys.length ? ` APIs ${apiRate} rps × ${apiMs / 1000} s per API (${options.apiKeys.join(', ')});` : '') +
+      ` nginx ${nginxWorkers} worker(s).` +
       (options.compareWith ? ` "(before)": the gateway of ${gitRevision(options.compareWith)}, in the same rounds.` : ''),
     '',
     '![throughput and latency per target](benchmarks.svg)',
@@ -294,6 +360,7 @@ function docSection(report: BenchReport, written: { file: string; machine: Machi
     '',
     markdownTable(main.header, main.rows),
     '',
+    ...(options.apiKeys.length ? apiSection(report) : []),
     '### Cost',
     '',
     "`foreign cores`: CPU that processes outside this benchmark used meanwhile, in cores (the noise of the shared machine); `generator cores`: the load generator's own use (near 1.0 means it, not the target, limited the closed loop).",
