@@ -22,8 +22,9 @@ module.exports = {
     {
       name: 'gateway-root-is-common',
       severity: 'error',
-      comment: 'errors, logger, metrics, pools and env are used by every stage and so import none of them.',
-      from: { path: '^gateway/(errors|logger|metrics|pools|env)\\.ts$' },
+      comment:
+        'errors, logger, metrics, pools, resource-ids, deployment-gauges and env are used by every stage and so import none of them.',
+      from: { path: '^gateway/(errors|logger|metrics|pools|resource-ids|deployment-gauges|env)\\.ts$' },
       to: { path: '^gateway/(http|routing|upstream)/' },
     },
     {

@@ -4,20 +4,25 @@
  * passed in, so tests run several instances in one process. docs/architecture.md walks the stages.
  */
 import type { Server } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type express from 'express';
-import type { GatewayConfig } from '../shared/config/schema.ts';
+import type { GatewayConfig, GatewaySettings } from '../shared/config/schema.ts';
 import type { Store } from '../shared/store/types.ts';
-import { warmUpTokenizers } from '../shared/tokens/index.ts';
+import { registerDeploymentGauges } from './deployment-gauges.ts';
 import { errors, sendError } from './errors.ts';
-import { ClientAuth } from './http/auth.ts';
 import { Listener } from './http/listener.ts';
 import { createOpsApp } from './http/ops-routes.ts';
 import { prepareRequest } from './http/prepare-request.ts';
+import { logRefusal } from './http/refusal-log.ts';
 import { assignRequestId } from './http/request-id.ts';
 import type { Logger } from './logger.ts';
+import { allDeployments, LiveConfig, reloadConfig, type ReloadOutcome, type ReloadTrigger } from './live-config.ts';
 import { Metrics } from './metrics.ts';
-import { buildPools, ResourceDirectory } from './pools.ts';
 import { createRouting } from './routing/assemble.ts';
+import { UpstreamCredentials, type CredentialFactory } from './upstream/credentials.ts';
+
+/** What close() gives the requests in flight (tests; SIGTERM's shutdown has its own grace). */
+const CLOSE_GRACE_MS = 5000;
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -27,46 +32,127 @@ export interface GatewayOptions {
   adminApiKey?: string;
   /** Process-wide default metrics (CPU, memory); off when several instances share a process. */
   defaultMetrics?: boolean;
+  /** Makes the Entra ID credentials (tests); @azure/identity's when absent. */
+  credentialFactory?: CredentialFactory;
+  /** Reads the config again for a reload (throws ConfigError when invalid); absent → nothing to reload. */
+  loadConfig?: () => GatewayConfig;
+}
+
+/** How a shutdown went. */
+export interface ShutdownReport {
+  /** Requests still running when the grace ended, cut then. */
+  cut: number;
+  durationMs: number;
 }
 
 export interface Gateway {
   app: express.Express;
   listen(port: number, host?: string): Promise<{ server: Server; url: string }>;
+  /** Stops at once: in-flight requests get 5 s (tests); SIGTERM's way is `shutdown`. */
   close(): Promise<void>;
+  /** The gateway settings in force (a reload changes the live ones). */
+  readonly settings: GatewaySettings;
+  /** Re-reads the config and swaps it in when valid (SIGHUP, POST /admin/reload); never throws for a bad file. */
+  reload(trigger: ReloadTrigger): ReloadOutcome;
+  /**
+   * Graceful shutdown: /readyz answers 503 at once; after shutdownDelayMs the listener refuses new
+   * connections; in-flight requests and streams finish until shutdownGraceMs from the call, those
+   * still running then are cut; every lease is released and routing stopped. The shared store is the
+   * caller's to close. Called again, the same shutdown.
+   */
+  shutdown(reason: string): Promise<ShutdownReport>;
 }
 
 export function createGateway(options: GatewayOptions): Gateway {
-  const { config, logger } = options;
-  const settings = config.gateway;
-  const pools = buildPools(config);
-  const resources = new ResourceDirectory(pools);
-  // Building a tokenizer blocks for a few hundred ms: pay it at start, not on a client's request.
-  warmUpTokenizers([...new Set([...pools.values()].map((pool) => pool.encoding))]);
+  const { logger } = options;
+  // The one holder of the config in force; a reload swaps its snapshot (live-config.ts).
+  const live = new LiveConfig(options.config);
+  const { settings } = live;
   const metrics = new Metrics(options.defaultMetrics ?? false);
-  const auth = new ClientAuth(config.clients);
-  if (!auth.enabled) logger.warn('no clients configured: the gateway accepts requests without a key');
+  if (!live.current.auth.enabled) logger.warn('no clients configured: the gateway accepts requests without a key');
 
-  const { dispatcher, stores, close: closeRouting } = createRouting(options.store, settings, metrics, logger);
+  // Token sources only for the identities `auth: entra` deployments use; none, and @azure/identity is never loaded.
+  const credentials = new UpstreamCredentials(live.deployments(), logger, { factory: options.credentialFactory });
+  const routing = createRouting(options.store, settings, metrics, logger, credentials, live);
+  const { dispatcher, stores, close: closeRouting } = routing;
+  // Each deployment against its budget, from the store at every scrape, over the pools in force then.
+  registerDeploymentGauges({ registry: metrics.registry, pools: () => live.current.pools.values(), store: stores });
+  live.onSwap((next) => {
+    const deployments = allDeployments(next.pools);
+    credentials.update(deployments);
+    routing.health.forget(deployments);
+  });
+  const reload = (trigger: ReloadTrigger) => reloadConfig(live, options.loadConfig, logger, trigger);
 
-  const app = createOpsApp({ pools, stores, metrics, logger, auth, adminApiKey: options.adminApiKey });
+  let shuttingDown = false;
+  const app = createOpsApp({
+    config: live,
+    stores,
+    metrics,
+    logger,
+    adminApiKey: options.adminApiKey,
+    credentials,
+    shuttingDown: () => shuttingDown,
+    reload,
+  });
   const listener = new Listener(
     async (req, res, route) => {
       const requestId = assignRequestId(req, res);
-      if (route === 'bad-path') return sendError(res, errors.badRequest('The request path could not be decoded.'));
-      const request = await prepareRequest(req, res, route, requestId, { settings, auth, pools, resources });
+      const request =
+        route === 'bad-path'
+          ? void sendError(res, errors.badRequest('The request path could not be decoded.'))
+          : // The config in force now: the request keeps this snapshot (its pool, its client) to its end.
+            await prepareRequest(req, res, route, requestId, live.current);
       if (request) await dispatcher.handle(req, res, request);
+      else logRefusal(req, res, requestId, logger, metrics);
     },
     (req, res) => void app(req, res),
     logger,
     { settings, metrics },
   );
 
+  let stopped: Promise<number> | undefined;
+  const stop = (graceMs: number) =>
+    (stopped ??= (async () => {
+      const { cut } = await listener.stop(graceMs);
+      await closeRouting();
+      credentials.close();
+      return cut;
+    })());
+  let stopping: Promise<ShutdownReport> | undefined;
+  const shutdown = async (reason: string): Promise<ShutdownReport> => {
+    const startedAt = Date.now();
+    const { shutdownDelayMs, shutdownGraceMs } = settings;
+    shuttingDown = true;
+    listener.drain();
+    logger.warn('shutting down: /readyz answers 503; new connections are refused after the delay', {
+      reason,
+      shutdownDelayMs,
+      shutdownGraceMs,
+      inFlight: listener.inFlight,
+    });
+    await sleep(shutdownDelayMs);
+    const graceLeftMs = Math.max(0, startedAt + shutdownGraceMs - Date.now());
+    logger.info('shutting down: new connections refused; waiting for the requests in flight', { inFlight: listener.inFlight, graceLeftMs });
+    const cut = await stop(graceLeftMs);
+    if (cut > 0) logger.warn('shutdown grace over: requests still in flight were cut', { cut, shutdownGraceMs });
+    const report = { cut, durationMs: Date.now() - startedAt };
+    logger.info('shutdown complete: every request ended and its lease released', report);
+    return report;
+  };
+
   return {
     app,
+    settings,
     listen: (port: number, host = '127.0.0.1') => listener.listen(port, host),
     async close() {
-      await listener.close();
-      await closeRouting();
+      shuttingDown = true;
+      await stop(CLOSE_GRACE_MS);
+    },
+    reload,
+    shutdown(reason: string) {
+      stopping ??= shutdown(reason);
+      return stopping;
     },
   };
 }

@@ -13,7 +13,16 @@ const envSchema = z.object({
   ADMIN_API_KEY: z.string().min(8, 'use at least 8 characters').optional(),
 });
 
-export type GatewayEnv = z.infer<typeof envSchema>;
+/** Where the built-in demo listens when HOST is not set: its client key is public. */
+export const DEMO_HOST = '127.0.0.1';
+
+export type GatewayEnv = z.infer<typeof envSchema> & {
+  /**
+   * The address to listen on: HOST when set; otherwise its default 0.0.0.0 for a configured
+   * gateway (containers need it), and 127.0.0.1 for the built-in demo (no GATEWAY_CONFIG).
+   */
+  listenHost: string;
+};
 
 export function readEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
@@ -22,5 +31,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
     const lines = result.error.issues.map((issue) => `  - ${issue.path.join('.')}: ${issue.message}`);
     throw new Error(`invalid environment:\n${lines.join('\n')}`);
   }
-  return result.data;
+  const data = result.data;
+  const listenHost = cleaned.HOST === undefined && data.GATEWAY_CONFIG === undefined ? DEMO_HOST : data.HOST;
+  return { ...data, listenHost };
 }

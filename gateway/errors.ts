@@ -11,7 +11,17 @@ export interface AzureError {
   headers?: Record<string, string>;
 }
 
+/** The code of the gateway error a response carries, for its log line and metrics (see refusalOf). */
+const SENT_ERROR = Symbol('spillway.sentError');
+type WithSentError = ServerResponse & { [SENT_ERROR]?: string };
+
+/** The code of the gateway error sent on this response, if one was. */
+export function sentErrorCode(res: ServerResponse): string | undefined {
+  return (res as WithSentError)[SENT_ERROR];
+}
+
 export function sendError(res: ServerResponse, error: AzureError): void {
+  (res as WithSentError)[SENT_ERROR] = error.code;
   if (res.headersSent) {
     res.destroy();
     return;
@@ -59,6 +69,12 @@ export const errors = {
     message: 'Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.',
   }),
   badRequest: (message: string): AzureError => ({ status: 400, code: 'invalid_request_error', message }),
+  /** A request no deployment's token window can ever hold: a 429 would ask the client to retry forever. */
+  overBudget: (pool: string, estimate: number, largest: number): AzureError => ({
+    status: 400,
+    code: 'TokensExceedBudget',
+    message: `The request needs about ${estimate} tokens (its prompt plus max_tokens), more than the largest token budget of pool ${pool} (${largest} tokens per minute): it can never be admitted. Lower max_tokens or shorten the prompt.`,
+  }),
   tooLarge: (limit: number): AzureError => ({
     status: 413,
     code: 'RequestEntityTooLarge',

@@ -51,6 +51,63 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly rejected = new Counter({
+    name: 'spillway_rejected_requests_total',
+    help: 'Requests the gateway refused before routing (401, 400 bad body or JSON, 404 unknown pool, route or id, 408, 413, 415), by status and error code',
+    labelNames: ['status', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamLatency = new Histogram({
+    name: 'spillway_upstream_latency_seconds',
+    help: 'Time from sending an attempt to its response headers, per deployment (every answer, any status; not connection failures or timeouts)',
+    labelNames: ['pool', 'deployment'] as const,
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly ttft = new Histogram({
+    name: 'spillway_upstream_ttft_seconds',
+    help: 'Time from sending an attempt to the first body byte of the answer passed on (time to first token for streams), per deployment',
+    labelNames: ['pool', 'deployment', 'stream'] as const,
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly clientTokens = new Counter({
+    name: 'spillway_client_tokens_total',
+    help: 'Tokens served by client (as the config names them; anonymous without client auth) and pool, from upstream usage',
+    labelNames: ['client', 'pool', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly throttled = new Counter({
+    name: 'spillway_throttled_requests_total',
+    help: "The gateway's own 429 and 503 answers by reason: pool-full (no deployment has budget left), pool-unavailable (every deployment cooling down after 429s or out of rotation), client-quota (the client's tpm/rpm), pinned-owner (a Responses follow-up whose resource cannot serve it: 429, or 503 when out of rotation)",
+    labelNames: ['pool', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly queueWaiting = new Gauge({
+    name: 'spillway_queue_waiting_requests',
+    help: "Requests this instance holds waiting for room (pools with maxWaitMs; pinned follow-ups waiting for their resource too); summed over instances, the pool's queue depth",
+    labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
+  readonly queueWait = new Histogram({
+    name: 'spillway_queue_wait_seconds',
+    help: 'How long requests waited for room, from the first refusal to the end of the wait, by outcome (granted, timed-out: maxWaitMs ran out, abandoned: client gone, deadline, or the pool broken rather than full)',
+    labelNames: ['pool', 'outcome'] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly estimatedTokens = new Counter({
+    name: 'spillway_estimated_tokens_total',
+    help: 'Arrival estimates (tokens reserved) of the answers passed on whole; compare with spillway_charged_tokens_total',
+    labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
+  readonly chargedTokens = new Counter({
+    name: 'spillway_charged_tokens_total',
+    help: "What those same answers were finally charged in their deployment's window (Standard: the estimate, raised to the usage when larger; PTU: the usage less cached tokens; the estimate when no usage came back)",
+    labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
   readonly storeErrors = new Counter({
     name: 'spillway_store_errors_total',
     help: 'Store calls that failed (the request then used the local fallback store)',

@@ -26,6 +26,14 @@ export interface Deployment {
   resourceTag: string;
 }
 
+/**
+ * The pools in force now, through the one holder a config reload swaps (gateway/live-config.ts):
+ * what reads pools after start reads `current.pools` when it needs them, never a map captured once.
+ */
+export interface CurrentPools {
+  readonly current: { readonly pools: ReadonlyMap<string, Pool> };
+}
+
 export function buildPools(config: GatewayConfig): ReadonlyMap<string, Pool> {
   const pools = new Map<string, Pool>();
   for (const [name, poolConfig] of Object.entries(config.pools)) {

@@ -62,6 +62,14 @@ describe('README against the project', () => {
   });
 });
 
+describe('README on the demo', () => {
+  test('the quick start says the demo listens on 127.0.0.1 only, and the HOST row says so too', () => {
+    assert.match(quickStart, /127\.0\.0\.1/);
+    const hostRow = readme.split('\n').find((line) => line.startsWith('| `HOST` |'));
+    assert.ok(hostRow?.includes('127.0.0.1'), `the HOST row names the demo's address: ${hostRow}`);
+  });
+});
+
 describe('README quick start', () => {
   let port: number;
   let child: ReturnType<typeof spawn>;
@@ -89,6 +97,17 @@ describe('README quick start', () => {
     const body = JSON.parse(out) as { object: string; choices: { message: { content: string } }[] };
     assert.equal(body.object, 'chat.completion');
     assert.ok(body.choices[0]!.message.content.length > 0);
+  });
+
+  test('the embeddings curl works as written', () => {
+    const curl = blocks.find((b) => b.lang === 'sh' && b.code.includes('/embeddings'));
+    assert.ok(curl, 'README has an embeddings curl');
+    const body = JSON.parse(execFileSync('bash', ['-c', onOurPort(curl.code)], { encoding: 'utf8', timeout: 15_000 })) as {
+      object: string;
+      data: unknown[];
+    };
+    assert.equal(body.object, 'list');
+    assert.ok(body.data.length > 0);
   });
 
   /** Runs a README snippet inside node_modules, so that `import ... from 'openai'` resolves to the project's package. */

@@ -32,8 +32,15 @@ export interface ListenerOptions {
   linger?: LingerLimits;
 }
 
-/** How long close() lets in-flight requests finish before it cuts their connections. */
+/** How long close() lets in-flight requests finish before it cuts their connections, unless told otherwise. */
 const CLOSE_GRACE_MS = 5000;
+/**
+ * Once closing, connections whose answer has ended are closed this often (Node closes the idle ones
+ * when the server closes, and leaves those that fall idle later open until their keep-alive timeout).
+ */
+const IDLE_SWEEP_MS = 100;
+/** After the connections are cut, the requests' own ends (abort upstream, release the lease, the log line) get this long. */
+const SETTLE_MS = 3000;
 /** At most one log line per this long about connections over maxConnections (a flood would otherwise flood the log). */
 const DROP_LOG_INTERVAL_MS = 10_000;
 /**
@@ -62,18 +69,35 @@ export class Listener {
   private readonly options: ListenerOptions;
   private dropsUnlogged = 0;
   private dropLogTimer: NodeJS.Timeout | undefined;
+  /** Proxied requests whose handler has not returned (the lease released, the log line written). */
+  private readonly active = new Set<ServerResponse>();
+  private settled: (() => void) | undefined;
+  /** From drain() on, every answer closes its connection (`connection: close`). */
+  private draining = false;
+  private closing: Promise<{ cut: number }> | undefined;
 
   constructor(proxied: ProxiedHandler, fallback: FallbackHandler, logger: Logger, options: ListenerOptions) {
     this.logger = logger;
     this.options = options;
+    const done = (res: ServerResponse) => {
+      this.active.delete(res);
+      if (this.active.size === 0) this.settled?.();
+    };
     this.handler = (req, res) => {
       (req.socket as WithLatest)[LATEST] = res;
+      // Shutting down: a keep-alive client reconnects for its next request, and reaches another instance.
+      if (this.draining) res.shouldKeepAlive = false;
       const route = matchProxiedRoute(req.method, req.url);
       if (!route) return fallback(req, res);
-      proxied(req, res, route).catch((error: Error) => {
-        logger.error('unhandled error', { error: error.message });
-        sendError(res, errors.internal());
-      });
+      this.active.add(res);
+      proxied(req, res, route).then(
+        () => done(res),
+        (error: Error) => {
+          logger.error('unhandled error', { error: error.message });
+          sendError(res, errors.internal());
+          done(res);
+        },
+      );
     };
   }
 
@@ -104,17 +128,67 @@ export class Listener {
     return { server, url: `http://${shownHost}:${address.port}` };
   }
 
-  /** Stops accepting; idle connections close at once, busy ones get CLOSE_GRACE_MS. */
+  /** Proxied requests being handled now. */
+  get inFlight(): number {
+    return this.active.size;
+  }
+
+  /** Shutting down, still accepting: from now on every answer says `connection: close`. */
+  drain(): void {
+    this.draining = true;
+  }
+
+  /** Stops accepting; idle connections close at once, busy ones get CLOSE_GRACE_MS (see `stop`). */
   async close(): Promise<void> {
+    await this.stop(CLOSE_GRACE_MS);
+  }
+
+  /**
+   * Stops accepting (new connections are refused); idle connections close at once, busy ones when
+   * their answer ends, or at `graceMs` at the latest: then they are cut, and their requests end as
+   * a client's disconnect ends them (upstream aborted, lease released). Resolves once every
+   * proxied request has ended (or SETTLE_MS after the cut), with how many were cut. The first call's
+   * grace counts.
+   */
+  stop(graceMs: number): Promise<{ cut: number }> {
+    this.closing ??= this.closeWithin(graceMs);
+    return this.closing;
+  }
+
+  private async closeWithin(graceMs: number): Promise<{ cut: number }> {
+    this.draining = true;
     const { server } = this;
-    if (!server) return;
-    const closing = new Promise<void>((resolve) => server.close(() => resolve()));
+    if (!server) return { cut: 0 };
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
-    const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-    await closing;
-    clearTimeout(cut);
+    const sweep = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
+    let cut = 0;
+    const timer = setTimeout(
+      () => {
+        cut = [...this.active].filter((res) => !res.writableFinished).length;
+        server.closeAllConnections();
+      },
+      Math.max(0, graceMs),
+    );
+    await closed;
+    clearTimeout(timer);
+    clearInterval(sweep);
+    await this.allSettled(SETTLE_MS);
     clearTimeout(this.dropLogTimer);
     this.logDrops();
+    return { cut };
+  }
+
+  /** Resolves when no proxied request is being handled, or after `ms`. */
+  private async allSettled(ms: number): Promise<void> {
+    if (this.active.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.settled = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.settled = undefined;
   }
 
   /**

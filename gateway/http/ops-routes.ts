@@ -8,27 +8,40 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Pool } from '../pools.ts';
 import type { LiveStore } from '../routing/live-store.ts';
-import { keyMatches, presentedKey, type ClientAuth } from './auth.ts';
+import type { UpstreamCredentials } from '../upstream/credentials.ts';
+import { createAdminRouter, type AdminDeps } from './admin-routes.ts';
+import type { ClientAuth } from './auth.ts';
+import { logRefusal } from './refusal-log.ts';
 import { assignRequestId } from './request-id.ts';
 
 export interface OpsDeps {
-  pools: ReadonlyMap<string, Pool>;
+  /** The config in force: its pools and clients, read per request (a reload swaps them). */
+  config: { readonly current: { readonly pools: ReadonlyMap<string, Pool>; readonly auth: ClientAuth } };
   stores: LiveStore;
   metrics: Metrics;
   logger: Logger;
-  auth: ClientAuth;
   /** Guards /admin/*; absent → the admin routes answer 404. */
   adminApiKey: string | undefined;
+  /** The deployments' Entra ID tokens: /readyz is 503 while one has none. */
+  credentials?: UpstreamCredentials;
+  /** True once the instance is shutting down: /readyz answers 503 `shutting down`. */
+  shuttingDown?: () => boolean;
+  /** POST /admin/reload (admin-routes.ts); absent → 404. */
+  reload?: AdminDeps['reload'];
 }
 
 export function createOpsApp(deps: OpsDeps): express.Express {
-  const { pools, stores, metrics, logger, auth, adminApiKey } = deps;
+  const { config, stores, metrics, logger, adminApiKey } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
 
   app.use((req: Request, res: Response, next: NextFunction) => {
-    assignRequestId(req, res);
+    const requestId = assignRequestId(req, res);
+    // A client's mistake (unknown route, bad key) is logged like a refused proxied request; a 503 of /readyz is not one.
+    res.once('finish', () => {
+      if (res.statusCode >= 400 && res.statusCode < 500) logRefusal(req, res, requestId, logger, metrics);
+    });
     next();
   });
 
@@ -36,8 +49,14 @@ export function createOpsApp(deps: OpsDeps): express.Express {
     res.json({ status: 'ok' });
   });
   app.get('/readyz', async (_req, res) => {
+    const { pools } = config.current;
+    // Shutting down: the load balancer is to stop sending here, whatever else holds.
+    if (deps.shuttingDown?.()) return void res.status(503).json({ status: 'shutting down', pools: pools.size });
     const storeOk = await stores.ping();
-    res.status(storeOk ? 200 : 503).json({ status: storeOk ? 'ready' : 'store unavailable', pools: pools.size });
+    // An `auth: entra` deployment without a usable token (not fetched yet, or none to be had): not ready.
+    const tokenless = deps.credentials?.missing() ?? [];
+    const status = !storeOk ? 'store unavailable' : tokenless.length > 0 ? 'Entra ID token unavailable' : 'ready';
+    res.status(status === 'ready' ? 200 : 503).json({ status, pools: pools.size, ...(tokenless.length > 0 ? { tokenless } : {}) });
   });
   app.get('/metrics', async (_req, res) => {
     res.setHeader('content-type', metrics.registry.contentType);
@@ -46,24 +65,13 @@ export function createOpsApp(deps: OpsDeps): express.Express {
 
   // The pools as OpenAI's model list: chat front-ends and SDK tools call it first to offer a choice.
   app.get(['/openai/v1/models', '/v1/models'], (req, res) => {
+    const { pools, auth } = config.current;
     if (!auth.identify(req.headers)) return sendError(res, errors.unauthorized());
     res.json({ object: 'list', data: [...pools.keys()].map((id) => ({ id, object: 'model', created: 0, owned_by: 'spillway' })) });
   });
 
-  app.get('/admin/pools', async (req, res) => {
-    if (!adminApiKey) return sendError(res, errors.notFound());
-    if (!keyMatches(presentedKey(req.headers), adminApiKey)) return sendError(res, errors.unauthorized());
-    try {
-      const result: Record<string, unknown> = {};
-      for (const pool of pools.values()) {
-        result[pool.name] = { strategy: pool.config.strategy, deployments: await stores.snapshot(pool.layout) };
-      }
-      res.json({ pools: result });
-    } catch (error) {
-      logger.warn('admin snapshot failed', { error: (error as Error).message });
-      sendError(res, errors.unavailable('The state store is unavailable.'));
-    }
-  });
+  // /admin/*: the pools' state, drain / enable / reset, reload (admin-routes.ts).
+  app.use(createAdminRouter({ config, stores, logger, adminApiKey, reload: deps.reload }));
 
   app.use((_req: Request, res: Response) => sendError(res, errors.notFound()));
   // Express needs all four parameters to recognise an error handler.

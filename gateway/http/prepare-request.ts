@@ -7,12 +7,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
 import { errors, sendError } from '../errors.ts';
 import type { Pool, ResourceDirectory } from '../pools.ts';
-import { estimateTokens } from '../routing/estimate.ts';
+import { estimateTokens, largestTokenBudget } from '../routing/estimate.ts';
 import type { ProxiedRequest } from '../routing/proxied-request.ts';
 import { withUsageRequested } from '../upstream/usage-stream.ts';
 import type { ClientAuth } from './auth.ts';
 import { closeLingering } from './lingering-close.ts';
 import { apiVersionOf, type ProxiedRoute } from './proxied-route.ts';
+import { noteClient } from './refusal-log.ts';
 import { BodyError, readRequestBody } from './request-body.ts';
 import { prepareStateful } from './stateful-request.ts';
 
@@ -33,6 +34,7 @@ export async function prepareRequest(
 ): Promise<ProxiedRequest | undefined> {
   const client = deps.auth.identify(req.headers);
   if (!client) return void sendError(res, errors.unauthorized());
+  noteClient(res, client.name);
   let raw: Buffer;
   try {
     // A GET or DELETE carries no body: whatever a client sent with one is not read.
@@ -63,19 +65,30 @@ export async function prepareRequest(
     if ('status' in prepared) return void sendError(res, prepared);
     const { pool, call, affinity } = prepared;
     const estimatedTokens = operation ? estimateTokens(pool, operation, body) : 0;
+    if (!admissible(res, pool, estimatedTokens, affinity?.excluded)) return undefined;
     return { ...common, pool, body: raw, bodyWithUsage: undefined, estimatedTokens, stateful: call, affinity };
   }
   const pool = poolOf(res, route, body, deps.pools);
   if (!pool) return undefined;
+  const estimatedTokens = estimateTokens(pool, operation!, body);
+  if (!admissible(res, pool, estimatedTokens)) return undefined;
   return {
     ...common,
     pool,
     body: raw,
     bodyWithUsage: operation === 'embeddings' ? undefined : withUsageRequested(body),
-    estimatedTokens: estimateTokens(pool, operation!, body),
+    estimatedTokens,
     stateful: undefined,
     affinity: undefined,
   };
+}
+
+/** False (answered 400) when no deployment the request may go to could ever hold its estimate. */
+function admissible(res: ServerResponse, pool: Pool, estimatedTokens: number, excluded?: readonly string[]): boolean {
+  const largest = largestTokenBudget(pool, excluded);
+  if (largest === undefined || estimatedTokens <= largest) return true;
+  sendError(res, errors.overBudget(pool.name, estimatedTokens, largest));
+  return false;
 }
 
 /** The body as a JSON object, or undefined (answered 400). */

@@ -86,7 +86,7 @@ export function pinnedAnswer(answer: Answer, affinity: Affinity, outOfRotation: 
   const where = `${affinity.reference} lives on the Azure resource ${affinity.host}`;
   if (error.status !== 429) return { error: { ...error, message: `${where}, which failed: ${error.message}` } };
   const seconds = error.headers?.['retry-after'] ?? '1';
-  const state = outOfRotation ? 'out of rotation (failing)' : 'at its token or request budget, or throttled';
+  const state = outOfRotation ? 'out of rotation (failing, or drained)' : 'at its token or request budget, or throttled';
   return {
     error: {
       ...error,

@@ -13,8 +13,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
+import { noTokenOutcome, type UpstreamCredentials } from '../upstream/credentials.ts';
 import type { AttemptOutcome, Forwarder } from '../upstream/forwarder.ts';
-import { attemptHeaders, isProvisioned } from '../upstream/headers.ts';
+import { attemptHeaders, hiddenHeaderSet, isProvisioned } from '../upstream/headers.ts';
 import { pipeResponse, readLimited, type PipeOutcome } from '../upstream/response-pipe.ts';
 import { retryAfterMs } from '../upstream/retry-after.ts';
 import { targetOf, type Target } from '../upstream/target.ts';
@@ -33,6 +34,8 @@ export interface DispatcherDeps {
   leasing: Leasing;
   quotas: ClientQuotas;
   forwarder: Forwarder;
+  /** Each deployment's key, or its Entra ID token. */
+  credentials: UpstreamCredentials;
   health: Health;
   metrics: Metrics;
   logger: Logger;
@@ -46,13 +49,15 @@ const ANSWER_END: Record<PipeOutcome, AnswerEnd> = { ok: 'whole', 'upstream-brok
 
 export class Dispatcher {
   private readonly deps: DispatcherDeps;
+  private readonly hiddenHeaders: ReadonlySet<string>;
 
   constructor(deps: DispatcherDeps) {
     this.deps = deps;
+    this.hiddenHeaders = hiddenHeaderSet(deps.settings.hiddenResponseHeaders);
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest): Promise<void> {
-    const context = new RequestContext(request, res);
+    const context = new RequestContext(request, res, this.hiddenHeaders);
     // The proxy adds a few 'close' listeners to the client's response per attempt; bounded by the
     // attempt limit, so raise the warning threshold to that bound rather than hear of a "leak".
     res.setMaxListeners(10 + 4 * this.deps.settings.maxAttempts);
@@ -72,7 +77,10 @@ export class Dispatcher {
     const { client, estimatedTokens } = context.request;
     const quota = hasQuota(client) ? await this.deps.quotas.check(client, estimatedTokens) : undefined;
     if (quota) context.setQuotaHeaders(quota.remaining);
-    if (quota && !quota.admitted) return context.reject(quota.error, 'client-quota');
+    if (quota && !quota.admitted) {
+      this.countThrottled(context, 'client-quota');
+      return context.reject(quota.error, 'client-quota');
+    }
     try {
       await this.route(req, context);
     } finally {
@@ -81,12 +89,25 @@ export class Dispatcher {
   }
 
   private async route(req: IncomingMessage, context: RequestContext): Promise<void> {
+    const { request } = context;
+    // A pinned request waits for its own resource alone: in the pool's shared queue it would hold up everyone behind it.
+    const ticket = new WaitTicket(request.pool, request.startedAt, this.deps.logger, {
+      queued: !request.affinity,
+      metrics: this.deps.metrics,
+    });
+    try {
+      await this.attempts(req, context, ticket);
+    } finally {
+      // A wait that ended neither in a grant nor by running out (client gone, deadline, a bug) is still counted as over.
+      ticket.stopWaiting('abandoned');
+    }
+  }
+
+  private async attempts(req: IncomingMessage, context: RequestContext, ticket: WaitTicket): Promise<void> {
     const { request, res } = context;
     const { settings } = this.deps;
     const pinned = request.affinity;
     const deadline = request.startedAt + settings.deadlineMs;
-    // A pinned request waits for its own resource alone: in the pool's shared queue it would hold up everyone behind it.
-    const ticket = new WaitTicket(request.pool, request.startedAt, this.deps.logger, { queued: !pinned });
     const history = new AttemptHistory();
     // Deployments off the resource that holds a pinned request's state are never tried: they would answer 400.
     const excluded = () => (pinned ? [...pinned.excluded, ...history.tried] : history.tried);
@@ -97,7 +118,7 @@ export class Dispatcher {
     while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return ticket.leave();
       const grant = await this.deps.leasing.acquire(request, excluded(), ticket.queue);
-      ticket.waitsIn(grant.store);
+      ticket.waitsIn(grant.store, grant.ok);
       if (res.destroyed) {
         await grant.lease?.release();
         return ticket.leave();
@@ -126,9 +147,15 @@ export class Dispatcher {
   /** The final answer; for a pinned request, one that says its resource is busy (429) or failing (503), and was the only one tried. */
   private async answer(context: RequestContext, final: Answer, refusal?: Refusal): Promise<void> {
     const { affinity, pool } = context.request;
-    if (!affinity) return context.answer(final);
+    const throttled = 'error' in final && final.error.status === 429;
+    if (!affinity) {
+      // The store found no room (budget), or every deployment is cooling down or out of rotation.
+      if (throttled) this.countThrottled(context, refusal && refusal.reason !== 'unavailable' ? 'pool-full' : 'pool-unavailable');
+      return context.answer(final);
+    }
+    if (throttled) this.countThrottled(context, 'pinned-owner');
     const own = [...pool.deployments.keys()].filter((id) => !affinity.excluded.includes(id));
-    const failing = refusal?.reason === 'unavailable' && (await this.deps.health.circuitsOpen(pool.layout, own).catch(() => false));
+    const failing = refusal?.reason === 'unavailable' && (await this.deps.health.outOfRotation(pool.layout, own).catch(() => false));
     context.answer(pinnedAnswer(final, affinity, failing));
   }
 
@@ -167,6 +194,11 @@ export class Dispatcher {
     askedForUsage: boolean,
   ): Promise<Step> {
     const { outcome } = guarded;
+    if (outcome.kind === 'response') {
+      const { deployment } = lease;
+      const seconds = (performance.now() - context.attemptStartedAt) / 1000;
+      this.deps.metrics.upstreamLatency.observe({ pool: deployment.pool, deployment: deployment.config.id }, seconds);
+    }
     if (context.res.destroyed) {
       if (outcome.kind === 'response') outcome.response.destroy();
       return 'done';
@@ -192,14 +224,22 @@ export class Dispatcher {
     const { deployment } = lease;
     const { res, request } = context;
     const upstreamTimeoutMs = this.deps.settings.upstreamTimeoutMs;
+    const timeLeft = () => Math.max(1, Math.min(upstreamTimeoutMs, deadline - Date.now()));
     return this.deps.health.guard(request.pool.layout, lease, async () => {
-      const outcome = await this.deps.forwarder.attempt(req, res, {
-        target: deployment.origin,
-        path: target.path,
-        body: target.body,
-        headers: attemptHeaders(deployment.config.apiKey, request.requestId),
-        headersTimeoutMs: Math.max(1, Math.min(upstreamTimeoutMs, deadline - Date.now())),
-      });
+      // The key, or the Entra ID token in hand (waited for only before the first one ever came).
+      const found = this.deps.credentials.forAttempt(deployment, timeLeft());
+      const auth = found instanceof Promise ? await found : found;
+      // No token: a failed attempt like a connection failure (the source logs it, once per burst).
+      const outcome =
+        auth === undefined
+          ? noTokenOutcome()
+          : await this.deps.forwarder.attempt(req, res, {
+              target: deployment.origin,
+              path: target.path,
+              body: target.body,
+              headers: attemptHeaders(auth, request.requestId),
+              headersTimeoutMs: timeLeft(),
+            });
       if (!res.destroyed && isFault(outcome)) throw new CountedFailure(outcome);
       return outcome;
     });
@@ -274,16 +314,26 @@ export class Dispatcher {
     }
     context.startResponse(response.statusCode ?? 502, response.headers);
     this.deps.metrics.latency.observe({ pool: context.request.pool.name }, (context.firstByteMs ?? 0) / 1000);
-    const { stateful } = context.request;
-    const piped = await pipeResponse(response, context.res, {
+    const { stateful, client, stream } = context.request;
+    const piping = pipeResponse(response, context.res, {
       idleTimeoutMs: this.deps.settings.streamIdleTimeoutMs,
       stripUsage: askedForUsage,
       ids: stateful && { tag: deployment.resourceTag, restored: stateful.restored, readsUsage: context.request.operation !== undefined },
     });
+    // The pipe is flowing now; the first chunk's arrival is the time to first token of a stream.
+    response.once('data', () => {
+      const seconds = (performance.now() - context.attemptStartedAt) / 1000;
+      this.deps.metrics.ttft.observe({ ...labels, stream: String(stream) }, seconds);
+    });
+    const piped = await piping;
     context.endResponse(piped);
     if (piped.usage) {
-      this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, piped.usage.promptTokens);
-      this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, piped.usage.completionTokens);
+      const { promptTokens, completionTokens } = piped.usage;
+      this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, promptTokens);
+      this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, completionTokens);
+      const byClient = { client: client.name, pool: labels.pool };
+      this.deps.metrics.clientTokens.inc({ ...byClient, kind: 'prompt' }, promptTokens);
+      this.deps.metrics.clientTokens.inc({ ...byClient, kind: 'completion' }, completionTokens);
     }
     const broke = piped.outcome === 'upstream-broke';
     this.countAttempt(lease, broke ? 'upstream-broke' : String(response.statusCode));
@@ -294,7 +344,17 @@ export class Dispatcher {
     // Before the release: a probe's verdict is published before its lease lets another probe through.
     await end(ANSWER_END[piped.outcome]);
     const charge = piped.outcome === 'ok' ? deploymentCharge(lease.lease, piped.usage, isProvisioned(response.headers)) : undefined;
+    if (piped.outcome === 'ok') {
+      // The arrival estimate beside what the window keeps (the reservation itself when no usage came back).
+      this.deps.metrics.estimatedTokens.inc({ pool: labels.pool }, lease.lease.tokens);
+      this.deps.metrics.chargedTokens.inc({ pool: labels.pool }, charge ?? lease.lease.tokens);
+    }
     await lease.release(charge);
+  }
+
+  /** The gateway's own 429 (or a pinned request's 503): spillway_throttled_requests_total. */
+  private countThrottled(context: RequestContext, reason: 'pool-full' | 'pool-unavailable' | 'client-quota' | 'pinned-owner'): void {
+    this.deps.metrics.throttled.inc({ pool: context.request.pool.name, reason });
   }
 
   private countAttempt(lease: HeldLease, outcome: string): void {

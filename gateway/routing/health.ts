@@ -13,7 +13,7 @@ import type { GatewaySettings } from '../../shared/config/schema.ts';
 import type { Lease, PoolLayout, Store } from '../../shared/store/types.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import type { Deployment } from '../pools.ts';
+import type { CurrentPools, Deployment } from '../pools.ts';
 import type { LiveStore } from './live-store.ts';
 import { Rotation } from './outlier.ts';
 
@@ -54,20 +54,28 @@ class Uncounted extends Error {}
 
 type Breaker = CircuitBreaker<[() => Promise<void>], void>;
 
+/** What a breaker judges: the endpoint and the deployment name there. */
+const targetOf = (deployment: Deployment) => `${deployment.config.endpoint} ${deployment.config.deployment}`;
+
 export class Health {
   private readonly breakers = new Map<string, Breaker>();
+  /** Where each breaker's deployment pointed when it was made (targetOf). */
+  private readonly targets = new Map<string, string>();
   private readonly rotation: Rotation;
 
   private readonly stores: LiveStore;
   private readonly settings: GatewaySettings;
   private readonly logger: Logger;
   private readonly metrics: Metrics;
+  /** The config in force (a reload swaps it); absent: the pools never change (tests). */
+  private readonly config: CurrentPools | undefined;
 
-  constructor(stores: LiveStore, settings: GatewaySettings, logger: Logger, metrics: Metrics) {
+  constructor(stores: LiveStore, settings: GatewaySettings, logger: Logger, metrics: Metrics, config?: CurrentPools) {
     this.stores = stores;
     this.settings = settings;
     this.logger = logger;
     this.metrics = metrics;
+    this.config = config;
     this.rotation = new Rotation(stores, settings.outlier, logger, metrics);
   }
 
@@ -154,9 +162,11 @@ export class Health {
     const { outliers } = this.rotation;
     // A failed probe: the deployment failed its one trial, out again for longer than last time.
     if (!lease.probe && !outliers.failed(deployment.key)) return;
+    const layout = this.layoutNow(pool, deployment);
+    if (!layout) return;
     const ejection = outliers.next(deployment.key);
     const cause = lease.probe ? 'probe' : 'outlier';
-    const out = await this.rotation.takeOut(pool, deployment, ejection.durationMs, cause, ejection, lease.probe);
+    const out = await this.rotation.takeOut(layout, deployment, ejection.durationMs, cause, ejection, lease.probe);
     // Kept in rotation as its pool's last: here too.
     if (!out) this.breakers.get(deployment.key)?.close();
   }
@@ -166,11 +176,11 @@ export class Health {
     return this.rotation.rescue(pool, exclude);
   }
 
-  /** True when each of `ids` is out by an open circuit (failing), not by a cooldown or its budget (busy). */
-  async circuitsOpen(pool: PoolLayout, ids: readonly string[]): Promise<boolean> {
+  /** True when each of `ids` is out of rotation (an open circuit, or drained), not busy (a cooldown, its budget). */
+  async outOfRotation(pool: PoolLayout, ids: readonly string[]): Promise<boolean> {
     const snapshot = await this.stores.snapshot(pool);
     const chosen = snapshot.filter((d) => ids.includes(d.id));
-    return chosen.length > 0 && chosen.every((d) => d.circuit !== 'closed');
+    return chosen.length > 0 && chosen.every((d) => d.circuit !== 'closed' || d.drained);
   }
 
   private breaker(pool: PoolLayout, deployment: Deployment): Breaker {
@@ -188,13 +198,42 @@ export class Health {
       name: deployment.key,
     });
     breaker.on('open', () => {
-      void this.rotation.takeOut(pool, deployment, options.resetTimeoutMs, 'breaker').then((out) => {
+      const layout = this.layoutNow(pool, deployment);
+      if (!layout) return;
+      void this.rotation.takeOut(layout, deployment, options.resetTimeoutMs, 'breaker').then((out) => {
         // Kept in rotation as its pool's last: here too, or this instance's own view would keep refusing it.
         if (!out) breaker.close();
       });
     });
     this.breakers.set(deployment.key, breaker);
+    this.targets.set(deployment.key, targetOf(deployment));
     return breaker;
+  }
+
+  /**
+   * The pool as the config in force has it, for a decision about the whole pool (never its last
+   * deployment in rotation): the layout a request or a breaker captured may predate a reload.
+   * Undefined when the deployment is no longer configured: it is not taken out, its state in the
+   * store is left alone to expire.
+   */
+  private layoutNow(seen: PoolLayout, deployment: Deployment): PoolLayout | undefined {
+    if (!this.config) return seen;
+    const pool = this.config.current.pools.get(deployment.pool);
+    return pool?.deployments.has(deployment.config.id) ? pool.layout : undefined;
+  }
+
+  /**
+   * After a reload: the breakers of deployments no longer configured, or now somewhere else (another
+   * endpoint or deployment name), are dropped; a deployment that comes back starts with a new one.
+   */
+  forget(configured: Iterable<Deployment>): void {
+    const targets = new Map([...configured].map((d) => [d.key, targetOf(d)]));
+    for (const [key, breaker] of this.breakers) {
+      if (targets.get(key) === this.targets.get(key)) continue;
+      breaker.shutdown();
+      this.breakers.delete(key);
+      this.targets.delete(key);
+    }
   }
 
   close(): void {

@@ -45,6 +45,22 @@ export class LeaseKeeper {
     }
   }
 
+  /**
+   * Hands back every lease still tracked, each where it was granted (shutdown: requests that did not
+   * end in time). Releasing is idempotent: a request that releases its own later changes nothing.
+   */
+  async releaseAll(): Promise<void> {
+    const left = [...this.live];
+    this.live.clear();
+    if (left.length === 0) return;
+    this.logger.warn('leases released at close: their requests had not ended', { leases: left.length });
+    await Promise.all(
+      left.map(([lease, store]) =>
+        store.release(lease).catch((error: Error) => this.logger.warn('lease release failed', { error: error.message })),
+      ),
+    );
+  }
+
   close(): void {
     clearInterval(this.timer);
   }

@@ -9,6 +9,12 @@
  * waiting out a command timeout, and Redis is probed in the background until it answers. Then the
  * cooldowns and circuits this instance learnt meanwhile are published to it, so the cluster does not
  * send a second storm to a deployment this instance already found throttled or broken.
+ *
+ * An operator's drain, enable and reset go the same way: to the shared store and to the own view;
+ * made while Redis is away they hold in the own view and are published when it answers. So that a
+ * drain made through another instance holds here during an outage too, which deployments are drained
+ * is copied from the shared store into the own view every DRAIN_MIRROR_INTERVAL_MS while it answers,
+ * for the pools this instance routes (one snapshot per pool).
  */
 import type {
   AcquireInput,
@@ -33,6 +39,9 @@ export interface Acquired {
 /** How often a shared store known to be down is tried again (a ping, with its own timeout). */
 const PROBE_INTERVAL_MS = 250;
 
+/** How often the drained deployments are copied from the shared store into the own view (see above). */
+const DRAIN_MIRROR_INTERVAL_MS = 2000;
+
 /** Health state this instance published while the shared store was away, replayed when it answers. */
 interface Learnt {
   pool: string;
@@ -40,6 +49,15 @@ interface Learnt {
   cooldownUntil?: number;
   /** Epoch ms the circuit stays open; 0 when it closed meanwhile. */
   circuitOpenUntil?: number;
+  /** An operator drained (true) or enabled (false) it meanwhile: the latest word. */
+  drained?: boolean;
+  /** An operator reset it meanwhile: replayed first; what was learnt before it is dropped. */
+  reset?: boolean;
+}
+
+export interface LiveStoreOptions {
+  /** How often drained deployments are copied into the own view; 0: never. Default DRAIN_MIRROR_INTERVAL_MS. */
+  drainMirrorIntervalMs?: number;
 }
 
 export class LiveStore {
@@ -54,12 +72,20 @@ export class LiveStore {
   private readonly learnt = new Map<string, Learnt>();
   /** Which store booked a client's quota, so the settlement goes there too. */
   private readonly quotaStores = new WeakMap<QuotaLease, Store>();
+  /** The pools this instance routes (seen in acquire), whose drained deployments are mirrored. */
+  private readonly layouts = new Map<string, PoolLayout>();
+  private readonly drainMirrorIntervalMs: number;
+  private mirror: NodeJS.Timeout | undefined;
+  private mirroring = false;
+  /** Counts drains, enables and resets made here, so a mirror round that read before one does not undo it. */
+  private operatorEdits = 0;
 
-  constructor(shared: Store, fallback: Store, metrics: Metrics, logger: Logger) {
+  constructor(shared: Store, fallback: Store, metrics: Metrics, logger: Logger, options: LiveStoreOptions = {}) {
     this.shared = shared;
     this.fallback = fallback;
     this.metrics = metrics;
     this.logger = logger;
+    this.drainMirrorIntervalMs = options.drainMirrorIntervalMs ?? DRAIN_MIRROR_INTERVAL_MS;
   }
 
   /** The store that answers now: the shared one unless it is known to be down. */
@@ -75,6 +101,7 @@ export class LiveStore {
 
   /** Chooses a deployment on the store that answers; the fallback decides when the shared store fails now. */
   async acquire(input: AcquireInput): Promise<Acquired> {
+    if (this.layouts.get(input.pool.name) !== input.pool) this.watch(input.pool);
     const { store, value } = await this.call((s) => s.acquire(input));
     return { store, result: value };
   }
@@ -100,6 +127,44 @@ export class LiveStore {
     await this.fallback.closeCircuit(pool, deploymentId);
     const published = await this.publish(pool, deploymentId, (s) => s.closeCircuit(pool, deploymentId).then(() => true));
     if (!published) this.remember(pool, deploymentId, { circuitOpenUntil: 0 });
+  }
+
+  /**
+   * An operator's drain (Store.drain): out of rotation for every instance until enabled, in this
+   * instance's own view too; while the shared store is away, published when it answers. True when it was
+   * in rotation, by the shared store's word when it answered.
+   */
+  async drain(pool: string, deploymentId: string): Promise<boolean> {
+    this.operatorEdits += 1;
+    const publishing = this.publish(pool, deploymentId, (s) => s.drain(pool, deploymentId));
+    const local = await this.fallback.drain(pool, deploymentId);
+    const published = await publishing;
+    if (published !== undefined) return published;
+    this.remember(pool, deploymentId, { drained: true });
+    return local;
+  }
+
+  /** An operator's enable (Store.enable), the same way as drain. True when it was drained. */
+  async enable(pool: string, deploymentId: string): Promise<boolean> {
+    this.operatorEdits += 1;
+    const publishing = this.publish(pool, deploymentId, (s) => s.enable(pool, deploymentId));
+    const local = await this.fallback.enable(pool, deploymentId);
+    const published = await publishing;
+    if (published !== undefined) return published;
+    this.remember(pool, deploymentId, { drained: false });
+    return local;
+  }
+
+  /**
+   * An operator's reset (Store.reset): cooldown and circuit cleared for every instance and in the own
+   * view; while the shared store is away, published when it answers, before what this instance learns after it.
+   */
+  async reset(pool: string, deploymentId: string): Promise<void> {
+    this.operatorEdits += 1;
+    const publishing = this.publish(pool, deploymentId, (s) => s.reset(pool, deploymentId).then(() => true));
+    await this.fallback.reset(pool, deploymentId);
+    if (await publishing) return;
+    this.remember(pool, deploymentId, { reset: true, cooldownUntil: undefined, circuitOpenUntil: undefined });
   }
 
   /** Renews leases where they were granted; those of a shared store that is down wait for it (or expire there). */
@@ -146,6 +211,7 @@ export class LiveStore {
 
   async close(): Promise<void> {
     clearInterval(this.probe);
+    clearInterval(this.mirror);
     await this.fallback.close();
   }
 
@@ -211,12 +277,53 @@ export class LiveStore {
   private async replayLearnt(): Promise<void> {
     const now = Date.now();
     for (const [key, learnt] of this.learnt) {
-      const { pool, deploymentId, cooldownUntil, circuitOpenUntil } = learnt;
+      const { pool, deploymentId, cooldownUntil, circuitOpenUntil, drained } = learnt;
+      if (learnt.reset) {
+        await this.shared.reset(pool, deploymentId);
+        // Once: a replay broken off after this must not clear what others published since.
+        learnt.reset = false;
+      }
+      if (drained === true) await this.shared.drain(pool, deploymentId);
+      else if (drained === false) await this.shared.enable(pool, deploymentId);
       if (cooldownUntil !== undefined && cooldownUntil > now) await this.shared.cooldown(pool, deploymentId, cooldownUntil - now);
       if (circuitOpenUntil === 0) await this.shared.closeCircuit(pool, deploymentId);
       else if (circuitOpenUntil !== undefined && circuitOpenUntil > now)
         await this.shared.openCircuit(pool, deploymentId, circuitOpenUntil - now);
       this.learnt.delete(key);
+    }
+  }
+
+  /** A pool this instance routes: its drained deployments are mirrored into the own view from now on. */
+  private watch(pool: PoolLayout): void {
+    this.layouts.set(pool.name, pool);
+    if (this.mirror || this.drainMirrorIntervalMs <= 0) return;
+    this.mirror = setInterval(() => void this.mirrorDrains(), this.drainMirrorIntervalMs);
+    this.mirror.unref();
+  }
+
+  /**
+   * Copies which deployments are drained from the shared store into the own view, while the shared
+   * store answers. A failure is left to the next round (and the calls on the request path to notice).
+   */
+  private async mirrorDrains(): Promise<void> {
+    if (this.mirroring || this.current() !== this.shared) return;
+    this.mirroring = true;
+    try {
+      for (const layout of this.layouts.values()) {
+        const edits = this.operatorEdits;
+        const cluster = await this.shared.snapshot(layout);
+        // A drain, enable or reset made here meanwhile is newer than what was read.
+        if (edits !== this.operatorEdits || this.current() !== this.shared) continue;
+        const own = new Map((await this.fallback.snapshot(layout)).map((d) => [d.id, d.drained]));
+        for (const { id, drained } of cluster) {
+          if (drained && own.get(id) === false) await this.fallback.drain(layout.name, id);
+          else if (!drained && own.get(id) === true) await this.fallback.enable(layout.name, id);
+        }
+      }
+    } catch {
+      // The next round tries again.
+    } finally {
+      this.mirroring = false;
     }
   }
 }

@@ -12,7 +12,10 @@
  *
  * Whether a deployment may be taken out at all is the pool's to say (`Rotation`): never the last one
  * in rotation, so a pool whose deployments all fail keeps being tried and its clients see the
- * deployments' errors, not a gateway that has ejected everything.
+ * deployments' errors, not a gateway that has ejected everything. A deployment an operator drained
+ * is out of rotation for this count, and is never put back by `rescue`: only `enable` does that. An
+ * operator's reset (the store's `resetAt`, from any instance) makes every instance forget the
+ * ejections in a row it counted before it, at its next decision about the deployment.
  */
 import type { DeploymentSnapshot, PoolLayout } from '../../shared/store/types.ts';
 import type { Logger } from '../logger.ts';
@@ -38,6 +41,8 @@ interface OutlierRecord {
   ejections: number;
   /** Epoch ms the latest ejection ends (0: never ejected). */
   ejectionEndsAt: number;
+  /** Epoch ms the latest ejection was counted (0: never ejected). */
+  ejectedAt: number;
   /** Epoch ms until which this instance took the deployment out (any cause; 0: not out by this instance). */
   outUntil: number;
 }
@@ -82,6 +87,20 @@ export class Outliers {
     const record = this.record(key);
     record.ejections = ejection.ejections;
     record.ejectionEndsAt = now + ejection.durationMs;
+    record.ejectedAt = now;
+  }
+
+  /**
+   * An operator reset the deployment at `resetAt` (epoch ms; 0: never): the ejections in a row counted
+   * before that moment are forgotten, so the next one is a first again. True when some were.
+   */
+  forgetBefore(key: string, resetAt: number): boolean {
+    const record = this.records.get(key);
+    if (!record || record.ejections === 0 || record.ejectedAt >= resetAt) return false;
+    record.ejections = 0;
+    record.ejectionEndsAt = 0;
+    record.ejectedAt = 0;
+    return true;
   }
 
   /** This instance published an open circuit for the deployment (ejection, breaker or failed probe) until then. */
@@ -103,7 +122,7 @@ export class Outliers {
   private record(key: string): OutlierRecord {
     let record = this.records.get(key);
     if (!record) {
-      record = { consecutive: 0, ejections: 0, ejectionEndsAt: 0, outUntil: 0 };
+      record = { consecutive: 0, ejections: 0, ejectionEndsAt: 0, ejectedAt: 0, outUntil: 0 };
       this.records.set(key, record);
     }
     return record;
@@ -111,12 +130,12 @@ export class Outliers {
 }
 
 /**
- * How many deployments of the pool, `id` aside, are in rotation now: circuit closed and not cooling
- * down. A half-open circuit lets one probe through at a time, so it counts as out, as does a 429's
- * cooldown: what is left must be able to take the pool's traffic now.
+ * How many deployments of the pool, `id` aside, are in rotation now: not drained, circuit closed and
+ * not cooling down. A half-open circuit lets one probe through at a time, so it counts as out, as do
+ * a 429's cooldown and an operator's drain: what is left must be able to take the pool's traffic now.
  */
 export function othersInRotation(snapshot: readonly DeploymentSnapshot[], id: string, now = Date.now()): number {
-  return snapshot.filter((d) => d.id !== id && d.circuit === 'closed' && d.cooldownUntil <= now).length;
+  return snapshot.filter((d) => d.id !== id && !d.drained && d.circuit === 'closed' && d.cooldownUntil <= now).length;
 }
 
 /** What took a deployment out: the breaker's rate, a run of consecutive failures, a failed probe. */
@@ -182,16 +201,23 @@ export class Rotation {
   private async decide(pool: PoolLayout, deployment: Deployment, durationMs: number, cause: OpenCause, ejection?: Ejection, probe = false) {
     const { key } = deployment;
     const id = deployment.config.id;
-    const until = Date.now() + durationMs;
-    if (this.outliers.isOut(key) && this.outliers.isOut(key, until - SAME_END_MS)) {
+    if (this.outliers.isOut(key) && this.outliers.isOut(key, Date.now() + durationMs - SAME_END_MS)) {
       // This instance has it out about as long already (the breaker opened on the same failure).
       if (ejection) this.outliers.ejected(key, ejection);
       return true;
     }
-    const fields = { pool: pool.name, deployment: id, cause, openMs: durationMs, ejections: ejection?.ejections };
     // Kept as the last in rotation a moment ago: that answer stands, without asking the store on every failure.
     const keptBefore = (this.kept.get(key) ?? 0) > Date.now();
-    if (keptBefore || (await this.othersIn(pool, id)) === 0) {
+    // The cluster's view (from the store that answers: while Redis is away, this instance's own).
+    const snapshot = keptBefore ? undefined : await this.stores.snapshot(pool);
+    if (ejection && this.outliers.forgetBefore(key, snapshot?.find((d) => d.id === id)?.resetAt ?? 0)) {
+      // An operator reset it since the ejections this one followed: a first ejection again.
+      ejection = this.outliers.next(key);
+      durationMs = ejection.durationMs;
+    }
+    const until = Date.now() + durationMs;
+    const fields = { pool: pool.name, deployment: id, cause, openMs: durationMs, ejections: ejection?.ejections };
+    if (!snapshot || othersInRotation(snapshot, id) === 0) {
       if (!keptBefore) {
         this.logger.warn('deployment kept in rotation: no other deployment of its pool is in rotation', fields);
         this.kept.set(key, Date.now() + KEPT_MEMORY_MS);
@@ -215,7 +241,8 @@ export class Rotation {
    */
   async rescue(pool: PoolLayout, exclude: readonly string[]): Promise<boolean> {
     const now = Date.now();
-    const snapshot = await this.stores.snapshot(pool);
+    // A drained deployment is out by an operator's word: it counts for nothing here and is never put back.
+    const snapshot = (await this.stores.snapshot(pool)).filter((d) => !d.drained);
     if (snapshot.some((d) => d.cooldownUntil > now)) return false;
     const candidates = snapshot.filter((d) => !exclude.includes(d.id));
     if (snapshot.some((d) => d.circuit === 'closed')) return candidates.some((d) => d.circuit === 'closed');
@@ -225,13 +252,5 @@ export class Rotation {
     this.outliers.markIn(`${pool.name}/${soonest.id}`);
     await this.stores.closeCircuit(pool.name, soonest.id);
     return true;
-  }
-
-  /**
-   * Deployments of the pool other than `id` in rotation, from the store that answers: while Redis is
-   * away that is this instance's own view, which holds every circuit this instance opened.
-   */
-  private async othersIn(pool: PoolLayout, id: string): Promise<number> {
-    return othersInRotation(await this.stores.snapshot(pool), id);
   }
 }

@@ -24,15 +24,22 @@ export class RequestContext {
   outcome = 'pending';
   usage: Usage | undefined;
   firstByteMs: number | undefined;
+  /** performance.now() when the latest attempt started: the upstream latency and TTFT histograms count from it. */
+  attemptStartedAt = 0;
 
-  constructor(request: ProxiedRequest, res: ServerResponse) {
+  /** Upstream response headers the client does not see (gateway.hiddenResponseHeaders). */
+  private readonly hidden: ReadonlySet<string>;
+
+  constructor(request: ProxiedRequest, res: ServerResponse, hidden: ReadonlySet<string>) {
     this.request = request;
     this.res = res;
+    this.hidden = hidden;
   }
 
   startAttempt(deployment: string): void {
     this.attempts += 1;
     this.deployment = deployment;
+    this.attemptStartedAt = performance.now();
   }
 
   /** The attempt never left: this instance's breaker refused it. */
@@ -54,7 +61,7 @@ export class RequestContext {
     this.status = status;
     this.outcome = 'streaming';
     this.firstByteMs = Date.now() - this.request.startedAt;
-    writeUpstreamHead(this.res, status, upstream, this.gatewayHeaders);
+    writeUpstreamHead(this.res, status, upstream, this.gatewayHeaders, this.hidden);
   }
 
   endResponse(piped: PipeResult): void {
@@ -78,7 +85,7 @@ export class RequestContext {
     this.status = failure.status;
     // The body may have been cut at FAILED_BODY_LIMIT, so its length is recomputed rather than copied.
     const { 'content-length': _length, ...headers } = failure.headers ?? {};
-    writeUpstreamHead(this.res, failure.status ?? 502, headers, this.gatewayHeaders);
+    writeUpstreamHead(this.res, failure.status ?? 502, headers, this.gatewayHeaders, this.hidden);
     const { stateful } = this.request;
     this.res.end(stateful && failure.body ? withClientIds(failure.body, stateful.restored) : failure.body);
   }

@@ -59,9 +59,17 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   UTILIZATION_HEADER,
 ]);
 
-/** The headers an attempt sets upstream: the deployment's own key, never the client's, and the request id. */
-export function attemptHeaders(apiKey: string, requestId: string): Record<string, string> {
-  return { 'api-key': apiKey, 'x-request-id': requestId };
+/** How an attempt authenticates upstream: the deployment's api-key (a string), or a Microsoft Entra ID token. */
+export type UpstreamAuth = string | { readonly bearer: string };
+
+/**
+ * The headers an attempt sets upstream: the deployment's own credential, never the client's (its key
+ * as `api-key`, or its Entra ID token as `Authorization: Bearer` and then no `api-key` at all), and
+ * the request id.
+ */
+export function attemptHeaders(auth: UpstreamAuth, requestId: string): Record<string, string> {
+  if (typeof auth === 'string') return { 'api-key': auth, 'x-request-id': requestId };
+  return { authorization: `Bearer ${auth.bearer}`, 'x-request-id': requestId };
 }
 
 /** What the forwarder adds for the body it sends: its exact length, and no compression of the answer (usage is read from it). */
@@ -90,6 +98,14 @@ export function isProvisioned(headers: IncomingHttpHeaders): boolean {
   return headers[UTILIZATION_HEADER] !== undefined;
 }
 
+/** No configured header hidden (gateway.hiddenResponseHeaders is the operator's list). */
+const NONE_HIDDEN: ReadonlySet<string> = new Set();
+
+/** The operator's hidden response headers, as writeUpstreamHead matches them (Node's header names are lower case). */
+export function hiddenHeaderSet(names: readonly string[]): ReadonlySet<string> {
+  return new Set(names.map((name) => name.toLowerCase()));
+}
+
 /** What the gateway says about how it served a request. */
 export interface GatewayHeaders {
   requestId: string;
@@ -104,10 +120,16 @@ export interface GatewayHeaders {
  * write (a whole JSON answer is then one packet, a stream's head leaves with its first event as Azure
  * sends it).
  */
-export function writeUpstreamHead(res: ServerResponse, status: number, upstream: IncomingHttpHeaders, gateway: GatewayHeaders): void {
+export function writeUpstreamHead(
+  res: ServerResponse,
+  status: number,
+  upstream: IncomingHttpHeaders,
+  gateway: GatewayHeaders,
+  hidden: ReadonlySet<string> = NONE_HIDDEN,
+): void {
   for (const name in upstream) {
     const value = upstream[name];
-    if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name)) continue;
+    if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || hidden.has(name)) continue;
     res.setHeader(name, value);
   }
   res.setHeader('x-request-id', gateway.requestId);

@@ -177,8 +177,9 @@ export function gatewayConfig(
   pools: Record<string, GatewayPoolInput>,
   gateway?: Record<string, unknown>,
 ): Record<string, unknown> {
+  // No load balancer to tell: a stopped gateway leaves at once instead of after shutdownDelayMs.
   const config = {
-    ...(gateway ? { gateway } : {}),
+    gateway: { shutdownDelayMs: 0, ...gateway },
     pools: Object.fromEntries(
       Object.entries(pools).map(([name, pool]) => [
         name,

@@ -7,14 +7,22 @@ import { STRATEGIES } from '../store/types.ts';
 
 const positiveInt = z.number({ error: 'must be a number' }).int('must be a whole number').positive('must be positive');
 
-const deploymentSchema = z.strictObject({
+/** A Microsoft Entra ID client id (a GUID), as a user-assigned managed identity has one. */
+const CLIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const deploymentFields = z.strictObject({
   id: z
     .string()
     .min(1)
     .regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" or "-"'),
   endpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
   deployment: z.string().min(1),
-  apiKey: z.string().min(1),
+  /** The deployment's key; or none, with `auth: entra`. */
+  apiKey: z.string().min(1).optional(),
+  /** `entra`: a Microsoft Entra ID token (managed identity or DefaultAzureCredential) instead of a key. */
+  auth: z.literal('entra', { error: 'must be "entra" (or leave it out and set apiKey)' }).optional(),
+  /** With `auth: entra`: the client id of the user-assigned managed identity to use. */
+  clientId: z.string().regex(CLIENT_ID, 'must be a client id (a GUID)').optional(),
   tpm: positiveInt.optional(),
   rpm: positiveInt.optional(),
   priority: positiveInt.default(1),
@@ -25,6 +33,16 @@ const deploymentSchema = z.strictObject({
     .optional(),
   /** Model behind the deployment (e.g. gpt-4o); picks the tokenizer when the pool does not. */
   model: z.string().min(1).optional(),
+});
+
+const deploymentSchema = deploymentFields.superRefine((deployment, ctx) => {
+  // Exactly one way to authenticate upstream.
+  if (deployment.auth === 'entra' && deployment.apiKey !== undefined)
+    ctx.addIssue({ code: 'custom', path: ['apiKey'], message: 'set either apiKey or auth: entra, not both' });
+  if (deployment.auth === undefined && deployment.apiKey === undefined)
+    ctx.addIssue({ code: 'custom', path: ['apiKey'], message: 'required (or auth: entra for a Microsoft Entra ID token)' });
+  if (deployment.clientId !== undefined && deployment.auth !== 'entra')
+    ctx.addIssue({ code: 'custom', path: ['clientId'], message: 'only with auth: entra' });
 });
 
 const poolSchema = z.strictObject({
@@ -93,6 +111,16 @@ function checkClientTimeouts(
     });
 }
 
+/** The shutdown delay is part of the grace: what is left of it is for the requests in flight. */
+function checkShutdown(gateway: { shutdownDelayMs: number; shutdownGraceMs: number }, ctx: z.RefinementCtx): void {
+  if (gateway.shutdownGraceMs <= gateway.shutdownDelayMs)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['gateway', 'shutdownGraceMs'],
+      message: `must be longer than shutdownDelayMs (${gateway.shutdownDelayMs})`,
+    });
+}
+
 const gatewaySchema = z.strictObject({
   /** Largest request body accepted (413 above). Azure's own limit for chat is far larger only with images. */
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
@@ -136,6 +164,15 @@ const gatewaySchema = z.strictObject({
   upstreamTimeoutMs: positiveInt.default(60_000),
   /** Time a stream may stay silent before the gateway gives up on it. */
   streamIdleTimeoutMs: positiveInt.default(120_000),
+  /**
+   * Upstream response headers the client does not see, beyond the hop-by-hop ones and the
+   * deployment's own x-ratelimit-* (always dropped): by default the one that names the internal
+   * deployment. `apim-request-id` is kept (Azure support asks for it). [] passes all on.
+   */
+  hiddenResponseHeaders: z
+    .array(z.string().regex(/^[A-Za-z0-9-]+$/, 'must be a header name'))
+    .max(100)
+    .default(['x-ms-deployment-name']),
   /** Cooldown after a 429 that names no retry time. */
   defaultCooldownMs: positiveInt.default(10_000),
   /** A Retry-After at least this long is a quota exhaustion, not a per-minute limit. */
@@ -154,6 +191,18 @@ const gatewaySchema = z.strictObject({
     .default(60_000),
   breaker: breakerSchema.default(() => breakerSchema.parse({})),
   outlier: outlierSchema.default(() => outlierSchema.parse({})),
+  /**
+   * Shutdown (SIGTERM, SIGINT): /readyz answers 503 at once, and the listener keeps accepting
+   * connections this long, so that the load balancer sees the instance leave before its connections
+   * are refused. 0: refused at once.
+   */
+  shutdownDelayMs: z.number().int().min(0).default(5000),
+  /**
+   * Shutdown: the longest it lasts, from the signal (the delay included). Requests and streams in
+   * flight finish within it; those still running then are cut, their leases released. Keep it below
+   * the orchestrator's own limit (Kubernetes' terminationGracePeriodSeconds: 30 s by default).
+   */
+  shutdownGraceMs: positiveInt.default(25_000),
 });
 
 export const configSchema = z
@@ -166,6 +215,7 @@ export const configSchema = z
   })
   .superRefine((config, ctx) => {
     checkClientTimeouts(config.gateway, ctx);
+    checkShutdown(config.gateway, ctx);
     const names = new Set<string>();
     const keys = new Set<string>();
     config.clients?.forEach((client, index) => {

@@ -12,6 +12,7 @@ import type { DeploymentRuntime } from './deployments.ts';
 import { DEPLOYMENT_NOT_FOUND, INVALID_JSON, RESOURCE_NOT_FOUND, UNAUTHORIZED, invalidRequest } from './errors.ts';
 import { Exchange, baseHeaders, cutFaultOf, sendError } from './exchange.ts';
 import { pathOf, queryParam, readBody } from './http-utils.ts';
+import { operationRefusal } from './model-operations.ts';
 import { handleStatefulRequest, matchStatefulRoute } from './responses-api/handler.ts';
 import { OPERATION_NAMES, countPromptTokens, estimateCost, parseRequest, type Operation, type SimRequest } from './requests.ts';
 import {
@@ -109,6 +110,9 @@ export async function handleApiRequest(context: ApiContext, req: IncomingMessage
 
   const record = newRecord({ req, path, apiVersion, auth, requestId, model: deployment.name });
   const exchange = new Exchange(deployment, res, record);
+  // Azure refuses the operation from the deployment's model alone, before it reads the body.
+  const refusal = operationRefusal(route.operation, deployment.model);
+  if (refusal !== null) return exchange.sendError(refusal);
 
   body ??= parseJsonObject(raw);
   if (body === null) return exchange.sendError(INVALID_JSON);

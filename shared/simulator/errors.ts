@@ -49,6 +49,23 @@ export const UNAUTHORIZED: ErrorReply = reply(401, {
     'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.',
 });
 
+/**
+ * Azure's 400 for an operation the deployment's model does not do: embeddings on a chat model, chat or
+ * completions on an embeddings model. Captured: "The embeddings operation does not work with the
+ * specified model, gpt-35-turbo." (OpenHands/OpenHands GH#1003), "The chatCompletion operation …,
+ * text-embedding-ada-002." (microsoft/AI-Red-Teaming-Playground-Labs GH#18), "The completion
+ * operation …, text-embedding-ada-002." (MicrosoftDocs/azure-docs GH#112023). The model is named
+ * without its version. [U] for `responses`: that wording was never captured.
+ */
+export function operationNotSupported(operation: 'embeddings' | 'chatCompletion' | 'completion' | 'responses', model: string): ErrorReply {
+  return reply(400, {
+    code: 'OperationNotSupported',
+    message:
+      `The ${operation} operation does not work with the specified model, ${modelFamily(model)}. Please choose different model and try again. ` +
+      'You can learn more about which models can be used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.',
+  });
+}
+
 /** OpenAI-style validation error, which Azure passes through for request bodies. */
 export function invalidRequest(message: string, param: string | null = null, code: string | null = null): ErrorReply {
   return reply(400, { message, type: 'invalid_request_error', param, code });

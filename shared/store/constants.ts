@@ -21,6 +21,13 @@ export function shortWindowLimit(rpm: number): number {
  */
 export const HALF_OPEN_MEMORY_MS = 24 * 60 * 60 * 1000;
 
+/**
+ * How long the moment of a deployment's latest manual reset is remembered: instances forget the
+ * ejections in a row they counted before it (gateway/routing/outlier.ts). A count older than a day
+ * has long decayed (it drops by one per baseEjectionMs in rotation).
+ */
+export const RESET_MEMORY_MS = 24 * 60 * 60 * 1000;
+
 export const DEFAULT_WINDOW_MS = 60_000;
 export const DEFAULT_KEY_PREFIX = 'spillway:';
 

@@ -9,7 +9,8 @@
  *   PREFIX{pool:NAME}:queue:deadlines   ZSET ticket → deadline (epoch ms); both queue keys expire with the
  *                                       latest deadline
  *   PREFIX{pool:NAME}:dep:ID            deployment state hash: cd (cooldown until), ou (circuit open until),
- *                                       pl (probe lease id), pd (probe deadline)
+ *                                       pl (probe lease id), pd (probe deadline), dr (drained since: no
+ *                                       expiry while set), rs (latest manual reset)
  *   PREFIX{pool:NAME}:dep:ID:leases     live leases: ZSET leaseId → deadline (epoch ms)
  *   PREFIX{pool:NAME}:dep:ID:win        usage window hash, a ring of 60 bucket slots: h (newest bucket),
  *                                       t / r / s (tokens, requests, requests in the short window),

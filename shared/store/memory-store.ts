@@ -8,6 +8,7 @@ import { chooseCandidate } from './choose.ts';
 import {
   HALF_OPEN_MEMORY_MS,
   IDLE_WINDOWS_BEFORE_EXPIRY,
+  RESET_MEMORY_MS,
   WINDOW_BUCKETS,
   observationLease,
   observedCounts,
@@ -44,6 +45,10 @@ interface DeploymentState {
   openUntil: number;
   probeLeaseId: string | undefined;
   probeDeadline: number;
+  /** Taken out of rotation by hand until enabled. */
+  drained: boolean;
+  /** Epoch ms of the latest manual reset; 0 when none is remembered. */
+  resetAt: number;
   /** leaseId → deadline (epoch ms). */
   leases: Map<string, number>;
   window: SlidingWindow;
@@ -105,7 +110,8 @@ export class MemoryStore implements Store {
     const assessed = pool.deployments.map((budget, index): Assessment | undefined => {
       const state = this.#deployment(pool.name, budget.id, nowMs);
       const inFlight = reapLeases(state, nowMs);
-      if (excluded.has(budget.id)) return undefined;
+      // Drained: as if excluded (no retry time of its own, no probe), like acquire.lua.
+      if (excluded.has(budget.id) || state.drained) return undefined;
       let blockedUntil = state.cooldownUntil > nowMs ? state.cooldownUntil : 0;
       let halfOpen = false;
       if (state.openUntil > nowMs) {
@@ -186,7 +192,9 @@ export class MemoryStore implements Store {
     const counts = state.window.read(newestBucket);
     const tokenDeficit = usedTokens === undefined ? 0 : Math.max(0, usedTokens - counts.tokens);
     const requestDeficit = usedRequests === undefined ? 0 : Math.max(0, usedRequests - counts.shortRequests);
-    if (tokenDeficit > 0 || requestDeficit > 0) state.window.add(newestBucket, tokenDeficit, requestDeficit);
+    // Tokens leave as Azure's window slides (spread over it); requests count in the short window.
+    state.window.spread(newestBucket, tokenDeficit);
+    if (requestDeficit > 0) state.window.add(newestBucket, 0, requestDeficit);
   }
 
   async observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void> {
@@ -268,6 +276,29 @@ export class MemoryStore implements Store {
     state.openUntil = 0;
   }
 
+  async drain(pool: string, deploymentId: string): Promise<boolean> {
+    const state = this.#deployment(pool, deploymentId, this.#now());
+    if (state.drained) return false;
+    state.drained = true;
+    return true;
+  }
+
+  async enable(pool: string, deploymentId: string): Promise<boolean> {
+    const state = this.#deployment(pool, deploymentId, this.#now());
+    if (!state.drained) return false;
+    state.drained = false;
+    return true;
+  }
+
+  async reset(pool: string, deploymentId: string): Promise<void> {
+    const nowMs = this.#now();
+    const state = this.#deployment(pool, deploymentId, nowMs);
+    state.cooldownUntil = 0;
+    state.openUntil = 0;
+    clearProbe(state);
+    state.resetAt = nowMs;
+  }
+
   async snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
     const nowMs = this.#now();
     const nowBucket = this.#bucketOf(nowMs);
@@ -283,6 +314,8 @@ export class MemoryStore implements Store {
         cooldownUntil: state.cooldownUntil > nowMs ? state.cooldownUntil : 0,
         circuit,
         circuitOpenUntil: state.openUntil,
+        drained: state.drained,
+        resetAt: state.resetAt,
       };
     });
   }
@@ -347,6 +380,8 @@ export class MemoryStore implements Store {
         openUntil: 0,
         probeLeaseId: undefined,
         probeDeadline: 0,
+        drained: false,
+        resetAt: 0,
         leases: new Map(),
         window: new SlidingWindow(),
       };
@@ -390,11 +425,18 @@ function clearProbe(state: DeploymentState): void {
   state.probeDeadline = 0;
 }
 
-/** What the state hash's TTL does in Redis: once nothing in it matters, it is gone. */
+/** What the state hash's TTL does in Redis: once nothing in it matters, it is gone; never while drained (no TTL). */
 function forgetIdleState(state: DeploymentState, nowMs: number): void {
-  const keepUntil = Math.max(state.cooldownUntil, state.probeDeadline, state.openUntil > 0 ? state.openUntil + HALF_OPEN_MEMORY_MS : 0);
+  if (state.drained) return;
+  const keepUntil = Math.max(
+    state.cooldownUntil,
+    state.probeDeadline,
+    state.openUntil > 0 ? state.openUntil + HALF_OPEN_MEMORY_MS : 0,
+    state.resetAt > 0 ? state.resetAt + RESET_MEMORY_MS : 0,
+  );
   if (keepUntil > nowMs) return;
   state.cooldownUntil = 0;
   state.openUntil = 0;
+  state.resetAt = 0;
   clearProbe(state);
 }

@@ -62,7 +62,9 @@ const PING_TIMEOUT_MS = 1000;
  * charge (the lease would only count until it expired anyway), release-quota (the charge, into the bucket
  * booked), leave-queue, snapshot (reads), and cooldown / open-circuit / close-circuit: what a deployment
  * said is still true and every instance should hear it; Redis runs commands in the order they were sent,
- * so a late one overrides nothing sent after it, and a late cooldown only ends later by the delay.
+ * so a late one overrides nothing sent after it, and a late cooldown only ends later by the delay. The
+ * same holds for an operator's drain / enable / reset (idempotent; gateway/routing/live-store.ts replays
+ * one it could not confirm).
  *
  * The deadline is this instance's clock at the call plus the client's commandTimeout (read from the
  * client's options), moved into Redis's clock by an estimate of the offset between the two, from TIME
@@ -111,7 +113,7 @@ function monotonicNow(): number {
 const REASONS = { 1: 'unavailable', 2: 'no-budget', 3: 'queued' } as const;
 const QUOTA_REASONS = { 1: 'tokens', 2: 'requests' } as const;
 const CIRCUITS: Record<number, CircuitState> = { 0: 'closed', 1: 'open', 2: 'half-open' };
-const SNAPSHOT_FIELDS = 6;
+const SNAPSHOT_FIELDS = 8;
 
 /** Command names are namespaced because a caller's client may define commands of its own. */
 function commandName(script: ScriptName): string {
@@ -311,6 +313,21 @@ export class RedisStore implements Store {
     await this.#run('close-circuit', [state], []);
   }
 
+  async drain(pool: string, deploymentId: string): Promise<boolean> {
+    const { state } = this.#keys.deployment(pool, deploymentId);
+    return Number(await this.#run('drain', [state], [])) === 1;
+  }
+
+  async enable(pool: string, deploymentId: string): Promise<boolean> {
+    const { state } = this.#keys.deployment(pool, deploymentId);
+    return Number(await this.#run('enable', [state], [])) === 1;
+  }
+
+  async reset(pool: string, deploymentId: string): Promise<void> {
+    const { state } = this.#keys.deployment(pool, deploymentId);
+    await this.#run('reset', [state], []);
+  }
+
   async snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
     if (pool.deployments.length === 0) return [];
     const keys = pool.deployments.flatMap((deployment) => {
@@ -319,10 +336,8 @@ export class RedisStore implements Store {
     });
     const values = numbers(await this.#run('snapshot', keys, [this.#windowMs]));
     return pool.deployments.map((deployment, i) => {
-      const [inFlight = 0, tokens = 0, requests = 0, cooldownUntil = 0, circuit = 0, openUntil = 0] = values.slice(
-        i * SNAPSHOT_FIELDS,
-        (i + 1) * SNAPSHOT_FIELDS,
-      );
+      const [inFlight = 0, tokens = 0, requests = 0, cooldownUntil = 0, circuit = 0, openUntil = 0, drained = 0, resetAt = 0] =
+        values.slice(i * SNAPSHOT_FIELDS, (i + 1) * SNAPSHOT_FIELDS);
       return {
         id: deployment.id,
         inFlight,
@@ -331,6 +346,8 @@ export class RedisStore implements Store {
         cooldownUntil,
         circuit: CIRCUITS[circuit] ?? 'closed',
         circuitOpenUntil: openUntil,
+        drained: drained === 1,
+        resetAt,
       };
     });
   }

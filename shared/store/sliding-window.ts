@@ -85,6 +85,23 @@ export class SlidingWindow {
     this.#head = newestBucket;
   }
 
+  /** Adds whole tokens (>= 0) spread evenly over the window's buckets, the remainder one each to the oldest (window.lua's spreadOverWindow). */
+  spread(newestBucket: number, tokens: number): void {
+    if (tokens <= 0) return;
+    const share = Math.floor(tokens / WINDOW_BUCKETS);
+    const extra = tokens - share * WINDOW_BUCKETS;
+    const oldest = newestBucket - WINDOW_BUCKETS + 1;
+    for (let i = 0; i < WINDOW_BUCKETS; i++) {
+      const amount = share + (i < extra ? 1 : 0);
+      if (amount === 0) continue;
+      const counts = this.#buckets.get(oldest + i) ?? { tokens: 0, requests: 0 };
+      counts.tokens += amount;
+      this.#buckets.set(oldest + i, counts);
+    }
+    this.#tokens += tokens;
+    this.#head = newestBucket;
+  }
+
   /** Adds delta to a bucket still inside the window and to the total, never below zero. */
   adjust(newestBucket: number, bucket: number, delta: number): void {
     if (delta === 0 || this.#head === undefined || bucket > newestBucket || bucket <= newestBucket - WINDOW_BUCKETS) return;

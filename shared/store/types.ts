@@ -1,7 +1,7 @@
 /**
  * The store holds every piece of state that instances share: leases (in-flight requests), token and
- * request usage windows, 429 cooldowns and published circuit state, pools' first-come-first-served wait
- * queues and clients' quota windows. Two implementations keep one contract: RedisStore (atomic Lua
+ * request usage windows, 429 cooldowns and published circuit state, deployments drained by an operator,
+ * pools' first-come-first-served wait queues and clients' quota windows. Two implementations keep one contract: RedisStore (atomic Lua
  * scripts, time from Redis TIME) and MemoryStore (one process).
  */
 
@@ -157,6 +157,10 @@ export interface DeploymentSnapshot {
   circuit: CircuitState;
   /** Epoch ms until which the circuit stays open; 0 when closed. */
   circuitOpenUntil: number;
+  /** Taken out of rotation by hand (`drain`) until `enable`; cooldown and circuit are reported as they are. */
+  drained: boolean;
+  /** Epoch ms of the latest manual `reset` (remembered a day, RESET_MEMORY_MS); 0 when none. */
+  resetAt: number;
 }
 
 /**
@@ -166,7 +170,7 @@ export interface DeploymentSnapshot {
  * acquireQuota (no booking), renew (no lease pushed) and the observation of release / observe
  * (RedisStore: once it has measured its offset to the Redis clock, a few ms after connecting). What is
  * right whenever it runs may still take effect late: release ending its lease and applying its charge,
- * releaseQuota, leaveQueue, cooldown, openCircuit, closeCircuit. A call that reaches the store past the
+ * releaseQuota, leaveQueue, cooldown, openCircuit, closeCircuit, drain, enable, reset. A call that reaches the store past the
  * moment its client gives up may also reject for that reason (RedisStore: LateCallError); treat it like
  * a timeout, not a refusal. MemoryStore has no network: each of its calls takes effect when made.
  */
@@ -197,6 +201,22 @@ export interface Store {
   openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void>;
   /** Publish that a deployment is healthy again (a probe succeeded). */
   closeCircuit(pool: string, deploymentId: string): Promise<void>;
+  /**
+   * Take a deployment out of rotation by hand, for every instance, until `enable`: acquire never grants it
+   * (no probe either) and treats it as excluded, so it has no retry time of its own (a pool drained entirely
+   * is refused as unavailable, a window, and never queued). Leases in flight on it end, renew and release as
+   * usual. Cooldown and circuit are kept. No expiry. Idempotent: true when it was in rotation, false when
+   * drained already.
+   */
+  drain(pool: string, deploymentId: string): Promise<boolean>;
+  /** Undo `drain`; cooldown and circuit then apply as they are. Idempotent: true when it was drained. */
+  enable(pool: string, deploymentId: string): Promise<boolean>;
+  /**
+   * Clear a deployment's health by hand, for every instance: its cooldown ends, its circuit closes (a half-open
+   * probe marker is forgotten) and `resetAt` is set, so instances forget the ejections they counted before it.
+   * Drained stays as it is. Idempotent.
+   */
+  reset(pool: string, deploymentId: string): Promise<void>;
   /** Take a waiter's ticket out of a pool's wait queue (it gave up: timeout, client gone). No-op when absent. */
   leaveQueue(pool: string, ticket: string): Promise<void>;
   /**

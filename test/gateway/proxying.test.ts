@@ -12,7 +12,9 @@ describe('routing through the gateway', () => {
   let sim: Simulator;
   const running: RunningGateway[] = [];
   before(async () => {
-    sim = await simulator(['d1', 'd2', 'd3', { name: 'pinned' }], { latency: { ttftMs: 150, perTokenMs: 0 } });
+    sim = await simulator(['d1', 'd2', 'd3', { name: 'pinned' }, { name: 'pinned-embed', model: 'text-embedding-3-small' }], {
+      latency: { ttftMs: 150, perTokenMs: 0 },
+    });
   });
   after(async () => {
     await Promise.all(running.map((g) => g.close()));
@@ -62,9 +64,13 @@ describe('routing through the gateway', () => {
 
   test('Azure-style, /openai/v1 and /v1 routes reach the deployment with its own key, path and api-version', async () => {
     const pool = uniquePool();
+    const embedPool = uniquePool();
     const g = await startGateway(
       testConfig({
-        pools: { [pool]: { deployments: [{ id: 'only', endpoint: sim.url, deployment: 'pinned', apiVersion: '2024-06-01' }] } },
+        pools: {
+          [pool]: { deployments: [{ id: 'only', endpoint: sim.url, deployment: 'pinned', apiVersion: '2024-06-01' }] },
+          [embedPool]: { deployments: [{ id: 'embed', endpoint: sim.url, deployment: 'pinned-embed', apiVersion: '2024-06-01' }] },
+        },
       }),
     );
     running.push(g);
@@ -83,20 +89,20 @@ describe('routing through the gateway', () => {
       assert.equal(body.object, 'chat.completion');
       assert.ok(body.usage.total_tokens > 0);
     }
-    const embeddings = await fetch(`${g.url}/openai/deployments/${pool}/embeddings?api-version=2024-10-21`, {
+    const embeddings = await fetch(`${g.url}/openai/deployments/${embedPool}/embeddings?api-version=2024-10-21`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'api-key': CLIENT_KEY },
       body: JSON.stringify({ input: ['a', 'b'] }),
     });
     assert.equal(embeddings.status, 200);
-    const seen = sim.recentRequests('pinned').slice(-4);
+    const seen = [...sim.recentRequests('pinned').slice(-3), ...sim.recentRequests('pinned-embed').slice(-1)];
     assert.deepEqual(
       seen.map((r) => [r.path, r.apiVersion, r.auth]),
       [
         ['/openai/deployments/pinned/chat/completions', '2024-06-01', 'api-key'],
         ['/openai/deployments/pinned/chat/completions', '2024-06-01', 'api-key'],
         ['/openai/deployments/pinned/chat/completions', '2024-06-01', 'api-key'],
-        ['/openai/deployments/pinned/embeddings', '2024-06-01', 'api-key'],
+        ['/openai/deployments/pinned-embed/embeddings', '2024-06-01', 'api-key'],
       ],
     );
     assert.equal(seen[0]?.clientRequestId, 'trace-123', 'x-request-id is forwarded upstream');

@@ -44,7 +44,8 @@ export function testConfig(input: {
     ]),
   );
   const clients = input.clients === null ? undefined : (input.clients ?? [{ name: 'tests', apiKey: CLIENT_KEY }]);
-  return configSchema.parse({ gateway: input.gateway ?? {}, pools, ...(clients ? { clients } : {}) });
+  // No load balancer to tell in tests: a stopped gateway leaves at once unless a test sets the delay.
+  return configSchema.parse({ gateway: { shutdownDelayMs: 0, ...input.gateway }, pools, ...(clients ? { clients } : {}) });
 }
 
 export interface RunningGateway {
@@ -81,6 +82,8 @@ export async function startGateway(
 export interface GatewayProcess {
   url: string;
   child: ChildProcess;
+  /** Its GATEWAY_CONFIG: write another config there and send SIGHUP (or POST /admin/reload) to reload. */
+  file: string;
   /** Every JSON log line the process wrote so far. */
   logs: Record<string, unknown>[];
   stop(signal?: NodeJS.Signals): Promise<void>;
@@ -120,6 +123,7 @@ export async function spawnGateway(config: GatewayConfig, env: Record<string, st
   return {
     url,
     child,
+    file,
     logs,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return;

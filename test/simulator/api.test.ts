@@ -588,3 +588,61 @@ describe('headers', () => {
     }
   });
 });
+
+describe('operations the deployment’s model does not do', () => {
+  /** Azure's body, word for word as captured (OpenHands/OpenHands GH#1003, microsoft/AI-Red-Teaming-Playground-Labs GH#18). */
+  const notSupported = (operation: string, model: string) => ({
+    error: {
+      code: 'OperationNotSupported',
+      message: `The ${operation} operation does not work with the specified model, ${model}. Please choose different model and try again. You can learn more about which models can be used with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.`,
+    },
+  });
+
+  test('embeddings on a chat deployment: 400 OperationNotSupported naming the model without its version, on both route kinds', async () => {
+    const before = sim.stats('chat');
+    for (const response of [
+      await post(`/openai/deployments/chat/embeddings?api-version=${API_VERSION}`, { input: 'hello' }),
+      await post('/openai/v1/embeddings', { model: 'chat', input: ['a', 'b'] }),
+      // Azure decides from the model, before it looks at the body.
+      await post(`/openai/deployments/chat/embeddings?api-version=${API_VERSION}`, {}),
+    ]) {
+      assert.equal(response.status, 400);
+      assert.deepEqual(await response.json(), notSupported('embeddings', 'gpt-4o'));
+      assert.equal(response.headers.get('x-ms-deployment-name'), 'chat');
+      assert.ok(response.headers.get('apim-request-id'));
+    }
+    const after = sim.stats('chat');
+    assert.equal(after.failed - before.failed, 3, 'a refusal counts as failed');
+    assert.equal(after.promptTokens, before.promptTokens, 'and costs no tokens');
+
+    await assert.rejects(azure('chat').embeddings.create({ model: 'x', input: 'hello' }), (error: unknown) => {
+      assert.ok(error instanceof BadRequestError);
+      assert.equal(error.code, 'OperationNotSupported');
+      return true;
+    });
+  });
+
+  test('chat, completions and responses on an embeddings deployment: 400 OperationNotSupported', async () => {
+    const cases: [string, unknown, string][] = [
+      [chatPath('embed'), { messages: [{ role: 'user', content: 'hi' }] }, 'chatCompletion'],
+      ['/openai/v1/chat/completions', { model: 'embed', messages: [{ role: 'user', content: 'hi' }] }, 'chatCompletion'],
+      [`/openai/deployments/embed/completions?api-version=${API_VERSION}`, { prompt: 'hi' }, 'completion'],
+      ['/openai/v1/responses', { model: 'embed', input: 'hi' }, 'responses'],
+    ];
+    for (const [path, body, operation] of cases) {
+      const response = await post(path, body);
+      assert.equal(response.status, 400, path);
+      assert.deepEqual(await response.json(), notSupported(operation, 'text-embedding-3-small'), path);
+    }
+    await assert.rejects(
+      azure('embed').chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }] }),
+      (error: unknown) => error instanceof BadRequestError && error.code === 'OperationNotSupported',
+    );
+  });
+
+  test('each model keeps its own operations', async () => {
+    assert.equal((await post(chatPath('old-chat'), { messages: [{ role: 'user', content: 'hi' }] })).status, 200);
+    assert.equal((await post(`/openai/deployments/chat/completions?api-version=${API_VERSION}`, { prompt: 'hi' })).status, 200);
+    assert.equal((await post('/openai/v1/embeddings', { model: 'embed', input: 'hi' })).status, 200);
+  });
+});

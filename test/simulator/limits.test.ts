@@ -66,6 +66,7 @@ describe('Standard deployments (windows that outlast the test)', () => {
   before(async () => {
     const deployments = [
       { name: 'tokens', tpm: 1000, rpm: 60_000, region: 'West Europe' },
+      { name: 'embed-tokens', model: 'text-embedding-3-small', tpm: 1000, rpm: 60_000 },
       { name: 'calls', rpm: 12 },
       { name: 'derived', tpm: 8000 },
     ];
@@ -167,7 +168,7 @@ describe('Standard deployments (windows that outlast the test)', () => {
   });
 
   test('embeddings and completions name their operation in the 429', async () => {
-    const embeddings = await fetch(`${strict.url}/openai/deployments/tokens/embeddings?api-version=2024-06-01`, {
+    const embeddings = await fetch(`${strict.url}/openai/deployments/embed-tokens/embeddings?api-version=2024-06-01`, {
       method: 'POST',
       headers: { 'api-key': KEY },
       body: JSON.stringify({ input: 'e'.repeat(8000) }),

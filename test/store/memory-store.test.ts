@@ -125,6 +125,26 @@ describe('MemoryStore with a fake clock (windowMs 600: 10 ms buckets, 100 ms sho
     assert.equal((await store.snapshot(layout))[0]?.circuit, 'closed');
   });
 
+  test('while drained nothing is forgotten (no expiry, as the Redis hash); enabled, the old circuit is; a reset is remembered a day', async () => {
+    const layout = pool('p', 'least-requests', [{ id: 'a' }]);
+    const { store, at } = setup(layout);
+    at(0);
+    await store.openCircuit('p', 'a', 1000);
+    await store.drain('p', 'a');
+    at(3 * 86_400_000);
+    const [drained] = await store.snapshot(layout);
+    assert.deepEqual([drained?.drained, drained?.circuit], [true, 'half-open']);
+    await store.enable('p', 'a');
+    const [enabled] = await store.snapshot(layout);
+    assert.deepEqual([enabled?.drained, enabled?.circuit], [false, 'closed'], 'the half-open memory had run out');
+
+    await store.reset('p', 'a');
+    at(4 * 86_400_000 - 1);
+    assert.equal((await store.snapshot(layout))[0]?.resetAt, 3 * 86_400_000 + 1_000_000);
+    at(4 * 86_400_000);
+    assert.equal((await store.snapshot(layout))[0]?.resetAt, 0);
+  });
+
   test('an observed request deficit sits in its bucket: acquire waits exactly for it to leave the short window', async () => {
     // rpm 12: 2 per short window (100 ms), 12 per window.
     const layout = pool('p', 'least-requests', [{ id: 'a', rpm: 12 }]);
@@ -148,18 +168,19 @@ describe('MemoryStore with a fake clock (windowMs 600: 10 ms buckets, 100 ms sho
     granted(await store.acquire(attempt()));
   });
 
-  test('a token observation never lowers usage, also across buckets', async () => {
+  test('a token observation is spread over the window it happened in, and never lowers usage', async () => {
     const layout = pool('p', 'least-requests', [{ id: 'a', tpm: 1000 }]);
     const { store, at, attempt } = setup(layout);
     at(0);
     const lease = granted(await store.acquire(attempt(300)));
     at(300);
-    await store.release(lease, 300, { tpm: 1000, remainingTokens: 500 }); // 200 more, booked at 300
+    // 200 more than ours, spread over buckets -29..30: 4 each on the 20 oldest, 3 each on the 40 others.
+    await store.release(lease, 300, { tpm: 1000, remainingTokens: 500 });
     assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 500);
-    at(600); // the 300 left; Azure's own window may still hold it, but a lower figure is never ours to take
-    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 200);
-    await store.release(lease, undefined, { tpm: 1000, remainingTokens: 900 });
-    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 200);
+    at(600); // ours (bucket 0) left, and the missed usage of buckets -29..0: 20 × 4 + 10 × 3
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 90);
+    await store.release(lease, undefined, { tpm: 1000, remainingTokens: 950 });
+    assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 90, 'a lower figure is never ours to take');
     at(900);
     assert.equal((await store.snapshot(layout))[0]?.tokensInWindow, 0);
   });

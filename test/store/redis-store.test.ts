@@ -96,6 +96,30 @@ describe('RedisStore specifics', () => {
     assert.equal(await admin.exists(order, deadlines), 0, 'an empty queue leaves no keys');
   });
 
+  test('a drained deployment’s state hash has no expiry until enabled; a reset is remembered a day', async () => {
+    const keyPrefix = uniquePrefix();
+    const store = new RedisStore(admin, { keyPrefix });
+    const state = `${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`;
+    await store.cooldown('gpt-4o', 'east:us', 3000);
+    assert.equal(await store.drain('gpt-4o', 'east:us'), true);
+    assert.equal(await admin.pttl(state), -1, 'drained: no expiry');
+    await store.openCircuit('gpt-4o', 'east:us', 1000);
+    await store.cooldown('gpt-4o', 'east:us', 10);
+    assert.equal(await admin.pttl(state), -1, 'other writes keep it without expiry');
+    assert.ok(Number(await admin.hget(state, 'dr')) > 0, 'dr holds when it was drained');
+    await store.closeCircuit('gpt-4o', 'east:us');
+    assert.equal(await store.enable('gpt-4o', 'east:us'), true);
+    const ttl = await admin.pttl(state);
+    assert.ok(ttl > 0 && ttl <= 3000, `enabled: the cooldown end again (${ttl})`);
+
+    await store.reset('gpt-4o', 'east:us');
+    const day = 86_400_000;
+    const resetTtl = await admin.pttl(state);
+    assert.ok(resetTtl > day - 1000 && resetTtl <= day, `the reset is remembered a day (${resetTtl})`);
+    assert.deepEqual(await admin.hkeys(state), ['rs'], 'nothing else is left');
+    await store.close();
+  });
+
   test('lease buckets follow the Redis TIME clock', async () => {
     const store = new RedisStore(admin, { keyPrefix: uniquePrefix(), windowMs: 60_000 });
     const [seconds] = await admin.time();

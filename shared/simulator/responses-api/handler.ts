@@ -21,6 +21,7 @@ import {
 } from '../errors.ts';
 import { Exchange, baseHeaders, cutFaultOf, sendError, type LimitContext } from '../exchange.ts';
 import { queryParam, readBody } from '../http-utils.ts';
+import { operationRefusal } from '../model-operations.ts';
 import type { Fault } from '../types.ts';
 import { optionalInteger, typeName } from '../validation.ts';
 import {
@@ -170,6 +171,8 @@ function createResponse(call: Call): void {
   const deployment = context.deployments.get(body.model);
   if (deployment === undefined) return sendError(res, DEPLOYMENT_NOT_FOUND, baseHeaders(requestId, null));
   const exchange = openExchange(call, deployment, body.model, []);
+  const refusal = operationRefusal('responses', deployment.model);
+  if (refusal !== null) return exchange.sendError(refusal);
 
   const parsed = parseCreateRequest(body);
   if (!parsed.ok) return exchange.sendError(parsed.error);

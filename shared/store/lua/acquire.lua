@@ -1,9 +1,12 @@
 --[[
   Choose a deployment of one pool by the pool's strategy and lease it, in one atomic step.
 
-  Reaps dead leases of every deployment, drops eligibility for deployments that are excluded, cooling
-  down, open, half-open with a probe in flight, or short of budget; takes the best priority tier with
-  an eligible deployment and picks inside it. The pick gets a lease and a reservation in its window.
+  Reaps dead leases of every deployment, drops eligibility for deployments that are excluded, drained,
+  cooling down, open, half-open with a probe in flight, or short of budget; takes the best priority
+  tier with an eligible deployment and picks inside it. The pick gets a lease and a reservation in its
+  window. A drained deployment (taken out by hand, state hash field dr) counts as excluded: it has no
+  retry time of its own, so it neither shortens nor lengthens the refusal's, and a pool drained
+  entirely is never servable (reason 1, a window; a ticket leaves the queue).
 
   With a queue ticket (first-come-first-served waiting): tickets whose deadline passed leave the pool's
   wait queue first. While another ticket is ahead of this one nothing is granted (reason 3, queued): the
@@ -91,8 +94,13 @@ for i = 1, deploymentCount do
     eligible = false,
   }
   d.inFlight = reapLeases(d.leasesKey, nowMs)
+  local cooldownUntil, openUntil, probeLease, probeDeadline, drained = 0, 0, nil, 0, false
   if not d.excluded then
-    local cooldownUntil, openUntil, _, probeDeadline = readState(d.stateKey)
+    cooldownUntil, openUntil, probeLease, probeDeadline, drained = readState(d.stateKey)
+    -- Out of rotation by hand: as if excluded (no retry time of its own, no probe).
+    if drained then d.excluded = true end
+  end
+  if not d.excluded then
     if cooldownUntil > nowMs then d.blockedUntil = cooldownUntil end
     if openUntil > nowMs then
       d.blockedUntil = math.max(d.blockedUntil, openUntil)

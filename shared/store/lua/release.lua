@@ -3,8 +3,9 @@
   reservation in the bucket it was booked in by the real cost (while that bucket is in the window).
   Clears the half-open probe marker if this lease was the probe (the circuit itself stays as it is).
   Then, lease live or not, applies what the deployment reported about its own counters: where it has
-  used more than our window holds, the deficit is booked into the current bucket (tokens; requests into
-  the short window, which also count in the window). Never lowers usage. The observation is skipped
+  used more than our window holds, the deficit is booked: tokens spread over the window's buckets (they
+  leave as Azure's window slides), requests into the current bucket of the short window (which also
+  count in the window). Never lowers usage. The observation is skipped
   when the call comes in past the caller's deadline: figures read then, applied later, would count
   again what left the window in between. Ending the lease and replacing the reservation by the charge
   are right whenever they run (the lease would only have counted until it expired), so they always do.
@@ -56,8 +57,7 @@ if (observedTokens or observedRequests) and not pastDeadline(ARGV[8], nowMs) the
   local tokenDeficit, requestDeficit = 0, 0
   if observedTokens then tokenDeficit = math.max(0, observedTokens - windowTokens) end
   if observedRequests then requestDeficit = math.max(0, observedRequests - shortRequests) end
-  if tokenDeficit > 0 or requestDeficit > 0 then
-    addToWindow(windowKey, newestBucket, tokenDeficit, requestDeficit, windowMs)
-  end
+  spreadOverWindow(windowKey, newestBucket, tokenDeficit, windowMs)
+  if requestDeficit > 0 then addToWindow(windowKey, newestBucket, 0, requestDeficit, windowMs) end
 end
 return removed

@@ -20,16 +20,24 @@ import type { ProxiedRequest } from '../../../gateway/routing/proxied-request.ts
 import { NOWHERE } from '../../helpers/collaborators.ts';
 import { CLIENT_KEY, testConfig } from '../../helpers/gateway.ts';
 import { uniquePool } from '../../helpers/fixtures.ts';
+import { encodeId, resourceTagOf } from '../../../gateway/resource-ids.ts';
 
 const MAX_BODY = 16 * 1024;
 const BODY_TIMEOUT_MS = 300;
 const POOL = uniquePool('gpt-4o');
 const EMBEDDINGS = uniquePool('embed');
+const BUDGETED = uniquePool('budgeted');
 
 const config = testConfig({
   pools: {
     [POOL]: { deployments: [{ id: 'd1', endpoint: NOWHERE, model: 'gpt-4o' }] },
     [EMBEDDINGS]: { deployments: [{ id: 'e1', endpoint: NOWHERE, model: 'text-embedding-3-small' }] },
+    [BUDGETED]: {
+      deployments: [
+        { id: 'small', endpoint: NOWHERE, model: 'gpt-4o', tpm: 1000 },
+        { id: 'large', endpoint: `${NOWHERE}0`, model: 'gpt-4o', tpm: 2000 },
+      ],
+    },
   },
   gateway: { maxBodyBytes: MAX_BODY, bodyTimeoutMs: BODY_TIMEOUT_MS },
   clients: [{ name: 'team-a', apiKey: CLIENT_KEY, tpm: 5000 }],
@@ -250,5 +258,29 @@ describe('prepareRequest passes', () => {
     assert.equal(request.pool.name, EMBEDDINGS);
     assert.equal(request.bodyWithUsage, undefined);
     assert.ok(request.estimatedTokens > 0);
+  });
+});
+
+describe('a request no deployment could ever admit', () => {
+  const budgeted = `/openai/deployments/${BUDGETED}/chat/completions?api-version=2024-10-21`;
+
+  test('is a 400 naming the largest budget, not a 429 to retry forever', async () => {
+    const reply = await post(budgeted, chatBody({ max_tokens: 5000 }));
+    const message = azureError(reply, 400, 'TokensExceedBudget');
+    assert.match(message, new RegExp(`about 50\\d\\d tokens .* pool ${BUDGETED} \\(2000 tokens per minute\\)`));
+  });
+
+  test('one that fits the largest deployment passes, and a pool with an unbudgeted deployment takes any size', async () => {
+    assert.equal((await post(budgeted, chatBody({ max_tokens: 1900 }))).status, 200);
+    assert.equal((await post(AZURE_CHAT, chatBody({ max_tokens: 500_000 }))).status, 200);
+  });
+
+  test('a Responses follow-up is measured against the budget of its own resource', async () => {
+    const onSmall = encodeId('resp_abc', resourceTagOf(NOWHERE));
+    const body = JSON.stringify({ model: BUDGETED, input: 'hi', max_output_tokens: 1500, previous_response_id: onSmall });
+    const message = azureError(await post('/openai/v1/responses', body), 400, 'TokensExceedBudget');
+    assert.match(message, /\(1000 tokens per minute\)/);
+    const free = JSON.stringify({ model: BUDGETED, input: 'hi', max_output_tokens: 1500 });
+    assert.equal((await post('/openai/v1/responses', free)).status, 200);
   });
 });

@@ -60,9 +60,9 @@ describe('Outliers (the arithmetic)', () => {
     assert.deepEqual(outliers.next('p/b', now), { durationMs: 1000, ejections: 1 });
   });
 
-  test('othersInRotation counts closed circuits not cooling down, the deployment itself aside', () => {
+  test('othersInRotation counts closed circuits not cooling down and not drained, the deployment itself aside', () => {
     const now = Date.now();
-    const d = (id: string, circuit: 'closed' | 'open' | 'half-open', cooldownUntil = 0) => ({
+    const d = (id: string, circuit: 'closed' | 'open' | 'half-open', cooldownUntil = 0, drained = false) => ({
       id,
       inFlight: 0,
       tokensInWindow: 0,
@@ -70,11 +70,38 @@ describe('Outliers (the arithmetic)', () => {
       cooldownUntil,
       circuit,
       circuitOpenUntil: 0,
+      drained,
+      resetAt: 0,
     });
-    const snapshot = [d('a', 'closed'), d('b', 'open'), d('c', 'half-open'), d('e', 'closed', now + 5000), d('f', 'closed', now - 5)];
-    assert.equal(othersInRotation(snapshot, 'a', now), 1, 'f alone: b open, c half-open, e cooling down');
+    const snapshot = [
+      d('a', 'closed'),
+      d('b', 'open'),
+      d('c', 'half-open'),
+      d('e', 'closed', now + 5000),
+      d('f', 'closed', now - 5),
+      d('g', 'closed', 0, true),
+    ];
+    assert.equal(othersInRotation(snapshot, 'a', now), 1, 'f alone: b open, c half-open, e cooling down, g drained');
     assert.equal(othersInRotation(snapshot, 'f', now), 1);
     assert.equal(othersInRotation(snapshot, 'b', now), 2);
+  });
+
+  test('forgetBefore: a reset after the latest ejection makes the next one a first again; one before it changes nothing', () => {
+    const outliers = new Outliers(settings);
+    let now = 1_000_000;
+    for (let i = 0; i < 2; i++) {
+      const ejection = outliers.next('p/a', now);
+      outliers.ejected('p/a', ejection, now);
+      now += ejection.durationMs;
+    }
+    assert.deepEqual(outliers.next('p/a', now), { durationMs: 3000, ejections: 3 });
+    assert.equal(outliers.forgetBefore('p/a', 0), false, 'never reset');
+    assert.equal(outliers.forgetBefore('p/a', 1_000_500), false, 'reset before the latest ejection');
+    assert.deepEqual(outliers.next('p/a', now), { durationMs: 3000, ejections: 3 });
+    assert.equal(outliers.forgetBefore('p/a', now), true);
+    assert.deepEqual(outliers.next('p/a', now), { durationMs: 1000, ejections: 1 });
+    assert.equal(outliers.forgetBefore('p/a', now), false, 'nothing left to forget');
+    assert.equal(outliers.forgetBefore('p/unknown', now), false);
   });
 });
 
@@ -252,6 +279,70 @@ describe('Health with outlier detection, on Redis', () => {
     const kept = lines.filter((l) => l.message.startsWith('deployment kept in rotation'));
     assert.ok(kept.length >= 1, 'the refusal is logged');
     assert.ok(kept.length <= 3, `not once per failure (${kept.length})`);
+  });
+
+  test('a drained deployment counts as out of rotation: the last one left in rotation is never ejected', async () => {
+    const { pool, settings, store } = setup(['a', 'b'], { consecutiveFailures: 3, baseEjectionMs: 20_000 });
+    const { health, lines } = instance(store, settings);
+    await store.drain(pool.name, 'b');
+    for (let i = 0; i < 3; i++) await fail(health, store, pool, 'a');
+    assert.equal((await stateOf(store, pool, 'a')).circuit, 'closed', 'a is all the pool has in rotation');
+    assert.ok(lines.some((l) => l.message.startsWith('deployment kept in rotation') && l.deployment === 'a'));
+    await store.enable(pool.name, 'b');
+    await sleep(1100); // the "kept in rotation" answer stands a second
+    for (let i = 0; i < 3; i++) await fail(health, store, pool, 'a');
+    assert.equal((await stateOf(store, pool, 'a')).circuit, 'open', 'with b back, a is ejected');
+  });
+
+  test('rescue never puts a drained deployment back, and a drained one does not count as in rotation', async () => {
+    const { pool, settings, store } = setup(['a', 'b', 'c'], { consecutiveFailures: 3 });
+    const { health } = instance(store, settings);
+    // a: drained, its circuit the soonest to reopen; b open; c drained with its circuit closed.
+    await store.openCircuit(pool.name, 'a', 10_000);
+    await store.openCircuit(pool.name, 'b', 20_000);
+    await store.drain(pool.name, 'a');
+    await store.drain(pool.name, 'c');
+    assert.equal(await health.rescue(pool.layout, []), true, 'b is put back');
+    const states = await store.snapshot(pool.layout);
+    assert.deepEqual(
+      states.map((d) => [d.id, d.circuit, d.drained]),
+      [
+        ['a', 'open', true],
+        ['b', 'closed', false],
+        ['c', 'closed', true],
+      ],
+    );
+    assert.ok((await store.acquire({ pool: pool.layout, leaseId: randomUUID(), leaseMs: 1000, estimatedTokens: 0 })).ok);
+
+    await store.drain(pool.name, 'b');
+    assert.equal(await health.rescue(pool.layout, []), false, 'all drained: nothing to put back');
+    assert.equal((await stateOf(store, pool, 'a')).circuit, 'open', 'a stays as it was');
+  });
+
+  test('a reset made through another instance makes the next ejection a first again', async () => {
+    const { pool, settings, store } = setup(['a', 'b'], { consecutiveFailures: 2, baseEjectionMs: 400, maxEjectionMs: 5000 });
+    const { health } = instance(store, settings);
+    // How long the circuit was opened for, bracketed by the times before and after the act (one machine, one clock).
+    const openedFor = async (act: () => Promise<void>, expected: number, what: string) => {
+      const before = Date.now();
+      await act();
+      const after = Date.now();
+      const state = await stateOf(store, pool, 'a');
+      assert.equal(state.circuit, 'open', what);
+      const [least, most] = [state.circuitOpenUntil - after, state.circuitOpenUntil - before];
+      assert.ok(least - 5 <= expected && expected <= most + 5, `${what}: ${expected} ms, opened for ${least}…${most} ms`);
+    };
+    const twice = async () => {
+      await fail(health, store, pool, 'a');
+      await fail(health, store, pool, 'a');
+    };
+    await openedFor(twice, 400, 'the first ejection: base');
+    const probe = await probeOn(store, pool, 'a');
+    await openedFor(() => fail(health, store, pool, 'a', 'status', probe), 800, 'its probe failed: twice base');
+    // Another instance's operator: this instance hears of it from the store alone.
+    await store.reset(pool.name, 'a');
+    assert.equal((await stateOf(store, pool, 'a')).circuit, 'closed');
+    await openedFor(twice, 400, 'after the reset, base again (not 3 × base)');
   });
 
   test('the pool’s view is the cluster’s: what another instance ejected counts as out', async () => {

@@ -106,6 +106,25 @@ local function addToWindow(windowKey, newestBucket, tokens, requests, windowMs)
   redis.call('PEXPIRE', windowKey, 2 * windowMs)
 end
 
+-- Adds whole tokens (>= 0) spread evenly over the window's 60 buckets, the remainder one each to the
+-- oldest: usage a deployment reported that we had not booked happened over its past window as far as
+-- we know, so it leaves as Azure's window slides, a share each bucket, not all at once a window later
+-- (which made one 429 with "remaining 0, retry after 1 s" close the deployment for a minute).
+local function spreadOverWindow(windowKey, newestBucket, tokens, windowMs)
+  if tokens <= 0 then return end
+  local share = math.floor(tokens / WINDOW_BUCKETS)
+  local extra = tokens - share * WINDOW_BUCKETS
+  local oldest = newestBucket - WINDOW_BUCKETS + 1
+  for i = 0, WINDOW_BUCKETS - 1 do
+    local amount = share
+    if i < extra then amount = amount + 1 end
+    if amount > 0 then redis.call('HINCRBY', windowKey, TOKEN_SLOTS[slotOf(oldest + i)], amount) end
+  end
+  redis.call('HINCRBY', windowKey, 't', tokens)
+  redis.call('HSET', windowKey, 'h', newestBucket)
+  redis.call('PEXPIRE', windowKey, 2 * windowMs)
+end
+
 -- Books one request of `tokens` into the newest bucket (the window must be advanced to it).
 local function bookWindow(windowKey, newestBucket, tokens, windowMs)
   addToWindow(windowKey, newestBucket, tokens, 1, windowMs)
