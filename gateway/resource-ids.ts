@@ -17,6 +17,13 @@ import { createHash } from 'node:crypto';
 const MARKER = 'sw1';
 const TAG_LENGTH = 10;
 const TAG = /^[0-9a-f]{10}$/;
+/**
+ * JSON fields whose string value is an id of stored state, at any depth: the rewriter tags them on
+ * the way out, the request's restorer (http/stateful-request.ts) reads them on the way in (input
+ * items carry theirs as `id`; a conversation is named by `conversation` or its `id`).
+ */
+export const ID_FIELDS = ['id', 'item_id', 'response_id', 'previous_response_id', 'first_id', 'last_id', 'conversation'] as const;
+
 /** What an upstream id looks like: a lower-case prefix, `_`, then letters and digits. */
 const UPSTREAM_ID = /^[a-z]{1,32}_[A-Za-z0-9]{1,200}$/;
 

@@ -5,13 +5,12 @@
  */
 import { errors, type AzureError } from '../errors.ts';
 import type { Pool, ResourceDirectory } from '../pools.ts';
-import { decodeId, decodeOpaque } from '../resource-ids.ts';
+import { decodeId, decodeOpaque, ID_FIELDS } from '../resource-ids.ts';
 import type { Affinity } from '../routing/proxied-request.ts';
 import type { StatefulCall } from '../upstream/stateful-call.ts';
 import type { StatefulRoute } from './proxied-route.ts';
 
-/** Body fields that hold ids of earlier state, at any depth (input items carry theirs as `id`). */
-const ID_FIELDS = new Set(['id', 'item_id', 'response_id', 'previous_response_id', 'conversation']);
+const ID_FIELD_NAMES = new Set<string>(ID_FIELDS);
 /** Ids are never deeper than this in a body; a deeper one is not looked into (a limit on what a client sends). */
 const MAX_DEPTH = 32;
 
@@ -137,7 +136,7 @@ class IdRestorer {
     }
     for (const [key, value] of Object.entries(node)) {
       if (typeof value === 'string') {
-        if (ID_FIELDS.has(key)) node[key] = this.restore(value);
+        if (ID_FIELD_NAMES.has(key)) node[key] = this.restore(value);
         else if (key === 'encrypted_content') node[key] = this.restoreOpaque(value);
       } else if (value && typeof value === 'object') {
         this.walk(value as Record<string, unknown>, depth + 1);

@@ -8,15 +8,13 @@
  * text as it came: a quote inside a string value is escaped, so text the model wrote that looks
  * like such a field is never matched.
  */
-import { StringDecoder } from 'node:string_decoder';
 import { Transform, type TransformCallback } from 'node:stream';
-import { decodeOpaque, encodeId, encodeOpaque, isUpstreamId } from '../resource-ids.ts';
+import { decodeOpaque, encodeId, encodeOpaque, ID_FIELDS, isUpstreamId } from '../resource-ids.ts';
+import { SseEvents } from './sse-events.ts';
 import type { Usage } from './usage.ts';
 
-const ID_FIELD =
-  /"(id|item_id|response_id|previous_response_id|first_id|last_id|conversation)"(\s*:\s*)"([a-z]{1,32}_[A-Za-z0-9]{1,200})"/g;
+const ID_FIELD = new RegExp(`"(${ID_FIELDS.join('|')})"(\\s*:\\s*)"([a-z]{1,32}_[A-Za-z0-9]{1,200})"`, 'g');
 const ENCRYPTED_CONTENT = /"encrypted_content"(\s*:\s*)"((?:[^"\\]|\\.)+)"/g;
-const EVENT_END = /\r?\n\r?\n/;
 /** Events that carry the finished response and its usage. */
 const FINAL_EVENTS = ['"response.completed"', '"response.incomplete"', '"response.failed"'];
 
@@ -33,21 +31,22 @@ export function withTaggedIds(text: string, tag: string): string {
 
 /** An error body quoting ids the client sent restored: it gets the ids it sent back. */
 export function withClientIds(body: Buffer, restored: ReadonlyMap<string, string>): Buffer {
-  if (restored.size === 0) return body;
-  let text = body.toString('utf8');
+  return restored.size === 0 ? body : Buffer.from(clientIdsIn(body.toString('utf8'), restored));
+}
+
+function clientIdsIn(text: string, restored: ReadonlyMap<string, string>): string {
   for (const [upstream, client] of restored) text = text.split(upstream).join(client);
-  return Buffer.from(text);
+  return text;
 }
 
 export class IdRewriter extends Transform {
   usage: Usage | undefined;
-  private pending = '';
-  private readonly decoder = new StringDecoder('utf8');
   private readonly tag: string;
-  private readonly stream: boolean;
   private readonly restored: ReadonlyMap<string, string>;
-
   private readonly readsUsage: boolean;
+  /** A stream's events; undefined for a JSON body, which is kept whole until its end. */
+  private readonly events: SseEvents | undefined;
+  private readonly body: Buffer[] = [];
 
   /**
    * `stream`: an SSE stream, rewritten event by event; otherwise a JSON body, rewritten whole at its
@@ -56,31 +55,34 @@ export class IdRewriter extends Transform {
   constructor(tag: string, stream: boolean, restored: ReadonlyMap<string, string>, readsUsage: boolean) {
     super();
     this.tag = tag;
-    this.stream = stream;
     this.restored = restored;
     this.readsUsage = readsUsage;
+    this.events = stream ? new SseEvents() : undefined;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.pending += this.decoder.write(chunk);
-    if (!this.stream) return callback();
-    let out = '';
-    for (let match = EVENT_END.exec(this.pending); match; match = EVENT_END.exec(this.pending)) {
-      const event = this.pending.slice(0, match.index);
-      if (this.readsUsage) this.readStreamUsage(event);
-      out += withTaggedIds(event, this.tag) + match[0];
-      this.pending = this.pending.slice(match.index + match[0].length);
+    if (!this.events) {
+      this.body.push(chunk);
+      return callback();
     }
+    const out = this.events.take(chunk, (event, separator) => {
+      if (this.readsUsage) this.readStreamUsage(event);
+      return withTaggedIds(event, this.tag) + separator;
+    });
     if (out) this.push(out);
     callback();
   }
 
   override _flush(callback: TransformCallback): void {
-    this.pending += this.decoder.end();
-    if (this.pending) {
-      if (!this.stream && this.readsUsage) this.usage = usageOf(parsed(this.pending));
-      const tagged = withTaggedIds(this.pending, this.tag);
-      this.push(this.stream ? tagged : withClientIds(Buffer.from(tagged), this.restored));
+    if (this.events) {
+      const rest = this.events.rest();
+      if (rest) this.push(withTaggedIds(rest, this.tag));
+      return callback();
+    }
+    const text = Buffer.concat(this.body).toString('utf8');
+    if (text) {
+      if (this.readsUsage) this.usage = usageOf(parsed(text));
+      this.push(clientIdsIn(withTaggedIds(text, this.tag), this.restored));
     }
     callback();
   }

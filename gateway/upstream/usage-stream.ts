@@ -4,33 +4,23 @@
  * back out: the final `choices: []` usage chunk is dropped (its usage kept for the gateway) and the
  * `"usage":null` field every other chunk then carries is removed. The client receives what it asked for.
  */
-import { StringDecoder } from 'node:string_decoder';
 import { Transform, type TransformCallback } from 'node:stream';
+import { SseEvents } from './sse-events.ts';
 import type { Usage } from './usage.ts';
-
-const EVENT_END = /\r?\n\r?\n/;
 
 export class UsageStripper extends Transform {
   usage: Usage | undefined;
-  private pending = '';
-  /** A chunk may end inside a multi-byte character: the decoder holds its first bytes for the next. */
-  private readonly decoder = new StringDecoder('utf8');
+  private readonly events = new SseEvents();
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.pending += this.decoder.write(chunk);
-    let out = '';
-    for (let match = EVENT_END.exec(this.pending); match; match = EVENT_END.exec(this.pending)) {
-      const end = match.index + match[0].length;
-      out += this.rewrite(this.pending.slice(0, match.index), match[0]);
-      this.pending = this.pending.slice(end);
-    }
+    const out = this.events.take(chunk, (event, separator) => this.rewrite(event, separator));
     if (out) this.push(out);
     callback();
   }
 
   override _flush(callback: TransformCallback): void {
-    this.pending += this.decoder.end();
-    if (this.pending) this.push(this.pending);
+    const rest = this.events.rest();
+    if (rest) this.push(rest);
     callback();
   }
 
