@@ -185,8 +185,10 @@ describe('token-aware admission', () => {
     });
     assert.equal(direct.status, 200);
     assert.equal((await chat(g.url, name, { body: { max_tokens: 10 } })).status, 200);
+    // What was learnt is spread over the window and leaves a share each bucket (about 13 tokens per
+    // 100 ms here), so by the time it is read a bucket or two of it may have left already.
     await until(
-      async () => ((await g.store.snapshot(layoutOf(name, ['a'])))[0]?.tokensInWindow ?? 0) >= 800 + 12,
+      async () => ((await g.store.snapshot(layoutOf(name, ['a'])))[0]?.tokensInWindow ?? 0) >= 780,
       2000,
       "the window to learn the other client's use",
     );
