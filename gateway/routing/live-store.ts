@@ -25,6 +25,7 @@ import type {
   QuotaInput,
   QuotaLease,
   QuotaResult,
+  SlowStartOption,
   Store,
 } from '../../shared/store/types.ts';
 import type { Logger } from '../logger.ts';
@@ -47,12 +48,16 @@ interface Learnt {
   pool: string;
   deploymentId: string;
   cooldownUntil?: number;
+  /** That cooldown ends in a slow start (Store.cooldown's option). */
+  cooldownSlowStart?: boolean;
   /** Epoch ms the circuit stays open; 0 when it closed meanwhile. */
   circuitOpenUntil?: number;
   /** An operator drained (true) or enabled (false) it meanwhile: the latest word. */
   drained?: boolean;
   /** An operator reset it meanwhile: replayed first; what was learnt before it is dropped. */
   reset?: boolean;
+  /** That reset started a slow start (Store.reset's option: an active probe passed). */
+  resetSlowStart?: boolean;
 }
 
 export interface LiveStoreOptions {
@@ -107,13 +112,17 @@ export class LiveStore {
   }
 
   /** A cooldown, cluster-wide while the shared store answers; also kept in this instance's own view for an outage. */
-  async cooldown(pool: string, deploymentId: string, durationMs: number): Promise<number> {
+  async cooldown(pool: string, deploymentId: string, durationMs: number, options?: SlowStartOption): Promise<number> {
     // Issued before anything is awaited: a release the caller sends next must reach Redis after it.
-    const publishing = this.publish(pool, deploymentId, (s) => s.cooldown(pool, deploymentId, durationMs));
-    const local = await this.fallback.cooldown(pool, deploymentId, durationMs);
+    const publishing = this.publish(pool, deploymentId, (s) => s.cooldown(pool, deploymentId, durationMs, options));
+    const local = await this.fallback.cooldown(pool, deploymentId, durationMs, options);
     const published = await publishing;
     if (published !== undefined) return published;
-    this.remember(pool, deploymentId, { cooldownUntil: Math.max(local, this.learnt.get(`${pool}/${deploymentId}`)?.cooldownUntil ?? 0) });
+    const before = this.learnt.get(`${pool}/${deploymentId}`);
+    this.remember(pool, deploymentId, {
+      cooldownUntil: Math.max(local, before?.cooldownUntil ?? 0),
+      cooldownSlowStart: options?.slowStart === true || before?.cooldownSlowStart === true,
+    });
     return local;
   }
 
@@ -159,12 +168,18 @@ export class LiveStore {
    * An operator's reset (Store.reset): cooldown and circuit cleared for every instance and in the own
    * view; while the shared store is away, published when it answers, before what this instance learns after it.
    */
-  async reset(pool: string, deploymentId: string): Promise<void> {
+  async reset(pool: string, deploymentId: string, options?: SlowStartOption): Promise<void> {
     this.operatorEdits += 1;
-    const publishing = this.publish(pool, deploymentId, (s) => s.reset(pool, deploymentId).then(() => true));
-    await this.fallback.reset(pool, deploymentId);
+    const publishing = this.publish(pool, deploymentId, (s) => s.reset(pool, deploymentId, options).then(() => true));
+    await this.fallback.reset(pool, deploymentId, options);
     if (await publishing) return;
-    this.remember(pool, deploymentId, { reset: true, cooldownUntil: undefined, circuitOpenUntil: undefined });
+    this.remember(pool, deploymentId, {
+      reset: true,
+      resetSlowStart: options?.slowStart === true,
+      cooldownUntil: undefined,
+      cooldownSlowStart: undefined,
+      circuitOpenUntil: undefined,
+    });
   }
 
   /** Renews leases where they were granted; those of a shared store that is down wait for it (or expire there). */
@@ -279,13 +294,14 @@ export class LiveStore {
     for (const [key, learnt] of this.learnt) {
       const { pool, deploymentId, cooldownUntil, circuitOpenUntil, drained } = learnt;
       if (learnt.reset) {
-        await this.shared.reset(pool, deploymentId);
+        await this.shared.reset(pool, deploymentId, learnt.resetSlowStart ? { slowStart: true } : undefined);
         // Once: a replay broken off after this must not clear what others published since.
         learnt.reset = false;
       }
       if (drained === true) await this.shared.drain(pool, deploymentId);
       else if (drained === false) await this.shared.enable(pool, deploymentId);
-      if (cooldownUntil !== undefined && cooldownUntil > now) await this.shared.cooldown(pool, deploymentId, cooldownUntil - now);
+      if (cooldownUntil !== undefined && cooldownUntil > now)
+        await this.shared.cooldown(pool, deploymentId, cooldownUntil - now, learnt.cooldownSlowStart ? { slowStart: true } : undefined);
       if (circuitOpenUntil === 0) await this.shared.closeCircuit(pool, deploymentId);
       else if (circuitOpenUntil !== undefined && circuitOpenUntil > now)
         await this.shared.openCircuit(pool, deploymentId, circuitOpenUntil - now);

@@ -28,6 +28,12 @@ export const HALF_OPEN_MEMORY_MS = 24 * 60 * 60 * 1000;
  */
 export const RESET_MEMORY_MS = 24 * 60 * 60 * 1000;
 
+/**
+ * How long the moment a deployment's slow start began is remembered, and the longest slow start there is
+ * (the config's slowStartMs is at most this): the state hash is kept until then.
+ */
+export const SLOW_START_MEMORY_MS = 600_000;
+
 export const DEFAULT_WINDOW_MS = 60_000;
 export const DEFAULT_KEY_PREFIX = 'spillway:';
 

@@ -10,7 +10,8 @@
  *                                       latest deadline
  *   PREFIX{pool:NAME}:dep:ID            deployment state hash: cd (cooldown until), ou (circuit open until),
  *                                       pl (probe lease id), pd (probe deadline), dr (drained since: no
- *                                       expiry while set), rs (latest manual reset)
+ *                                       expiry while set), rs (latest manual reset), ss (slow start since:
+ *                                       the hash is kept SLOW_START_MEMORY_MS after it)
  *   PREFIX{pool:NAME}:dep:ID:leases     live leases: ZSET leaseId → deadline (epoch ms)
  *   PREFIX{pool:NAME}:dep:ID:win        usage window hash, a ring of 60 bucket slots: h (newest bucket),
  *                                       t / r / s (tokens, requests, requests in the short window),

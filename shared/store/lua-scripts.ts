@@ -24,24 +24,28 @@ export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 const INCLUDE_LINE = /^--- @include "([\w./-]+)"\s*$/gm;
 
-function readLua(relativePath: string): string {
-  return readFileSync(new URL(`./lua/${relativePath}`, import.meta.url), 'utf8');
-}
-
-/** Inlines includes one level deep (includes do not include each other), each at most once. */
-function expandIncludes(source: string): string {
-  const included = new Set<string>();
-  return source.replace(INCLUDE_LINE, (_line, path: string) => {
-    if (included.has(path)) return '';
-    included.add(path);
-    return readLua(path).trimEnd();
-  });
+/**
+ * The named scripts of the directory `dir` (a URL ending in '/'), each with its includes inlined one
+ * level deep (includes do not include each other), each include at most once per script. The Batch
+ * API's scripts (gateway/background/lua/) are read the same way.
+ */
+export function readLuaScripts<Name extends string>(dir: URL, names: readonly Name[]): Readonly<Record<Name, string>> {
+  const read = (relativePath: string) => readFileSync(new URL(relativePath, dir), 'utf8');
+  const expandIncludes = (source: string) => {
+    const included = new Set<string>();
+    return source.replace(INCLUDE_LINE, (_line, path: string) => {
+      if (included.has(path)) return '';
+      included.add(path);
+      return read(path).trimEnd();
+    });
+  };
+  return Object.fromEntries(names.map((name) => [name, expandIncludes(read(`${name}.lua`))])) as Record<Name, string>;
 }
 
 let cache: Readonly<Record<ScriptName, string>> | undefined;
 
 /** Every script's full source, read from disk once per process. */
 export function luaScripts(): Readonly<Record<ScriptName, string>> {
-  cache ??= Object.fromEntries(SCRIPT_NAMES.map((name) => [name, expandIncludes(readLua(`${name}.lua`))])) as Record<ScriptName, string>;
+  cache ??= readLuaScripts(new URL('./lua/', import.meta.url), SCRIPT_NAMES);
   return cache;
 }

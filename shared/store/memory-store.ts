@@ -4,11 +4,13 @@
  * Without a network no call can arrive after its caller gave up, so there are no deadlines to check
  * (the scripts' late refusals, types.ts): every call takes effect when made.
  */
+import { backgroundLimits, backgroundShare, interactiveLimits, type AdmissionLimits } from './background.ts';
 import { chooseCandidate } from './choose.ts';
 import {
   HALF_OPEN_MEMORY_MS,
   IDLE_WINDOWS_BEFORE_EXPIRY,
   RESET_MEMORY_MS,
+  SLOW_START_MEMORY_MS,
   WINDOW_BUCKETS,
   observationLease,
   observedCounts,
@@ -17,6 +19,7 @@ import {
   wholeTokens,
 } from './constants.ts';
 import { SlidingWindow, fitsBudget } from './sliding-window.ts';
+import { keepSlowStarting, rememberedSlowStart, slowStartLength, slowStartShare } from './slow-start.ts';
 import type {
   AcquireInput,
   AcquireResult,
@@ -27,6 +30,7 @@ import type {
   QuotaInput,
   QuotaLease,
   QuotaResult,
+  SlowStartOption,
   Store,
   StoreOptions,
   WindowObservation,
@@ -49,6 +53,8 @@ interface DeploymentState {
   drained: boolean;
   /** Epoch ms of the latest manual reset; 0 when none is remembered. */
   resetAt: number;
+  /** Epoch ms the latest slow start began (in the future while the cooldown it follows runs); 0 when none. */
+  slowStartSince: number;
   /** leaseId → deadline (epoch ms). */
   leases: Map<string, number>;
   window: SlidingWindow;
@@ -65,6 +71,8 @@ interface PoolState {
 interface Assessment {
   index: number;
   budget: DeploymentBudget;
+  /** The budgets as checked: cut for background work. */
+  limits: AdmissionLimits;
   state: DeploymentState;
   inFlight: number;
   newestBucket: number;
@@ -91,6 +99,7 @@ export class MemoryStore implements Store {
 
   async acquire(input: AcquireInput): Promise<AcquireResult> {
     const { pool } = input;
+    if (input.background && input.queue) throw new Error('store acquire: background work never waits in the queue (background with queue)');
     if (pool.deployments.length === 0) return { ok: false, reason: 'unavailable', retryAfterMs: this.#windowMs };
     const nowMs = this.#now();
     const nowBucket = this.#bucketOf(nowMs);
@@ -99,12 +108,16 @@ export class MemoryStore implements Store {
     // An empty ticket is no ticket, as in acquire.lua.
     const ticket = input.queue && input.queue.ticket !== '' ? input.queue.ticket : undefined;
     const queue = this.#pool(pool.name).queue;
-    // Another live ticket is ahead of this one: nothing is granted to it now.
+    const share = input.background ? backgroundShare(input.background) : undefined;
+    // Another live ticket is ahead of this one: nothing is granted to it now. Background work comes after
+    // every live ticket (it reads the queue and never joins it).
     let behind = false;
     if (ticket !== undefined) {
       reapQueue(queue, nowMs);
       const head = queue.keys().next();
       behind = !head.done && head.value !== ticket;
+    } else if (share !== undefined) {
+      behind = [...queue.values()].some((deadline) => deadline > nowMs);
     }
     const ticketDeadline = nowMs + Math.max(1, wholeMs(input.queue?.ttlMs ?? 0));
     const assessed = pool.deployments.map((budget, index): Assessment | undefined => {
@@ -120,9 +133,15 @@ export class MemoryStore implements Store {
         halfOpen = true;
         if (state.probeDeadline > nowMs) blockedUntil = Math.max(blockedUntil, state.probeDeadline);
       }
+      // Background work is never the probe: a half-open deployment is out for it, with no retry time of its own.
+      if (share !== undefined && halfOpen) return undefined;
+      const limits = share === undefined ? interactiveLimits(budget) : backgroundLimits(budget, share);
       const newestBucket = state.window.advance(nowBucket);
-      const eligible = blockedUntil === 0 && fitsBudget(tokens, budget.tpm, budget.rpm, state.window.read(newestBucket));
-      return { index, budget, state, inFlight, newestBucket, blockedUntil, halfOpen, eligible };
+      const eligible =
+        blockedUntil === 0 &&
+        !limits.never &&
+        fitsBudget(tokens, limits.tpm, limits.rpm, state.window.read(newestBucket), true, limits.shortLimit);
+      return { index, budget, limits, state, inFlight, newestBucket, blockedUntil, halfOpen, eligible };
     });
     const considered = assessed.filter((a): a is Assessment => a !== undefined);
     const eligible = considered.filter((a) => a.eligible);
@@ -143,7 +162,12 @@ export class MemoryStore implements Store {
     }
 
     const bestPriority = Math.min(...eligible.map((a) => a.budget.priority));
-    const candidates = eligible.filter((a) => a.budget.priority === bestPriority);
+    const slowStartMs = slowStartLength(input.slowStartMs);
+    const candidates = keepSlowStarting(
+      eligible.filter((a) => a.budget.priority === bestPriority),
+      (a) => slowStartShare(a.state.slowStartSince, nowMs, slowStartMs),
+      this.#random,
+    );
     const chosenIndex = chooseCandidate(
       pool.strategy,
       candidates.map((a) => ({ inFlight: a.inFlight, weight: a.budget.weight })),
@@ -256,11 +280,14 @@ export class MemoryStore implements Store {
     }
   }
 
-  async cooldown(pool: string, deploymentId: string, durationMs: number): Promise<number> {
+  async cooldown(pool: string, deploymentId: string, durationMs: number, options?: SlowStartOption): Promise<number> {
     const nowMs = this.#now();
     const state = this.#deployment(pool, deploymentId, nowMs);
-    state.cooldownUntil = Math.max(state.cooldownUntil, nowMs + wholeMs(durationMs));
-    return state.cooldownUntil;
+    const untilMs = Math.max(state.cooldownUntil, nowMs + wholeMs(durationMs));
+    // Set or extended: a slow start asked for, or one pending already, begins at the new end.
+    if (untilMs > state.cooldownUntil && (options?.slowStart === true || state.slowStartSince > nowMs)) state.slowStartSince = untilMs;
+    state.cooldownUntil = untilMs;
+    return untilMs;
   }
 
   async openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void> {
@@ -271,7 +298,10 @@ export class MemoryStore implements Store {
   }
 
   async closeCircuit(pool: string, deploymentId: string): Promise<void> {
-    const state = this.#deployment(pool, deploymentId, this.#now());
+    const nowMs = this.#now();
+    const state = this.#deployment(pool, deploymentId, nowMs);
+    // Back from an open or half-open circuit: by slow start, from now.
+    if (state.openUntil > 0) state.slowStartSince = nowMs;
     clearProbe(state);
     state.openUntil = 0;
   }
@@ -290,13 +320,15 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async reset(pool: string, deploymentId: string): Promise<void> {
+  async reset(pool: string, deploymentId: string, options?: SlowStartOption): Promise<void> {
     const nowMs = this.#now();
     const state = this.#deployment(pool, deploymentId, nowMs);
     state.cooldownUntil = 0;
     state.openUntil = 0;
     clearProbe(state);
     state.resetAt = nowMs;
+    // A passing active probe: back by slow start; an operator's reset: full traffic at once.
+    state.slowStartSince = options?.slowStart === true ? nowMs : 0;
   }
 
   async snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
@@ -316,6 +348,7 @@ export class MemoryStore implements Store {
         circuitOpenUntil: state.openUntil,
         drained: state.drained,
         resetAt: state.resetAt,
+        slowStartSince: rememberedSlowStart(state.slowStartSince, nowMs),
       };
     });
   }
@@ -343,7 +376,10 @@ export class MemoryStore implements Store {
     let soonest = Infinity;
     for (const a of considered) {
       if (a.blockedUntil === 0) reason = 'no-budget';
-      const wait = a.state.window.waitMs(a.newestBucket, nowMs, this.#bucketMs, tokens, a.budget.tpm, a.budget.rpm);
+      const { limits } = a;
+      const wait = limits.never
+        ? -1
+        : a.state.window.waitMs(a.newestBucket, nowMs, this.#bucketMs, tokens, limits.tpm, limits.rpm, true, limits.shortLimit);
       if (wait >= 0) soonest = Math.min(soonest, Math.max(a.blockedUntil, nowMs + wait));
     }
     return { reason, soonest: Number.isFinite(soonest) ? soonest : undefined };
@@ -382,6 +418,7 @@ export class MemoryStore implements Store {
         probeDeadline: 0,
         drained: false,
         resetAt: 0,
+        slowStartSince: 0,
         leases: new Map(),
         window: new SlidingWindow(),
       };
@@ -433,10 +470,12 @@ function forgetIdleState(state: DeploymentState, nowMs: number): void {
     state.probeDeadline,
     state.openUntil > 0 ? state.openUntil + HALF_OPEN_MEMORY_MS : 0,
     state.resetAt > 0 ? state.resetAt + RESET_MEMORY_MS : 0,
+    state.slowStartSince > 0 ? state.slowStartSince + SLOW_START_MEMORY_MS : 0,
   );
   if (keepUntil > nowMs) return;
   state.cooldownUntil = 0;
   state.openUntil = 0;
   state.resetAt = 0;
+  state.slowStartSince = 0;
   clearProbe(state);
 }

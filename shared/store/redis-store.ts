@@ -4,9 +4,11 @@
  * keys.ts, scripts with their KEYS/ARGV in lua/.
  */
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import { backgroundShare } from './background.ts';
 import { DEFAULT_KEY_PREFIX, observationLease, observedCounts, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
 import { KeyLayout } from './keys.ts';
 import { luaScripts, SCRIPT_NAMES, type ScriptName } from './lua-scripts.ts';
+import { slowStartLength } from './slow-start.ts';
 import type {
   AcquireInput,
   AcquireResult,
@@ -17,6 +19,7 @@ import type {
   QuotaInput,
   QuotaLease,
   QuotaResult,
+  SlowStartOption,
   Store,
   StoreOptions,
   WindowObservation,
@@ -113,7 +116,7 @@ function monotonicNow(): number {
 const REASONS = { 1: 'unavailable', 2: 'no-budget', 3: 'queued' } as const;
 const QUOTA_REASONS = { 1: 'tokens', 2: 'requests' } as const;
 const CIRCUITS: Record<number, CircuitState> = { 0: 'closed', 1: 'open', 2: 'half-open' };
-const SNAPSHOT_FIELDS = 8;
+const SNAPSHOT_FIELDS = 9;
 
 /** Command names are namespaced because a caller's client may define commands of its own. */
 function commandName(script: ScriptName): string {
@@ -123,6 +126,11 @@ function commandName(script: ScriptName): string {
 function numbers(reply: unknown): number[] {
   if (!Array.isArray(reply)) throw new Error(`store script returned ${typeof reply}, expected an array`);
   return reply.map(Number);
+}
+
+/** A slow-start flag as a script argument. */
+function slowStartArg(options: SlowStartOption | undefined): ScriptArg {
+  return options?.slowStart ? 1 : '';
 }
 
 /** A budget as a script argument: '' when unlimited. */
@@ -191,6 +199,7 @@ export class RedisStore implements Store {
 
   async acquire(input: AcquireInput): Promise<AcquireResult> {
     const { pool } = input;
+    if (input.background && input.queue) throw new Error('store acquire: background work never waits in the queue (background with queue)');
     if (pool.deployments.length === 0) return { ok: false, reason: 'unavailable', retryAfterMs: this.#windowMs };
     const excluded = new Set(input.exclude ?? []);
     const tokens = wholeTokens(input.estimatedTokens);
@@ -199,6 +208,9 @@ export class RedisStore implements Store {
     const args: ScriptArg[] = [input.leaseId, Math.max(1, wholeMs(input.leaseMs)), tokens, this.#windowMs, pool.strategy];
     args.push(Math.random(), Math.random());
     args.push(input.queue?.ticket ?? '', input.queue ? Math.max(1, wholeMs(input.queue.ttlMs)) : 0, this.#deadline());
+    // The slow-start draws get a seed of their own, independent of the strategy's two numbers.
+    args.push(slowStartLength(input.slowStartMs), Math.floor(Math.random() * 2 ** 31));
+    args.push(input.background ? backgroundShare(input.background) : '');
     for (const deployment of pool.deployments) {
       const { state, leases, window } = this.#keys.deployment(pool.name, deployment.id);
       keys.push(state, leases, window);
@@ -298,9 +310,9 @@ export class RedisStore implements Store {
     );
   }
 
-  async cooldown(pool: string, deploymentId: string, durationMs: number): Promise<number> {
+  async cooldown(pool: string, deploymentId: string, durationMs: number, options?: SlowStartOption): Promise<number> {
     const { state } = this.#keys.deployment(pool, deploymentId);
-    return Number(await this.#run('cooldown', [state], [wholeMs(durationMs)]));
+    return Number(await this.#run('cooldown', [state], [wholeMs(durationMs), slowStartArg(options)]));
   }
 
   async openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void> {
@@ -323,9 +335,9 @@ export class RedisStore implements Store {
     return Number(await this.#run('enable', [state], [])) === 1;
   }
 
-  async reset(pool: string, deploymentId: string): Promise<void> {
+  async reset(pool: string, deploymentId: string, options?: SlowStartOption): Promise<void> {
     const { state } = this.#keys.deployment(pool, deploymentId);
-    await this.#run('reset', [state], []);
+    await this.#run('reset', [state], [slowStartArg(options)]);
   }
 
   async snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
@@ -336,8 +348,17 @@ export class RedisStore implements Store {
     });
     const values = numbers(await this.#run('snapshot', keys, [this.#windowMs]));
     return pool.deployments.map((deployment, i) => {
-      const [inFlight = 0, tokens = 0, requests = 0, cooldownUntil = 0, circuit = 0, openUntil = 0, drained = 0, resetAt = 0] =
-        values.slice(i * SNAPSHOT_FIELDS, (i + 1) * SNAPSHOT_FIELDS);
+      const [
+        inFlight = 0,
+        tokens = 0,
+        requests = 0,
+        cooldownUntil = 0,
+        circuit = 0,
+        openUntil = 0,
+        drained = 0,
+        resetAt = 0,
+        slowStartSince = 0,
+      ] = values.slice(i * SNAPSHOT_FIELDS, (i + 1) * SNAPSHOT_FIELDS);
       return {
         id: deployment.id,
         inFlight,
@@ -348,6 +369,7 @@ export class RedisStore implements Store {
         circuitOpenUntil: openUntil,
         drained: drained === 1,
         resetAt,
+        slowStartSince,
       };
     });
   }

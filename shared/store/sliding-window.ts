@@ -17,7 +17,8 @@ export interface WindowCounts {
 
 /**
  * Whether a request of `tokens` fits budgets tpm / rpm (undefined = unlimited) given the window's counts.
- * shortWindow false: rpm holds over the whole window only (client quotas).
+ * shortWindow false: rpm holds over the whole window only (client quotas). shortLimit: the short window's
+ * limit when not ceil(rpm / 6) (background requests' reduced one).
  */
 export function fitsBudget(
   tokens: number,
@@ -25,10 +26,11 @@ export function fitsBudget(
   rpm: number | undefined,
   counts: WindowCounts,
   shortWindow = true,
+  shortLimit?: number,
 ): boolean {
   if (tpm !== undefined && counts.tokens + tokens > tpm) return false;
   if (rpm !== undefined && counts.requests + 1 > rpm) return false;
-  if (rpm !== undefined && shortWindow && counts.shortRequests + 1 > shortWindowLimit(rpm)) return false;
+  if (rpm !== undefined && shortWindow && counts.shortRequests + 1 > (shortLimit ?? shortWindowLimit(rpm))) return false;
   return true;
 }
 
@@ -114,9 +116,18 @@ export class SlidingWindow {
 
   /**
    * Milliseconds until the window admits the request if nothing else is booked; 0 now, -1 never.
-   * shortWindow false: rpm holds over the whole window only (client quotas).
+   * shortWindow false: rpm holds over the whole window only (client quotas); shortLimit as fitsBudget's.
    */
-  waitMs(newestBucket: number, nowMs: number, bucketMs: number, tokens: number, tpm?: number, rpm?: number, shortWindow = true): number {
+  waitMs(
+    newestBucket: number,
+    nowMs: number,
+    bucketMs: number,
+    tokens: number,
+    tpm?: number,
+    rpm?: number,
+    shortWindow = true,
+    shortLimit?: number,
+  ): number {
     if (tpm !== undefined && tokens > tpm) return -1;
     if (rpm !== undefined && rpm < 1) return -1;
     const counts = this.read(newestBucket);
@@ -128,7 +139,7 @@ export class SlidingWindow {
         const leavingShort = future - SHORT_WINDOW_BUCKETS;
         if (leavingShort <= newestBucket) counts.shortRequests -= this.#buckets.get(leavingShort)?.requests ?? 0;
       }
-      if (fitsBudget(tokens, tpm, rpm, counts, shortWindow)) return Math.max(0, future * bucketMs - nowMs);
+      if (fitsBudget(tokens, tpm, rpm, counts, shortWindow, shortLimit)) return Math.max(0, future * bucketMs - nowMs);
     }
     return -1;
   }

@@ -1,6 +1,6 @@
 /**
  * The store holds every piece of state that instances share: leases (in-flight requests), token and
- * request usage windows, 429 cooldowns and published circuit state, deployments drained by an operator,
+ * request usage windows, 429 cooldowns and published circuit state, slow starts, deployments drained by an operator,
  * pools' first-come-first-served wait queues and clients' quota windows. Two implementations keep one contract: RedisStore (atomic Lua
  * scripts, time from Redis TIME) and MemoryStore (one process).
  */
@@ -48,6 +48,41 @@ export interface AcquireInput {
    * Absent: the queue is ignored entirely (neither consulted nor joined).
    */
   queue?: QueueTicket;
+  /**
+   * Background work (a Batch API line): admitted last, never at an interactive request's expense. A
+   * deployment is eligible only while, after this booking, its tokens and requests in window and its
+   * requests in the short window stay within (1 − reserve) of tpm, rpm and ceil(rpm/6) (each floored; a
+   * limit that floors to 0 admits nothing); a deployment without budgets only needs to be healthy. Never the
+   * half-open probe of a circuit (a half-open deployment is not eligible and, like a drained one, has no retry
+   * time of its own). While any live ticket waits in the
+   * pool's queue nothing is granted (`queued`, with a poll hint); background requests never join the queue:
+   * giving `queue` too throws. Refusals say when the reduced budget would fit (`no-budget` and a window
+   * when it never can). Absent: an interactive request, exactly as without this field.
+   */
+  background?: BackgroundAdmission;
+  /**
+   * The pool's slow start (ms, at most SLOW_START_MEMORY_MS; 0 or absent: off). A deployment whose slow
+   * start began at `s` (DeploymentSnapshot.slowStartSince) has, for s ≤ now < s + slowStartMs, a share of
+   * 0.1 + 0.9 × (now − s) / slowStartMs: while the chosen tier has another candidate not in slow start, a
+   * slow-starting candidate stays a candidate only with that probability (drawn per deployment per call).
+   * A tier whose candidates are all slow-starting keeps them all. Every strategy.
+   */
+  slowStartMs?: number;
+}
+
+export interface BackgroundAdmission {
+  /** Share of every budget left to interactive requests, in [0, 0.95]. */
+  reserve: number;
+}
+
+/** Options of the calls that can start a deployment's slow start. */
+export interface SlowStartOption {
+  /**
+   * reset: the slow start begins now (a passing active probe); without it a reset clears any slow start
+   * (full traffic at once). cooldown: it begins at the cooldown's end, whenever this call sets or extends
+   * the cooldown (long cooldowns).
+   */
+  slowStart?: boolean;
 }
 
 /** One waiting client request's place in a pool's wait queue. */
@@ -161,12 +196,18 @@ export interface DeploymentSnapshot {
   drained: boolean;
   /** Epoch ms of the latest manual `reset` (remembered a day, RESET_MEMORY_MS); 0 when none. */
   resetAt: number;
+  /**
+   * Epoch ms the deployment's latest slow start began (in the future while a cooldown it follows runs); 0
+   * when none is remembered (SLOW_START_MEMORY_MS after it began). It is ramping while now < slowStartSince
+   * + the pool's slowStartMs.
+   */
+  slowStartSince: number;
 }
 
 /**
  * No work from the past. A call that rejected because its client gave up on it (a Redis command
  * timeout) may still reach the store afterwards; a call that books something changes nothing when it
- * arrives after the moment its client gave up: acquire (no lease, no reservation, no queue place),
+ * arrives after the moment its client gave up: acquire (no lease, no reservation, no queue place; background acquires alike),
  * acquireQuota (no booking), renew (no lease pushed) and the observation of release / observe
  * (RedisStore: once it has measured its offset to the Redis clock, a few ms after connecting). What is
  * right whenever it runs may still take effect late: release ending its lease and applying its charge,
@@ -195,11 +236,18 @@ export interface Store {
   observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void>;
   /** Push the deadline of live leases (one round trip per call). Leases already reaped are not revived. */
   renew(leases: readonly Lease[], leaseMs: number): Promise<void>;
-  /** Take a deployment out of rotation for every instance for `durationMs`; never shortens a longer cooldown. Returns the until (epoch ms). */
-  cooldown(pool: string, deploymentId: string, durationMs: number): Promise<number>;
+  /**
+   * Take a deployment out of rotation for every instance for `durationMs`; never shortens a longer cooldown.
+   * Returns the until (epoch ms). With `slowStart` (long cooldowns), and whenever a slow start is pending
+   * (begins in the future), a call that sets or extends the cooldown makes the slow start begin at its end.
+   */
+  cooldown(pool: string, deploymentId: string, durationMs: number, options?: SlowStartOption): Promise<number>;
   /** Publish that a circuit opened: nobody sends there for `durationMs`, then one probe at a time until closed. */
   openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void>;
-  /** Publish that a deployment is healthy again (a probe succeeded). */
+  /**
+   * Publish that a deployment is healthy again (a probe succeeded). When the circuit was open or half-open,
+   * its slow start begins now (a circuit already closed keeps its slow start as it is).
+   */
   closeCircuit(pool: string, deploymentId: string): Promise<void>;
   /**
    * Take a deployment out of rotation by hand, for every instance, until `enable`: acquire never grants it
@@ -214,9 +262,10 @@ export interface Store {
   /**
    * Clear a deployment's health by hand, for every instance: its cooldown ends, its circuit closes (a half-open
    * probe marker is forgotten) and `resetAt` is set, so instances forget the ejections they counted before it.
-   * Drained stays as it is. Idempotent.
+   * Drained stays as it is. With `slowStart` (an active probe passed) its slow start begins now; without it
+   * (an operator) any slow start ends: full traffic at once. Idempotent.
    */
-  reset(pool: string, deploymentId: string): Promise<void>;
+  reset(pool: string, deploymentId: string, options?: SlowStartOption): Promise<void>;
   /** Take a waiter's ticket out of a pool's wait queue (it gave up: timeout, client gone). No-op when absent. */
   leaveQueue(pool: string, ticket: string): Promise<void>;
   /**

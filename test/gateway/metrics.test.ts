@@ -344,6 +344,7 @@ describe('deployment gauges at scrape time', () => {
       circuitOpenUntil: 0,
       drained: false,
       resetAt: 0,
+      slowStartSince: 0,
     }));
 
   test('a store that does not answer: the scrape ends within its budget with what is known, and no second snapshot piles up', async () => {

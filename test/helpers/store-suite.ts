@@ -93,11 +93,19 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
     }
 
     /** Acquires (and optionally releases at once) `count` times, in parallel batches to keep Redis runs short. */
-    async function picks(store: Store, layout: PoolLayout, count: number, releaseEach = false): Promise<string[]> {
+    async function picks(
+      store: Store,
+      layout: PoolLayout,
+      count: number,
+      releaseEach = false,
+      extra: Partial<AcquireInput> = {},
+    ): Promise<string[]> {
       const chosen: string[] = [];
       const batch = releaseEach ? 1 : 100;
       for (let done = 0; done < count; done += batch) {
-        const results = await Promise.all(Array.from({ length: Math.min(batch, count - done) }, () => store.acquire(attempt(layout))));
+        const results = await Promise.all(
+          Array.from({ length: Math.min(batch, count - done) }, () => store.acquire(attempt(layout, extra))),
+        );
         for (const result of results) {
           const lease = granted(result);
           chosen.push(lease.deploymentId);
@@ -989,6 +997,266 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
       });
     });
 
+    describe('background admission (batch lines, admitted last)', () => {
+      const RESERVE = 0.3;
+      function background(layout: PoolLayout, estimatedTokens: number, extra: Partial<AcquireInput> = {}): AcquireInput {
+        return attempt(layout, { estimatedTokens, background: { reserve: RESERVE }, ...extra });
+      }
+
+      test('tokens: background stays within (1 − reserve) × tpm after its booking; interactive may use it all', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('bg-tpm', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 600 })));
+        const over = refused(await store.acquire(background(layout, 101)));
+        assert.equal(over.reason, 'no-budget');
+        assert.ok(over.retryAfterMs > 50_000 && over.retryAfterMs <= 60_000, `when the 600 leave: ${over.retryAfterMs}`);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 101 })));
+
+        const almost = pool('bg-tpm-69', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        granted(await store.acquire(attempt(almost, { estimatedTokens: 690 })));
+        assert.equal(refused(await store.acquire(background(almost, 11))).reason, 'no-budget', '701 > 700');
+        const fits = granted(await store.acquire(background(almost, 10)));
+        assert.deepEqual([fits.deploymentId, fits.tokens, fits.probe], ['a', 10, false]);
+        assert.equal((await store.snapshot(almost))[0]?.tokensInWindow, 700, 'exactly up to the token');
+        assert.equal(refused(await store.acquire(background(almost, 1))).reason, 'no-budget');
+        granted(await store.acquire(attempt(almost, { estimatedTokens: 300 })));
+        assert.equal((await store.snapshot(almost))[0]?.tokensInWindow, 1000, 'interactive fills the reserve');
+      });
+
+      test('requests: the short window holds background to floor((1 − reserve) × ceil(rpm/6)), interactive to ceil(rpm/6)', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        // rpm 100: 17 per short window; background floor(0.7 × 17) = 11 of them (not ceil(70 / 6) = 12), and 70 of the 100.
+        const layout = pool('bg-rpm', 'least-requests', [{ id: 'a', rpm: 100 }]);
+        for (let i = 0; i < 11; i++) granted(await store.acquire(background(layout, 0)));
+        const full = refused(await store.acquire(background(layout, 0)));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs > 9000 && full.retryAfterMs <= 10_000, `the short window frees first: ${full.retryAfterMs}`);
+        for (let i = 0; i < 6; i++) granted(await store.acquire(attempt(layout)));
+        assert.equal(refused(await store.acquire(attempt(layout))).reason, 'no-budget', 'interactive stops at 17');
+      });
+
+      test('requests: honouring retryAfterMs admits background, which never passes its reduced rpm in any window', async () => {
+        // rpm 7: interactive 2 per short window and 7 per window; background floor(0.7 × 2) = 1 and floor(4.9) = 4.
+        const store = openOne({ windowMs: 600 });
+        const layout = pool('bg-rpm-retry', 'least-requests', [{ id: 'a', rpm: 7 }]);
+        const buckets: number[] = [];
+        let refusals = 0;
+        for (let i = 0; i < 40 && buckets.length < 6; i++) {
+          const result = await store.acquire(background(layout, 0));
+          if (result.ok) {
+            buckets.push(result.lease.bucket);
+            continue;
+          }
+          refusals += 1;
+          assert.equal(result.reason, 'no-budget');
+          await honour(result.retryAfterMs);
+          buckets.push(granted(await store.acquire(background(layout, 0))).bucket);
+        }
+        assert.equal(buckets.length, 6);
+        assert.ok(refusals >= 3, `the reduced budgets did refuse (${refusals})`);
+        for (const bucket of buckets) {
+          const inWindow = buckets.filter((b) => b > bucket - 60 && b <= bucket).length;
+          const inShort = buckets.filter((b) => b > bucket - 10 && b <= bucket).length;
+          assert.ok(inWindow <= 4, `${inWindow} background requests in the window ending at ${bucket}`);
+          assert.ok(inShort <= 1, `${inShort} background requests in the short window ending at ${bucket}`);
+        }
+        // The window's reserve is the interactive requests': one fits now (within 2 per short window).
+        granted(await store.acquire(attempt(layout)));
+      });
+
+      test('honouring retryAfterMs for tokens lets a background request in', async () => {
+        const store = openOne({ windowMs: 600 });
+        const layout = pool('bg-tpm-retry', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        const first = granted(await store.acquire(attempt(layout, { estimatedTokens: 600 })));
+        await sleep(300);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        const full = refused(await store.acquire(background(layout, 100)));
+        assert.equal(full.reason, 'no-budget');
+        assert.ok(full.retryAfterMs <= 300, `only the first booking must leave: ${full.retryAfterMs}`);
+        await honour(full.retryAfterMs);
+        const late = granted(await store.acquire(background(layout, 100)));
+        assert.ok(late.bucket >= first.bucket + 60, 'admitted once the 600 left the window');
+      });
+
+      test('a request that never fits the reduced budgets: no-budget, a window; a limit cut to 0 admits nothing', async () => {
+        const store = openOne({ windowMs: 6000 });
+        const layout = pool('bg-never', 'least-requests', [
+          { id: 'a', tpm: 1000 },
+          { id: 'b', tpm: 500 },
+        ]);
+        assert.deepEqual(await store.acquire(background(layout, 701)), { ok: false, reason: 'no-budget', retryAfterMs: 6000 });
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 701 })));
+        // rpm 1: floor(0.7) = 0 requests for background; tpm 1: floor(0.7) = 0 tokens, even for an estimate of 0.
+        const tiny = pool('bg-zero', 'least-requests', [
+          { id: 'a', rpm: 1 },
+          { id: 'b', tpm: 1 },
+        ]);
+        assert.deepEqual(await store.acquire(background(tiny, 0)), { ok: false, reason: 'no-budget', retryAfterMs: 6000 });
+        granted(await store.acquire(attempt(tiny)));
+        granted(await store.acquire(attempt(tiny)));
+      });
+
+      test('deployments without budgets take background work as usual: only health applies', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('bg-unbudgeted', 'least-requests', [{ id: 'a', tpm: 100 }, { id: 'free' }]);
+        const chosen = [];
+        for (let i = 0; i < 10; i++) {
+          const lease = granted(await store.acquire(background(layout, 1_000_000)));
+          chosen.push(lease.deploymentId);
+        }
+        assert.deepEqual(new Set(chosen), new Set(['free']));
+        await store.cooldown('bg-unbudgeted', 'free', 500);
+        const cooling = refused(await store.acquire(background(layout, 1000)));
+        assert.equal(cooling.reason, 'no-budget', 'a is healthy but can never take it');
+        assert.ok(cooling.retryAfterMs <= 500 && cooling.retryAfterMs > 300, `free's cooldown end: ${cooling.retryAfterMs}`);
+      });
+
+      test('a half-open deployment is never a background probe; the interactive probe still goes', async () => {
+        const store = openOne({ windowMs: 600 });
+        const layout = pool('bg-half-open', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        await store.openCircuit('bg-half-open', 'a', 0);
+        for (let i = 0; i < 10; i++) assert.equal(granted(await store.acquire(background(layout, 0))).deploymentId, 'b');
+        const alone = await store.acquire(background(layout, 0, { exclude: ['b'] }));
+        assert.deepEqual(alone, { ok: false, reason: 'unavailable', retryAfterMs: 600 }, 'no retry time of its own');
+        await store.cooldown('bg-half-open', 'b', 300);
+        const cooling = refused(await store.acquire(background(layout, 0)));
+        assert.equal(cooling.reason, 'unavailable');
+        assert.ok(cooling.retryAfterMs <= 300, `b's cooldown says when: ${cooling.retryAfterMs}`);
+        const [a] = await store.snapshot(layout);
+        assert.equal(a?.circuit, 'half-open');
+        assert.equal(granted(await store.acquire(attempt(layout))).probe, true, 'no probe marker was taken by background work');
+      });
+
+      test('a live ticket in the wait queue blocks background work (queued, a poll hint); an expired one does not', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('bg-queue', 'least-requests', [{ id: 'a', tpm: 1000 }]);
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 500 })));
+        const waiter = attempt(layout, { estimatedTokens: 600, queue: { ticket: 'W', ttlMs: 250 } });
+        assert.equal(refused(await store.acquire(waiter)).reason, 'no-budget', 'the waiter heads the queue');
+        const blocked = refused(await store.acquire(background(layout, 100)));
+        assert.equal(blocked.reason, 'queued');
+        assert.ok(blocked.retryAfterMs >= 1 && blocked.retryAfterMs <= 1000, `the next bucket edge: ${blocked.retryAfterMs}`);
+        const tooBig = await store.acquire(background(layout, 701));
+        assert.deepEqual(tooBig, { ok: false, reason: 'no-budget', retryAfterMs: 60_000 }, 'never servable: the truth, not queued');
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        await sleep(300); // the waiter stopped polling
+        granted(await store.acquire(background(layout, 100)));
+        const interactive = attempt(layout, { estimatedTokens: 1000, queue: { ticket: 'X', ttlMs: 30_000 } });
+        assert.equal(refused(await store.acquire(interactive)).reason, 'no-budget', 'background work did not join the queue');
+      });
+
+      test('background work with a queue ticket is a caller error', async () => {
+        const store = openOne();
+        const layout = pool('bg-and-queue', 'least-requests', [{ id: 'a' }]);
+        await assert.rejects(store.acquire(background(layout, 0, { queue: { ticket: 'T', ttlMs: 1000 } })), /queue/);
+      });
+    });
+
+    describe('slow start', () => {
+      /** Share of `count` acquires (each released at once) that went to `id`. */
+      async function shareOf(store: Store, layout: PoolLayout, id: string, count: number, extra: Partial<AcquireInput> = {}) {
+        let hits = 0;
+        for (let i = 0; i < count; i++) {
+          const lease = granted(await store.acquire(attempt(layout, extra)));
+          if (lease.deploymentId === id) hits += 1;
+          await store.release(lease);
+        }
+        return hits / count;
+      }
+
+      test('after closeCircuit a deployment ramps from 10 % of its share to all of it over slowStartMs', async () => {
+        const store = openOne();
+        const layout = pool('ss-ramp', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        await store.openCircuit('ss-ramp', 'a', 0);
+        await store.closeCircuit('ss-ramp', 'a');
+        const closedAt = performance.now();
+        const since = (await store.snapshot(layout))[0]?.slowStartSince ?? 0;
+        assert.ok(Math.abs(since - Date.now()) < 1000, `slowStartSince is epoch ms of the close: ${since}`);
+        assert.equal((await store.snapshot(layout))[1]?.slowStartSince, 0);
+
+        // A 10-minute slow start barely moves in a second: a is kept 10 % of the time, then ties with b.
+        const start = await shareOf(store, layout, 'a', 800, { slowStartMs: 600_000 });
+        assert.ok(start >= 0.02 && start <= 0.12, `≈ 5 % (10 % of its half) at the start: ${start}`);
+        // Without a slow start (the option absent) it has its whole half at once.
+        const off = await shareOf(store, layout, 'a', 400);
+        assert.ok(off >= 0.38 && off <= 0.62, `no slow start asked: ${off}`);
+
+        // Once slowStartMs has passed since the close: its whole half. (Shares half-way through are pinned
+        // where the moment can be set: memory-store.test.ts, redis-store.test.ts.)
+        await sleep(Math.max(0, 600 + 50 - (performance.now() - closedAt)));
+        const after = await shareOf(store, layout, 'a', 400, { slowStartMs: 600 });
+        assert.ok(after >= 0.38 && after <= 0.62, `≈ 50 % after the ramp: ${after}`);
+      });
+
+      test('every strategy keeps a slow-starting deployment only with its share', async () => {
+        const store = openOne();
+        for (const strategy of ['least-requests', 'round-robin', 'random', 'power-of-two', 'weighted'] as const) {
+          const layout = pool(`ss-${strategy}`, strategy, [{ id: 'a' }, { id: 'b' }]);
+          await store.reset(layout.name, 'a', { slowStart: true });
+          const share = await shareOf(store, layout, 'a', 400, { slowStartMs: 600_000 });
+          assert.ok(share >= 0.01 && share <= 0.15, `${strategy}: ≈ 5 %, got ${share}`);
+        }
+      });
+
+      test('a tier whose candidates are all slow-starting keeps them all; a lone one takes everything', async () => {
+        const store = openOne();
+        const layout = pool('ss-all', 'least-requests', [{ id: 'a' }, { id: 'b' }, { id: 'spill', priority: 2 }]);
+        await store.reset('ss-all', 'a', { slowStart: true });
+        await store.reset('ss-all', 'b', { slowStart: true });
+        const slowStart = { slowStartMs: 600_000 };
+        const both = await picks(store, layout, 200, true, slowStart);
+        const counts = countBy(both);
+        assert.equal(counts.get('spill'), undefined, 'a lower tier never takes what a slow-starting tier can');
+        assert.ok((counts.get('a') ?? 0) > 60 && (counts.get('b') ?? 0) > 60, `none dropped: ${[...counts]}`);
+
+        await store.cooldown('ss-all', 'b', 30_000);
+        const alone = countBy(await picks(store, layout, 50, true, slowStart));
+        assert.deepEqual([...alone], [['a', 50]], 'the only candidate of its tier is never dropped');
+      });
+
+      test('a plain reset ends a slow start at once; a reset with slowStart begins one', async () => {
+        const store = openOne();
+        const layout = pool('ss-reset', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        const before = Date.now();
+        await store.reset('ss-reset', 'a', { slowStart: true });
+        const [ramping] = await store.snapshot(layout);
+        assert.ok((ramping?.slowStartSince ?? 0) >= before - 1000 && (ramping?.resetAt ?? 0) > 0, JSON.stringify(ramping));
+        assert.ok((await shareOf(store, layout, 'a', 400, { slowStartMs: 600_000 })) <= 0.15);
+        await store.reset('ss-reset', 'a');
+        assert.equal((await store.snapshot(layout))[0]?.slowStartSince, 0);
+        const full = await shareOf(store, layout, 'a', 400, { slowStartMs: 600_000 });
+        assert.ok(full >= 0.38 && full <= 0.62, `full traffic at once: ${full}`);
+      });
+
+      test('cooldown with slowStart: the ramp begins at the cooldown’s end, and follows an extension', async () => {
+        const store = openOne();
+        const layout = pool('ss-cooldown', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        const until = await store.cooldown('ss-cooldown', 'a', 200, { slowStart: true });
+        assert.equal((await store.snapshot(layout))[0]?.slowStartSince, until);
+        const extended = await store.cooldown('ss-cooldown', 'a', 300); // a plain 429 meanwhile, later than the first
+        assert.ok(extended > until);
+        assert.equal((await store.snapshot(layout))[0]?.slowStartSince, extended, 'the pending ramp follows its cooldown');
+        const shorter = await store.cooldown('ss-cooldown', 'a', 10, { slowStart: true });
+        assert.equal(shorter, extended);
+        assert.equal((await store.snapshot(layout))[0]?.slowStartSince, extended, 'a call that extends nothing moves nothing');
+        assert.deepEqual(new Set(await picks(store, layout, 10, true)), new Set(['b']), 'out while cooling down');
+        await sleep(Math.max(0, extended - Date.now()) + 20);
+        const start = await shareOf(store, layout, 'a', 400, { slowStartMs: 600_000 });
+        assert.ok(start >= 0.01 && start <= 0.15, `≈ 5 % once back: ${start}`);
+
+        const plain = pool('ss-cooldown-plain', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+        await store.cooldown('ss-cooldown-plain', 'a', 100);
+        assert.equal((await store.snapshot(plain))[0]?.slowStartSince, 0, 'a short cooldown brings no slow start');
+      });
+
+      test('closeCircuit on a closed circuit starts no slow start', async () => {
+        const store = openOne();
+        const layout = pool('ss-closed', 'least-requests', [{ id: 'a' }]);
+        await store.closeCircuit('ss-closed', 'a');
+        assert.equal((await store.snapshot(layout))[0]?.slowStartSince, 0);
+      });
+    });
+
     test('snapshot reports live values of every deployment', async () => {
       const store = openOne({ windowMs: 60_000 });
       const layout = pool('snap', 'least-requests', [{ id: 'a', tpm: 5000 }, { id: 'b' }, { id: 'c' }]);
@@ -1001,8 +1269,28 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
       assert.deepEqual(
         snapshot.map(({ circuitOpenUntil: _, ...rest }) => rest),
         [
-          { id: 'a', inFlight: 2, tokensInWindow: 0, requestsInWindow: 2, cooldownUntil: 0, circuit: 'closed', drained: false, resetAt: 0 },
-          { id: 'b', inFlight: 0, tokensInWindow: 42, requestsInWindow: 1, cooldownUntil: 0, circuit: 'open', drained: false, resetAt: 0 },
+          {
+            id: 'a',
+            inFlight: 2,
+            tokensInWindow: 0,
+            requestsInWindow: 2,
+            cooldownUntil: 0,
+            circuit: 'closed',
+            drained: false,
+            resetAt: 0,
+            slowStartSince: 0,
+          },
+          {
+            id: 'b',
+            inFlight: 0,
+            tokensInWindow: 42,
+            requestsInWindow: 1,
+            cooldownUntil: 0,
+            circuit: 'open',
+            drained: false,
+            resetAt: 0,
+            slowStartSince: 0,
+          },
           {
             id: 'c',
             inFlight: 0,
@@ -1012,6 +1300,7 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
             circuit: 'closed',
             drained: false,
             resetAt: 0,
+            slowStartSince: 0,
           },
         ],
       );

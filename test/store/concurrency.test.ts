@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyLayout } from '../../shared/store/keys.ts';
 import { RedisStore } from '../../shared/store/redis-store.ts';
 import type { AcquireResult, PoolLayout, QuotaInput, QuotaResult } from '../../shared/store/types.ts';
@@ -167,6 +168,88 @@ describe('RedisStore with 8 clients racing', () => {
     }
     assert.deepEqual(served, order);
   });
+
+  test(
+    'background work never pushes a deployment past (1 − reserve) of its tpm, while interactive fills it',
+    { timeout: 10_000 },
+    async () => {
+      const reserve = 0.3;
+      const layout = pool('race-background', 'least-requests', [
+        { id: 'a', tpm: 10_000 },
+        { id: 'b', tpm: 10_000 },
+        { id: 'c', tpm: 6_000 },
+      ]);
+      const limits = new Map(layout.deployments.map((d) => [d.id, Math.floor((1 - reserve) * (d.tpm ?? 0))]));
+      // Tokens in window only grow here (a 60 s window; releases keep the reservation): once the monitor saw a
+      // deployment past its background limit, no background acquire issued after that may land on it.
+      const seenPast = new Set<string>();
+      const backgroundTokens = new Map<string, number>();
+      let lateGrants = 0;
+      let backgroundGrants = 0;
+      let stop = false;
+      const monitor = (async () => {
+        while (!stop) {
+          for (const d of await stores[0]!.snapshot(layout)) if (d.tokensInWindow > (limits.get(d.id) ?? 0)) seenPast.add(d.id);
+          await sleep(1);
+        }
+      })();
+      const deadline = performance.now() + 5000;
+      const worker = async (store: RedisStore, kind: 'interactive' | 'background'): Promise<void> => {
+        // Each worker stops at its first refusal: the pool is full for it (nothing leaves a 60 s window here).
+        while (performance.now() < deadline) {
+          const pastAtIssue = new Set(seenPast);
+          const result = await store.acquire({
+            pool: layout,
+            leaseId: randomUUID(),
+            leaseMs: 30_000,
+            estimatedTokens: 100,
+            ...(kind === 'background' ? { background: { reserve } } : {}),
+          });
+          if (!result.ok) {
+            assert.equal(result.reason, 'no-budget');
+            return;
+          }
+          const { lease } = result;
+          if (kind === 'background') {
+            backgroundGrants += 1;
+            backgroundTokens.set(lease.deploymentId, (backgroundTokens.get(lease.deploymentId) ?? 0) + lease.tokens);
+            if (pastAtIssue.has(lease.deploymentId)) lateGrants += 1;
+          }
+          await store.release(lease);
+        }
+      };
+      await Promise.all(
+        // Three background workers to one interactive: unchecked, background work would take about 3/4 of each tpm.
+        stores.flatMap((store) => [worker(store, 'interactive'), ...[1, 2, 3].map(() => worker(store, 'background'))]),
+      );
+      stop = true;
+      await monitor;
+      assert.equal(lateGrants, 0, 'no background grant on a deployment already past its background limit');
+      for (const [id, tokens] of backgroundTokens) assert.ok(tokens <= (limits.get(id) ?? 0), `${id}: ${tokens} background tokens`);
+      assert.ok(backgroundGrants >= 50, `background work did run (${backgroundGrants} grants)`);
+      assert.ok(seenPast.size === 3, `every deployment went past its background limit: ${[...seenPast]}`);
+      assert.deepEqual(
+        (await stores[0]!.snapshot(layout)).map((d) => d.tokensInWindow),
+        [10_000, 10_000, 6_000],
+        'interactive filled the reserve, exactly to tpm',
+      );
+
+      // Background work alone, racing from every client: exactly up to its limits, never a token more.
+      const alone = pool('race-background-alone', 'least-requests', [...layout.deployments]);
+      const results = await Promise.all(
+        stores.flatMap((store) =>
+          Array.from({ length: 40 }, () =>
+            store.acquire({ pool: alone, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 100, background: { reserve } }),
+          ),
+        ),
+      );
+      assert.equal(results.filter((r) => r.ok).length, 182, '70 + 70 + 42 of 320');
+      assert.deepEqual(
+        (await stores[0]!.snapshot(alone)).map((d) => d.tokensInWindow),
+        [7000, 7000, 4200],
+      );
+    },
+  );
 
   test('round-robin stays fair across instances acquiring at once', async () => {
     const layout = pool('race-rr', 'round-robin', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);

@@ -19,6 +19,8 @@ import { granted, pool, quotaGranted, quotaRefused, refused, uniquePrefix } from
 const COMMAND_TIMEOUT_MS = 300;
 const HOUR_MS = 3_600_000;
 const LATE_ACQUIRES = 50;
+/** Background acquires (Batch API lines) among them: the same rule. */
+const LATE_BACKGROUND = 10;
 const LATE_QUOTAS = 20;
 const LATE_WAITERS = 5;
 
@@ -125,7 +127,13 @@ describe('calls that timed out while Redis was frozen', () => {
 
     await whileFrozen(() => [
       ...Array.from({ length: LATE_ACQUIRES }, (_, i) =>
-        store.acquire({ pool: layout, leaseId: `late-${i}`, leaseMs: 30_000, estimatedTokens: 100 }),
+        store.acquire({
+          pool: layout,
+          leaseId: `late-${i}`,
+          leaseMs: 30_000,
+          estimatedTokens: 100,
+          ...(i < LATE_BACKGROUND ? { background: { reserve: 0.3 } } : {}),
+        }),
       ),
       ...Array.from({ length: LATE_QUOTAS }, () => store.acquireQuota({ subject: 'team', tpm: 1000, rpm: 100, estimatedTokens: 50 })),
       ...Array.from({ length: LATE_WAITERS }, (_, i) =>
@@ -239,6 +247,10 @@ describe('calls that timed out while Redis was frozen', () => {
       // that took that long to arrive would find. (The estimate is fresh, so the store does not refresh it.)
       shiftMs = -5000;
       await assert.rejects(store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 30_000, estimatedTokens: 10 }), LateCallError);
+      await assert.rejects(
+        store.acquire({ pool: layout, leaseId: 'l3', leaseMs: 30_000, estimatedTokens: 10, background: { reserve: 0.3 } }),
+        LateCallError,
+      );
       await assert.rejects(store.acquireQuota({ subject: 'waiting', tpm: 100, estimatedTokens: 10 }), LateCallError);
       await assert.rejects(store.renew([lease], 30_000), LateCallError);
       // Not a booking: an observation is skipped, the lease still ends and its charge still counts.

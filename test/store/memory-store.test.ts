@@ -236,6 +236,75 @@ describe('MemoryStore with a fake clock (windowMs 600: 10 ms buckets, 100 ms sho
     assert.equal(refused(await store.acquire(wait('A', 100))).reason, 'no-budget');
   });
 
+  test('background work: reduced request limits exact to the bucket (rpm 7, reserve 0.3: 1 per short window, 4 per window)', async () => {
+    const layout = pool('p', 'least-requests', [{ id: 'a', rpm: 7 }]);
+    const { store, at, attempt } = setup(layout);
+    const background = (): AcquireInput => ({ ...attempt(), background: { reserve: 0.3 } });
+    at(0);
+    granted(await store.acquire(background()));
+    assert.deepEqual(refused(await store.acquire(background())), { ok: false, reason: 'no-budget', retryAfterMs: 100 });
+    granted(await store.acquire(attempt())); // interactive: 2 per short window
+    for (const ms of [100, 200]) {
+      at(ms);
+      granted(await store.acquire(background()));
+    }
+    at(300);
+    // 4 requests in the window, whoever sent them: background waits for bucket 0's two to leave at 600.
+    assert.deepEqual(refused(await store.acquire(background())), { ok: false, reason: 'no-budget', retryAfterMs: 300 });
+    granted(await store.acquire(attempt())); // interactive: 7 per window
+    at(599);
+    refused(await store.acquire(background()));
+    at(600);
+    granted(await store.acquire(background()));
+  });
+
+  test('slow start: the share grows linearly from 0.1; a slow candidate stays exactly when its draw is below it', async () => {
+    const layout = pool('p', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+    const draws: number[] = [];
+    let now = START;
+    let counter = 0;
+    const store = new MemoryStore({
+      windowMs: 600,
+      now: () => now,
+      random: () => {
+        const value = draws.shift();
+        assert.ok(value !== undefined, 'a draw more than expected');
+        return value;
+      },
+    });
+    /** One acquire (released at once) with these draws: the slow-start ones first, then the strategy's two (0: the first of a tie). */
+    const pick = async (slowDraws: number[], extra: Partial<AcquireInput> = {}): Promise<string> => {
+      draws.push(...slowDraws, 0, 0);
+      const lease = granted(
+        await store.acquire({ pool: layout, leaseId: `l${++counter}`, leaseMs: 1000, estimatedTokens: 0, slowStartMs: 600, ...extra }),
+      );
+      await store.release(lease);
+      assert.equal(draws.length, 0, 'every draw used');
+      return lease.deploymentId;
+    };
+    await store.openCircuit('p', 'a', 0);
+    await store.closeCircuit('p', 'a');
+    assert.equal((await store.snapshot(layout))[0]?.slowStartSince, START);
+    for (const [ms, share] of [
+      [0, 0.1],
+      [300, 0.55],
+      [540, 0.91],
+    ] as const) {
+      now = START + ms;
+      assert.equal(await pick([share - 1e-9]), 'a', `kept below ${share} at ${ms} ms`);
+      assert.equal(await pick([share + 1e-9]), 'b', `dropped at ${share} at ${ms} ms`);
+    }
+    now = START + 300;
+    assert.equal(await pick([], { exclude: ['b'] }), 'a', 'the only candidate: no draw, never dropped');
+    assert.equal(await pick([], { slowStartMs: 0 }), 'a', 'slow start off: no draw');
+    now = START + 600;
+    assert.equal(await pick([]), 'a', 'the ramp is over: no draw');
+    now = START + 600_000 - 1;
+    assert.equal((await store.snapshot(layout))[0]?.slowStartSince, START);
+    now = START + 600_000;
+    assert.equal((await store.snapshot(layout))[0]?.slowStartSince, 0, 'remembered 10 minutes');
+  });
+
   test('windowMs must split into whole-millisecond buckets', () => {
     assert.throws(() => new MemoryStore({ windowMs: 1000 }), /multiple of 60/);
     assert.throws(() => new MemoryStore({ windowMs: 0 }), /multiple of 60/);

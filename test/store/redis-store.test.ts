@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { createStore } from '../../shared/store/index.ts';
+import { KeyLayout } from '../../shared/store/keys.ts';
 import { RedisStore } from '../../shared/store/redis-store.ts';
 import { startRedisServer } from '../helpers/redis-server.ts';
 import { defineStoreSuite, granted, pool, quotaGranted, refused, uniquePrefix } from '../helpers/store-suite.ts';
@@ -50,7 +51,14 @@ describe('RedisStore specifics', () => {
     assert.ok(ttls['{pool:gpt-4o}:dep:east%3Aus'] > day && ttls['{pool:gpt-4o}:dep:east%3Aus'] <= day + 1000, 'state: half-open memory');
 
     await store.closeCircuit('gpt-4o', 'east:us');
-    assert.equal(await admin.exists(`${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`), 0, 'nothing left to remember');
+    const closed = `${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`;
+    assert.deepEqual(await admin.hkeys(closed), ['ss'], 'only the slow start that began is left');
+    const slowStartTtl = await admin.pttl(closed);
+    assert.ok(slowStartTtl > 599_000 && slowStartTtl <= 600_000, `kept while a slow start may run: ${slowStartTtl}`);
+    await store.reset('gpt-4o', 'east:us');
+    await admin.hdel(closed, 'rs');
+    await store.closeCircuit('gpt-4o', 'east:us');
+    assert.equal(await admin.exists(closed), 0, 'nothing left to remember (a closed circuit starts no slow start)');
     await store.close();
     assert.equal(admin.status, 'ready', 'a shared client is not closed by the store');
   });
@@ -108,6 +116,7 @@ describe('RedisStore specifics', () => {
     assert.equal(await admin.pttl(state), -1, 'other writes keep it without expiry');
     assert.ok(Number(await admin.hget(state, 'dr')) > 0, 'dr holds when it was drained');
     await store.closeCircuit('gpt-4o', 'east:us');
+    await admin.hdel(state, 'ss'); // the slow start that began would keep the hash 10 minutes
     assert.equal(await store.enable('gpt-4o', 'east:us'), true);
     const ttl = await admin.pttl(state);
     assert.ok(ttl > 0 && ttl <= 3000, `enabled: the cooldown end again (${ttl})`);
@@ -117,6 +126,43 @@ describe('RedisStore specifics', () => {
     const resetTtl = await admin.pttl(state);
     assert.ok(resetTtl > day - 1000 && resetTtl <= day, `the reset is remembered a day (${resetTtl})`);
     assert.deepEqual(await admin.hkeys(state), ['rs'], 'nothing else is left');
+    await store.close();
+  });
+
+  test('slow start keeps the state hash while it may run; a plain reset forgets it, a probe’s reset begins one', async () => {
+    const keyPrefix = uniquePrefix();
+    const store = new RedisStore(admin, { keyPrefix });
+    const state = new KeyLayout(keyPrefix).deployment('gpt-4o', 'a').state;
+    const until = await store.cooldown('gpt-4o', 'a', 5000, { slowStart: true });
+    assert.equal(Number(await admin.hget(state, 'ss')), until, 'ss: the cooldown end');
+    const ttl = await admin.pttl(state);
+    assert.ok(ttl > 604_000 && ttl <= 605_000, `kept until the cooldown end + 10 minutes (${ttl})`);
+    await store.reset('gpt-4o', 'a');
+    assert.deepEqual(await admin.hkeys(state), ['rs'], 'a plain reset: no slow start left');
+    await store.reset('gpt-4o', 'a', { slowStart: true });
+    assert.deepEqual((await admin.hkeys(state)).sort(), ['rs', 'ss']);
+    assert.equal(await admin.hget(state, 'ss'), await admin.hget(state, 'rs'), 'the slow start begins at the reset');
+    await store.close();
+  });
+
+  test('slow start half-way (began 5 of 10 minutes ago): kept with probability 0.55, independent of the strategy’s draw', async () => {
+    const keyPrefix = uniquePrefix();
+    const store = new RedisStore(admin, { keyPrefix });
+    const layout = pool('ramp', 'random', [{ id: 'a' }, { id: 'b' }]);
+    const [seconds, micros] = await admin.time();
+    const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    await admin.hset(new KeyLayout(keyPrefix).deployment('ramp', 'a').state, 'ss', nowMs - 300_000);
+    let hits = 0;
+    const count = 1000;
+    for (let i = 0; i < count; i++) {
+      const lease = granted(
+        await store.acquire({ pool: layout, leaseId: `l${i}`, leaseMs: 5000, estimatedTokens: 0, slowStartMs: 600_000 }),
+      );
+      if (lease.deploymentId === 'a') hits += 1;
+      await store.release(lease);
+    }
+    // 0.55 × 0.5 = 0.275 (σ ≈ 0.014); a draw shared with the strategy's would make it 0.5.
+    assert.ok(hits / count >= 0.22 && hits / count <= 0.33, `a's share ${hits / count}`);
     await store.close();
   });
 

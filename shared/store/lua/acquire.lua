@@ -16,6 +16,17 @@
   (estimate above every tpm, all excluded) is never queued: normal refusal, and its ticket leaves.
   Without a ticket the queue is neither read nor written.
 
+  Background work (ARGV[13], 1 - its reserve): admitted last. Each budget is cut to floor((1 - reserve) x
+  limit), the short window's to floor((1 - reserve) x ceil(rpm / 6)), and a deployment is eligible only
+  while this booking stays within them (a limit cut to 0 admits nothing); refusals say when the cut
+  budget would fit. A half-open deployment counts as excluded (background work is never a probe). While
+  any live ticket waits in the queue nothing is granted (reason 3, a poll hint); the queue is only read.
+
+  Slow start (ARGV[11]): a candidate of the chosen tier whose slow start began at ss (state hash) with
+  ss <= now < ss + slowStartMs stays a candidate with probability 0.1 + 0.9 (now - ss) / slowStartMs,
+  drawn per candidate from ARGV[12] (math.random is seeded with it: the script's own seed is fixed),
+  as long as another candidate of the tier is not slow-starting; otherwise all stay.
+
   KEYS[1]          round-robin cursor of the pool
   KEYS[2]          wait queue order ZSET: ticket -> enqueue time (us)   (includes/queue.lua)
   KEYS[3]          wait queue deadlines ZSET: ticket -> deadline (epoch ms)
@@ -34,7 +45,11 @@
   ARGV[10]         the caller's deadline (epoch ms, Redis clock; '' = none): the moment its client gives
                    up on this call. Past it the script changes nothing at all (no lease, no reservation,
                    no queue place, no cursor step) and answers reason 4: nobody waits for the lease.
-  ARGV[11 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
+  ARGV[11]         slow start length (ms, at most SLOW_START_MEMORY_MS; 0 = off)
+  ARGV[12]         seed of the slow-start draws (a whole number in [0, 2^31) from the caller)
+  ARGV[13]         background work's share of the budgets: 1 - its reserve, in [0.05, 1] ('' = an interactive
+                   request); computed by the caller, so both stores floor the very same products
+  ARGV[14 + 5(i - 1) ..] deployment i: priority, weight, tpm ('' = none), rpm ('' = none), excluded (1/0)
 
   Output:
     { 1, i, bucket, probe }         granted deployment i; bucket booked into; probe 1 when half-open probe
@@ -66,19 +81,30 @@ local queueKey, deadlinesKey = KEYS[2], KEYS[3]
 local ticket = ARGV[8]
 local hasTicket = ticket ~= ''
 local ticketDeadline = nowMs + (tonumber(ARGV[9]) or 0)
+local slowStartMs = tonumber(ARGV[11]) or 0
+local backgroundShare = tonumber(ARGV[13])
+local background = backgroundShare ~= nil
 local deploymentCount = (#KEYS - 3) / 3
 
--- Another live ticket is ahead of this one: nothing is granted to it now.
+-- Another live ticket is ahead of this one: nothing is granted to it now. Background work comes after
+-- every live ticket (it reads the queue and never joins it).
 local behind = false
 if hasTicket then
   reapQueue(queueKey, deadlinesKey, nowMs)
   local head = queueHead(queueKey)
   behind = head ~= nil and head ~= ticket
+elseif background then
+  behind = redis.call('ZCOUNT', deadlinesKey, '(' .. nowMs, '+inf') > 0
+end
+
+-- floor(share x limit), nudged as reducedLimit in shared/store/background.ts (same doubles).
+local function reducedLimit(limit)
+  return math.floor(backgroundShare * limit * (1 + 1e-9))
 end
 
 local deployments = {}
 for i = 1, deploymentCount do
-  local arg = 11 + 5 * (i - 1)
+  local arg = 14 + 5 * (i - 1)
   local d = {
     index = i,
     stateKey = KEYS[3 * i + 1],
@@ -92,11 +118,14 @@ for i = 1, deploymentCount do
     blockedUntil = 0,
     halfOpen = false,
     eligible = false,
+    slowStartSince = 0,
+    -- Background work also sets shortLimit (its cut short-window limit; nil: ceil(rpm / 6)) and neverFits.
   }
   d.inFlight = reapLeases(d.leasesKey, nowMs)
   local cooldownUntil, openUntil, probeLease, probeDeadline, drained = 0, 0, nil, 0, false
   if not d.excluded then
-    cooldownUntil, openUntil, probeLease, probeDeadline, drained = readState(d.stateKey)
+    local _
+    cooldownUntil, openUntil, probeLease, probeDeadline, drained, _, d.slowStartSince = readState(d.stateKey)
     -- Out of rotation by hand: as if excluded (no retry time of its own, no probe).
     if drained then d.excluded = true end
   end
@@ -108,13 +137,23 @@ for i = 1, deploymentCount do
       d.halfOpen = true
       if probeDeadline > nowMs then d.blockedUntil = math.max(d.blockedUntil, probeDeadline) end
     end
+    -- Background work is never the probe: a half-open deployment is out for it, with no retry time of its own.
+    if background and d.halfOpen then d.excluded = true end
+  end
+  if not d.excluded then
+    if background then
+      if d.rpm then d.shortLimit = reducedLimit(math.ceil(d.rpm / 6)) end
+      if d.tpm then d.tpm = reducedLimit(d.tpm) end
+      if d.rpm then d.rpm = reducedLimit(d.rpm) end
+      d.neverFits = (d.tpm ~= nil and d.tpm < 1) or (d.rpm ~= nil and (d.rpm < 1 or d.shortLimit < 1))
+    end
     -- A deployment without budgets needs its window only if chosen (to book usage for snapshots).
     d.budgeted = d.tpm ~= nil or d.rpm ~= nil
     if d.budgeted then
       d.newestBucket, d.windowTokens, d.windowRequests, d.shortRequests = advanceWindow(d.windowKey, nowBucket)
     end
-    d.eligible = d.blockedUntil == 0
-      and (not d.budgeted or fitsBudget(tokens, d.tpm, d.rpm, d.windowTokens, d.windowRequests, d.shortRequests))
+    d.eligible = d.blockedUntil == 0 and not d.neverFits
+      and (not d.budgeted or fitsBudget(tokens, d.tpm, d.rpm, d.windowTokens, d.windowRequests, d.shortRequests, d.shortLimit))
   end
   deployments[i] = d
 end
@@ -134,9 +173,11 @@ local function soonestRoom()
     if not d.excluded then
       if d.blockedUntil == 0 then reason = 2 end
       local wait = 0
-      if d.budgeted then
+      if d.neverFits then
+        wait = -1
+      elseif d.budgeted then
         wait = windowWaitMs(d.windowKey, d.newestBucket, nowMs, bucketMs, tokens, d.tpm, d.rpm,
-          d.windowTokens, d.windowRequests, d.shortRequests)
+          d.windowTokens, d.windowRequests, d.shortRequests, d.shortLimit)
       end
       if wait >= 0 then
         local at = math.max(d.blockedUntil, nowMs + wait)
@@ -168,6 +209,28 @@ end
 local candidates = {}
 for _, d in ipairs(deployments) do
   if d.eligible and d.priority == bestPriority then candidates[#candidates + 1] = d end
+end
+
+-- Slow start: while another candidate is not slow-starting, each one that is stays only with its share.
+if slowStartMs > 0 and #candidates > 1 then
+  local steady = false
+  for _, d in ipairs(candidates) do
+    local elapsed = nowMs - d.slowStartSince
+    if d.slowStartSince > 0 and elapsed >= 0 and elapsed < slowStartMs then
+      -- 0.1: SLOW_START_INITIAL_SHARE in shared/store/slow-start.ts.
+      d.share = 0.1 + 0.9 * elapsed / slowStartMs
+    else
+      steady = true
+    end
+  end
+  if steady then
+    math.randomseed(tonumber(ARGV[12]) or 0)
+    local kept = {}
+    for _, d in ipairs(candidates) do
+      if d.share == nil or math.random() < d.share then kept[#kept + 1] = d end
+    end
+    candidates = kept
+  end
 end
 
 -- 1-based index in [1, n] from a random number in [0, 1).

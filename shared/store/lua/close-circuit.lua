@@ -1,5 +1,7 @@
 --[[
-  Publish that a deployment is healthy again: closes its circuit and forgets any probe.
+  Publish that a deployment is healthy again: closes its circuit and forgets any probe. A circuit that
+  was open or half-open comes back by slow start, which begins now (ss); one already closed keeps its
+  slow start as it is.
 
   KEYS[1]  deployment state hash
 
@@ -9,6 +11,8 @@
 --- @include "includes/state.lua"
 
 local stateKey = KEYS[1]
+local nowMs = redisNowMs()
+if redis.call('HEXISTS', stateKey, 'ou') == 1 then redis.call('HSET', stateKey, 'ss', nowMs) end
 redis.call('HDEL', stateKey, 'ou', 'pl', 'pd')
-expireStateWhenIdle(stateKey, redisNowMs())
+expireStateWhenIdle(stateKey, nowMs)
 return 1

@@ -72,6 +72,7 @@ describe('Outliers (the arithmetic)', () => {
       circuitOpenUntil: 0,
       drained,
       resetAt: 0,
+      slowStartSince: 0,
     });
     const snapshot = [
       d('a', 'closed'),

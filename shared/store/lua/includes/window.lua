@@ -81,11 +81,12 @@ local function advanceWindow(windowKey, nowBucket)
 end
 
 -- Whether a request of `tokens` fits budgets tpm / rpm (nil = unlimited) given the window's totals.
--- shortRequests nil: no short window (client quotas).
-local function fitsBudget(tokens, tpm, rpm, windowTokens, windowRequests, shortRequests)
+-- shortRequests nil: no short window (client quotas). shortLimit: the short window's limit when not
+-- ceil(rpm / 6) (background requests' reduced one).
+local function fitsBudget(tokens, tpm, rpm, windowTokens, windowRequests, shortRequests, shortLimit)
   if tpm and windowTokens + tokens > tpm then return false end
   if rpm and windowRequests + 1 > rpm then return false end
-  if rpm and shortRequests and shortRequests + 1 > math.ceil(rpm / 6) then return false end
+  if rpm and shortRequests and shortRequests + 1 > (shortLimit or math.ceil(rpm / 6)) then return false end
   return true
 end
 
@@ -132,8 +133,9 @@ end
 
 -- Milliseconds from nowMs until the window admits the request if nothing else is booked meanwhile:
 -- 0 when it fits now, -1 when it never can (estimate above tpm, or rpm below 1). Takes the totals
--- advanceWindow returned; shortRequests nil for no short window (client quotas).
-local function windowWaitMs(windowKey, newestBucket, nowMs, bucketMs, tokens, tpm, rpm, windowTokens, windowRequests, shortRequests)
+-- advanceWindow returned; shortRequests nil for no short window (client quotas); shortLimit as fitsBudget's.
+local function windowWaitMs(windowKey, newestBucket, nowMs, bucketMs, tokens, tpm, rpm, windowTokens, windowRequests, shortRequests,
+                            shortLimit)
   if tpm and tokens > tpm then return -1 end
   if rpm and rpm < 1 then return -1 end
   local tokenSlots = redis.call('HMGET', windowKey, unpack(TOKEN_SLOTS))
@@ -150,7 +152,7 @@ local function windowWaitMs(windowKey, newestBucket, nowMs, bucketMs, tokens, tp
         shortRequests = shortRequests - (tonumber(requestSlots[slotOf(leavingShort)]) or 0)
       end
     end
-    if fitsBudget(tokens, tpm, rpm, windowTokens, windowRequests, shortRequests) then
+    if fitsBudget(tokens, tpm, rpm, windowTokens, windowRequests, shortRequests, shortLimit) then
       return math.max(0, future * bucketMs - nowMs)
     end
   end
