@@ -8,8 +8,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type express from 'express';
 import type { GatewayConfig, GatewaySettings } from '../shared/config/schema.ts';
 import type { Store } from '../shared/store/types.ts';
+import { createBackground, type Background } from './background/assemble.ts';
 import { registerDeploymentGauges } from './deployment-gauges.ts';
 import { errors, sendError } from './errors.ts';
+import { LaneMarker } from './http/auth.ts';
 import { Listener } from './http/listener.ts';
 import { createOpsApp } from './http/ops-routes.ts';
 import { prepareRequest } from './http/prepare-request.ts';
@@ -36,6 +38,12 @@ export interface GatewayOptions {
   credentialFactory?: CredentialFactory;
   /** Reads the config again for a reload (throws ConfigError when invalid); absent → nothing to reload. */
   loadConfig?: () => GatewayConfig;
+  /** The Redis of the Batch API and its lane (BullMQ); absent → no lane, and the Batch routes answer 503. */
+  redisUrl?: string;
+  /** Prefix of the Batch API's and the lane's keys (tests that share one Redis); the store's default otherwise. */
+  backgroundPrefix?: string;
+  /** The lane's mark (tests that send marked requests themselves); a fresh random secret when absent. */
+  laneMarker?: LaneMarker;
 }
 
 /** How a shutdown went. */
@@ -84,6 +92,26 @@ export function createGateway(options: GatewayOptions): Gateway {
   });
   const reload = (trigger: ReloadTrigger) => reloadConfig(live, options.loadConfig, logger, trigger);
 
+  // The Batch API and its lane (Redis only). Lines are requests to this listener marked by this process's secret.
+  const marker = options.laneMarker ?? new LaneMarker();
+  const background: Background | undefined = options.redisUrl
+    ? createBackground({
+        redisUrl: options.redisUrl,
+        prefix: options.backgroundPrefix,
+        config: live,
+        settings,
+        stores,
+        credentials,
+        laneHeaders: (client) => marker.headers(client),
+        metrics,
+        logger,
+      })
+    : undefined;
+  // A reload may add pools: their lines get workers too.
+  const syncLane = () =>
+    background?.syncPools().catch((error: Error) => logger.warn('background lane: no workers for new pools', { error: error.message }));
+  live.onSwap(() => void syncLane());
+
   let shuttingDown = false;
   const app = createOpsApp({
     config: live,
@@ -94,6 +122,14 @@ export function createGateway(options: GatewayOptions): Gateway {
     credentials,
     shuttingDown: () => shuttingDown,
     reload,
+    batches: background && {
+      records: background.records,
+      lane: background.lane,
+      config: live,
+      settings: live.current.config.background,
+      logger,
+      metrics,
+    },
   });
   const listener = new Listener(
     async (req, res, route) => {
@@ -102,7 +138,7 @@ export function createGateway(options: GatewayOptions): Gateway {
         route === 'bad-path'
           ? void sendError(res, errors.badRequest('The request path could not be decoded.'))
           : // The config in force now: the request keeps this snapshot (its pool, its client) to its end.
-            await prepareRequest(req, res, route, requestId, live.current);
+            await prepareRequest(req, res, route, requestId, live.current, marker);
       if (request) await dispatcher.handle(req, res, request);
       else logRefusal(req, res, requestId, logger, metrics);
     },
@@ -114,7 +150,11 @@ export function createGateway(options: GatewayOptions): Gateway {
   let stopped: Promise<number> | undefined;
   const stop = (graceMs: number) =>
     (stopped ??= (async () => {
+      // The lane first (it stops taking lines at once; lines running are requests through this
+      // listener and end within the same grace, or go back to their queue), then the listener.
+      const laneClosed = background?.close(graceMs);
       const { cut } = await listener.stop(graceMs);
+      await laneClosed;
       await closeRouting();
       credentials.close();
       return cut;
@@ -125,6 +165,8 @@ export function createGateway(options: GatewayOptions): Gateway {
     const { shutdownDelayMs, shutdownGraceMs } = settings;
     shuttingDown = true;
     listener.drain();
+    // The lane takes no new line from now on; those running have the grace (stop() waits for them).
+    void background?.close(shutdownGraceMs);
     logger.warn('shutting down: /readyz answers 503; new connections are refused after the delay', {
       reason,
       shutdownDelayMs,
@@ -144,7 +186,13 @@ export function createGateway(options: GatewayOptions): Gateway {
   return {
     app,
     settings,
-    listen: (port: number, host = '127.0.0.1') => listener.listen(port, host),
+    async listen(port: number, host = '127.0.0.1') {
+      const listening = await listener.listen(port, host);
+      // The lane's lines go to the address the listener bound (its loopback form: listener.ts). Not
+      // awaited: a Redis that is away must not keep the gateway from serving (the workers start when it answers).
+      background?.start(listening.url).catch((error: Error) => logger.error('background lane did not start', { error: error.message }));
+      return listening;
+    },
     async close() {
       shuttingDown = true;
       await stop(CLOSE_GRACE_MS);

@@ -1,7 +1,8 @@
 /**
  * Each deployment's state against its budget, as Prometheus gauges filled when /metrics is scraped:
  * tokens and requests in the current window beside the configured tpm and rpm, leases in flight,
- * the cooldown left, the circuit's state and whether an operator drained it.
+ * the cooldown left, the circuit's state, whether an operator drained it, and its share of new
+ * requests while it slow-starts back.
  *
  * The figures come from the live store's snapshot (the shared store's view, the same on every
  * instance; this instance's own view while Redis is down), one per pool per scrape, whichever of the
@@ -16,6 +17,7 @@
  */
 import { Gauge, type Registry } from 'prom-client';
 import type { CircuitState, DeploymentSnapshot, PoolLayout } from '../shared/store/types.ts';
+import { slowStartLength, slowStartShare } from '../shared/store/slow-start.ts';
 import type { Pool } from './pools.ts';
 
 /** What the gauges read: the live store (routing/live-store.ts) in the gateway. */
@@ -77,7 +79,7 @@ export class DeploymentGauges {
         },
       });
     /** A gauge of the live snapshot: reported for the pools whose snapshot answered in time. */
-    const live = (name: string, help: string, of: (d: DeploymentSnapshot, now: number) => number) =>
+    const live = (name: string, help: string, of: (d: DeploymentSnapshot, now: number, pool: Pool) => number) =>
       new Gauge({
         name,
         help,
@@ -88,7 +90,7 @@ export class DeploymentGauges {
           this.reset();
           const now = Date.now();
           for (const { pool, snapshot } of readings)
-            for (const d of snapshot ?? []) this.set({ pool: pool.name, deployment: d.id }, of(d, now));
+            for (const d of snapshot ?? []) this.set({ pool: pool.name, deployment: d.id }, of(d, now, pool));
         },
       });
 
@@ -117,6 +119,11 @@ export class DeploymentGauges {
       Math.max(0, (d.cooldownUntil - now) / 1000),
     );
     live('spillway_deployment_drained', 'Drained by an operator (1) until enabled, else 0', (d) => (d.drained ? 1 : 0));
+    live(
+      'spillway_deployment_slow_start_share',
+      "Share of new requests the deployment may take while it slow-starts back from an open circuit or a long cooldown (0.1 growing to 1 over the pool's slowStartMs); 1 when not slow-starting",
+      (d, now, pool) => slowStartShare(d.slowStartSince, now, slowStartLength(pool.config.slowStartMs)) ?? 1,
+    );
     new Gauge({
       name: 'spillway_deployment_circuit',
       help: 'The deployment’s circuit: 1 for its current state (closed, half-open, open), 0 for the others',

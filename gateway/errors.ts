@@ -9,6 +9,8 @@ export interface AzureError {
   code: string;
   message: string;
   headers?: Record<string, string>;
+  /** Problems behind the error, one object each (a batch file's lines), sent as `details`. */
+  details?: readonly Record<string, unknown>[];
 }
 
 /** The code of the gateway error a response carries, for its log line and metrics (see refusalOf). */
@@ -29,7 +31,8 @@ export function sendError(res: ServerResponse, error: AzureError): void {
   for (const [name, value] of Object.entries(error.headers ?? {})) res.setHeader(name, value);
   res.statusCode = error.status;
   res.setHeader('content-type', 'application/json; charset=utf-8');
-  res.end(JSON.stringify({ error: { code: error.code, message: error.message } }));
+  const details = error.details ? { details: error.details } : {};
+  res.end(JSON.stringify({ error: { code: error.code, message: error.message, ...details } }));
 }
 
 /**
@@ -130,5 +133,41 @@ export const errors = {
     message: 'No deployment answered in time; the gateway gave up after the allowed retries.',
   }),
   unavailable: (message: string): AzureError => ({ status: 503, code: 'ServiceUnavailable', message }),
+  /** The Batch API keeps files and results in Redis: the in-memory store has nowhere to keep them. */
+  batchApiNeedsRedis: (): AzureError => ({
+    status: 503,
+    code: 'ServiceUnavailable',
+    message: 'The Batch API needs Redis: set REDIS_URL (or REDIS_CLUSTER_NODES) for this gateway.',
+  }),
+  fileNotFound: (id: string): AzureError => ({ status: 404, code: 'not_found', message: `No such File object: ${id.slice(0, 100)}` }),
+  batchNotFound: (id: string): AzureError => ({ status: 404, code: 'not_found', message: `No batch found with id '${id.slice(0, 100)}'.` }),
+  fileTooLarge: (limit: number): AzureError => ({
+    status: 413,
+    code: 'file_too_large',
+    message: `The file exceeds the gateway's limit of ${limit} bytes for batch input files.`,
+  }),
+  /** A batch input file with problems: the first ones, each with its line (1-based), in the message and in `details`. */
+  invalidBatchFile: (problems: readonly { line: number | null; code: string; message: string }[], count: number): AzureError => {
+    const shown = problems.map((p) => (p.line === null ? p.message : `line ${p.line}: ${p.message}`));
+    const more = count > problems.length ? ` (the first ${problems.length} of ${count} shown)` : '';
+    return {
+      status: 400,
+      code: 'invalid_batch_file',
+      message: `The file is not a valid batch input file: ${count} problem${count === 1 ? '' : 's'}${more}; nothing was stored. ${shown.join('; ')}`,
+      details: problems.map((p) => ({ line: p.line, code: p.code, message: p.message })),
+    };
+  },
+  /**
+   * Files and results fill the Batch API's byte budget: nothing is evicted to make room. Not retried by
+   * the openai SDK (x-should-retry): room comes back only when files are deleted or expire.
+   */
+  batchStoreFull: (usedBytes: number, storeBytes: number, neededBytes: number): AzureError => ({
+    status: 507,
+    code: 'insufficient_storage',
+    message: `The gateway's Batch API store is full: ${usedBytes} of ${storeBytes} bytes are held by files and results, and this upload needs up to ${neededBytes}. Delete files you no longer need (DELETE /files/{file_id}) or wait until older ones expire, then upload again.`,
+    headers: { 'x-should-retry': 'false' },
+  }),
+  /** A request that conflicts with the object's state (not retried by the openai SDK, which retries 409s by default). */
+  conflict: (message: string): AzureError => ({ status: 409, code: 'conflict', message, headers: { 'x-should-retry': 'false' } }),
   internal: (): AzureError => ({ status: 500, code: 'InternalServerError', message: 'The gateway failed to process the request.' }),
 };

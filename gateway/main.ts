@@ -34,6 +34,8 @@ async function main(): Promise<void> {
     adminApiKey: env.ADMIN_API_KEY,
     defaultMetrics: true,
     loadConfig: file ? () => loadConfigFile(file) : undefined,
+    // The Batch API and its lane need Redis; without it their routes answer 503.
+    redisUrl: env.REDIS_URL,
   });
   // The signals are handled before the listener opens: one that comes as it starts shuts it down too.
   let stopping = false;

@@ -1,6 +1,13 @@
 /** Prometheus metrics of one gateway instance (its own registry, so tests can run several in one process). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** Lines of one pool's lane queue in one state, as the scrape reports them. */
+export interface LaneDepth {
+  pool: string;
+  state: 'waiting' | 'delayed' | 'active';
+  lines: number;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
@@ -106,6 +113,50 @@ export class Metrics {
     name: 'spillway_charged_tokens_total',
     help: "What those same answers were finally charged in their deployment's window (Standard: the estimate, raised to the usage when larger; PTU: the usage less cached tokens; the estimate when no usage came back)",
     labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
+  /** The lane's queue depth per pool and state, read at scrape (background/lane.ts sets it; absent: no lane, no series). */
+  laneDepth: (() => Promise<LaneDepth[]>) | undefined;
+  readonly backgroundQueue = new Gauge({
+    name: 'spillway_background_queue_lines',
+    help: 'Batch API lines in the lane, per pool and state (waiting: ready to run in fair order; delayed: waiting out a retry-after; active: running), cluster-wide, read from BullMQ at scrape',
+    labelNames: ['pool', 'state'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const depths = (await this.laneDepth?.()) ?? [];
+      this.backgroundQueue.reset();
+      for (const { pool, state, lines } of depths) this.backgroundQueue.set({ pool, state }, lines);
+    },
+  });
+  readonly backgroundLines = new Counter({
+    name: 'spillway_background_lines_total',
+    help: 'Batch API lines this instance settled, by pool and outcome (succeeded: a 2xx recorded; failed: another answer or an error recorded; expired: the completion window ended first; cancelled)',
+    labelNames: ['pool', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly backgroundTokens = new Counter({
+    name: 'spillway_background_tokens_total',
+    help: 'Tokens Batch API lines used, from upstream usage (not in spillway_tokens_total nor spillway_client_tokens_total, which count interactive traffic)',
+    labelNames: ['pool', 'deployment', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly backgroundThrottles = new Counter({
+    name: 'spillway_background_throttles_total',
+    help: "Batch API lines sent back to wait, by pool and reason (pool-full: no deployment has room above the reserve, the pool's lane pauses; client-quota: the batch's client is at its quota, that line waits; upstream: Azure answered 429, that line waits its retry-after). Not in spillway_throttled_requests_total",
+    labelNames: ['pool', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly probes = new Counter({
+    name: 'spillway_probes_total',
+    help: 'Active probes this instance sent to deployments out of rotation (open circuit, long cooldown), by result (pass: back for every instance by slow start; throttled: a 429, its retry-after sets the cooldown; fail: any other answer, a timeout or a connection failure, left out)',
+    labelNames: ['pool', 'deployment', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly probeLatency = new Histogram({
+    name: 'spillway_probe_duration_seconds',
+    help: 'Time from sending an active probe to the end of its answer (or its failure), per deployment',
+    labelNames: ['pool', 'deployment'] as const,
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
   readonly storeErrors = new Counter({

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** The source directories (relative to the project root) copied as they are into the build. */
-export const ASSET_DIRS = ['shared/store/lua', 'gateway/http/status-page/assets'];
+export const ASSET_DIRS = ['shared/store/lua', 'gateway/background/lua', 'gateway/background/lane/lua', 'gateway/http/status-page/assets'];
 
 /** Copies the assets into `outDir`, which mirrors the project root as tsc's output does. */
 export function copyAssets(outDir, root = ROOT) {

@@ -11,6 +11,7 @@ import type { LiveStore } from '../routing/live-store.ts';
 import type { UpstreamCredentials } from '../upstream/credentials.ts';
 import { createAdminRouter, type AdminDeps } from './admin-routes.ts';
 import type { ClientAuth } from './auth.ts';
+import { createBatchRouter, unavailableBatchRouter, type BatchApiDeps } from './batch-routes.ts';
 import { logRefusal } from './refusal-log.ts';
 import { assignRequestId } from './request-id.ts';
 
@@ -28,6 +29,8 @@ export interface OpsDeps {
   shuttingDown?: () => boolean;
   /** POST /admin/reload (admin-routes.ts); absent → 404. */
   reload?: AdminDeps['reload'];
+  /** The Batch API (batch-routes.ts: files, batches); absent (no Redis) → its routes answer 503. */
+  batches?: BatchApiDeps;
 }
 
 export function createOpsApp(deps: OpsDeps): express.Express {
@@ -69,6 +72,9 @@ export function createOpsApp(deps: OpsDeps): express.Express {
     if (!auth.identify(req.headers)) return sendError(res, errors.unauthorized());
     res.json({ object: 'list', data: [...pools.keys()].map((id) => ({ id, object: 'model', created: 0, owned_by: 'spillway' })) });
   });
+
+  // /openai/v1/files…, /openai/v1/batches… (and /v1/…, /openai/…): the Batch API, or its 503 without Redis.
+  app.use(deps.batches ? createBatchRouter(deps.batches) : unavailableBatchRouter(config));
 
   // /admin/*: the pools' state, drain / enable / reset, reload (admin-routes.ts).
   app.use(createAdminRouter({ config, stores, logger, adminApiKey, reload: deps.reload }));

@@ -5,15 +5,16 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
+import { backgroundShare, reducedLimit } from '../../shared/store/background.ts';
 import { errors, sendError } from '../errors.ts';
 import type { Pool, ResourceDirectory } from '../pools.ts';
 import { estimateTokens, largestTokenBudget } from '../routing/estimate.ts';
 import type { ProxiedRequest } from '../routing/proxied-request.ts';
 import { withUsageRequested } from '../upstream/usage-stream.ts';
-import type { ClientAuth } from './auth.ts';
+import type { ClientAuth, LaneMarker } from './auth.ts';
 import { closeLingering } from './lingering-close.ts';
 import { apiVersionOf, type ProxiedRoute } from './proxied-route.ts';
-import { noteClient } from './refusal-log.ts';
+import { noteClient, noteLane } from './refusal-log.ts';
 import { BodyError, readRequestBody } from './request-body.ts';
 import { prepareStateful } from './stateful-request.ts';
 
@@ -22,7 +23,12 @@ export interface PrepareDeps {
   auth: ClientAuth;
   pools: ReadonlyMap<string, Pool>;
   resources: ResourceDirectory;
+  /** The config's background section (background.reserve); absent → the schema's default reserve. */
+  config?: { readonly background: { readonly reserve: number } };
 }
+
+/** background.reserve when the config has no background section (the schema's default). */
+const DEFAULT_RESERVE = 0.3;
 
 /** The request to route, or undefined when it was answered (refused) already. */
 export async function prepareRequest(
@@ -31,8 +37,12 @@ export async function prepareRequest(
   route: ProxiedRoute,
   requestId: string,
   deps: PrepareDeps,
+  lane?: LaneMarker,
 ): Promise<ProxiedRequest | undefined> {
-  const client = deps.auth.identify(req.headers);
+  // The lane's own requests run as their batch's client; a wrong secret is no mark at all.
+  const background = lane?.marks(req.headers) ?? false;
+  if (background) noteLane(res);
+  const client = background ? lane!.clientOf(req.headers, deps.auth) : deps.auth.identify(req.headers);
   if (!client) return void sendError(res, errors.unauthorized());
   noteClient(res, client.name);
   let raw: Buffer;
@@ -51,7 +61,16 @@ export async function prepareRequest(
   if (!body) return undefined;
   const { operation } = route;
   const apiVersion = apiVersionOf(route.query);
-  const common = { requestId, client, operation, apiVersion, stream: body.stream === true, startedAt: Date.now() };
+  const common = {
+    requestId,
+    client,
+    operation,
+    apiVersion,
+    stream: body.stream === true,
+    startedAt: Date.now(),
+    background,
+    backgroundReserve: 0,
+  };
   if (route.stateful) {
     const input = {
       route: route.stateful,
@@ -65,15 +84,18 @@ export async function prepareRequest(
     if ('status' in prepared) return void sendError(res, prepared);
     const { pool, call, affinity } = prepared;
     const estimatedTokens = operation ? estimateTokens(pool, operation, body) : 0;
-    if (!admissible(res, pool, estimatedTokens, affinity?.excluded)) return undefined;
-    return { ...common, pool, body: raw, bodyWithUsage: undefined, estimatedTokens, stateful: call, affinity };
+    const backgroundReserve = background ? reserveOf(pool, deps) : 0;
+    if (!admissible(res, pool, estimatedTokens, backgroundReserve, affinity?.excluded)) return undefined;
+    return { ...common, backgroundReserve, pool, body: raw, bodyWithUsage: undefined, estimatedTokens, stateful: call, affinity };
   }
   const pool = poolOf(res, route, body, deps.pools);
   if (!pool) return undefined;
   const estimatedTokens = estimateTokens(pool, operation!, body);
-  if (!admissible(res, pool, estimatedTokens)) return undefined;
+  const backgroundReserve = background ? reserveOf(pool, deps) : 0;
+  if (!admissible(res, pool, estimatedTokens, backgroundReserve)) return undefined;
   return {
     ...common,
+    backgroundReserve,
     pool,
     body: raw,
     bodyWithUsage: operation === 'embeddings' ? undefined : withUsageRequested(body),
@@ -83,9 +105,18 @@ export async function prepareRequest(
   };
 }
 
-/** False (answered 400) when no deployment the request may go to could ever hold its estimate. */
-function admissible(res: ServerResponse, pool: Pool, estimatedTokens: number, excluded?: readonly string[]): boolean {
-  const largest = largestTokenBudget(pool, excluded);
+/** The share of the pool's budgets a background request leaves to interactive ones. */
+function reserveOf(pool: Pool, deps: PrepareDeps): number {
+  return pool.config.background?.reserve ?? deps.config?.background.reserve ?? DEFAULT_RESERVE;
+}
+
+/**
+ * False (answered 400) when no deployment the request may go to could ever hold its estimate. A
+ * background request sees every budget cut by its reserve: a line above that would wait forever.
+ */
+function admissible(res: ServerResponse, pool: Pool, estimatedTokens: number, reserve: number, excluded?: readonly string[]): boolean {
+  const full = largestTokenBudget(pool, excluded);
+  const largest = full === undefined || reserve === 0 ? full : reducedLimit(full, backgroundShare({ reserve }));
   if (largest === undefined || estimatedTokens <= largest) return true;
   sendError(res, errors.overBudget(pool.name, estimatedTokens, largest));
   return false;

@@ -10,11 +10,17 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 
 const CLIENT = Symbol('spillway.client');
-type WithClient = ServerResponse & { [CLIENT]?: string };
+const LANE = Symbol('spillway.lane');
+type WithClient = ServerResponse & { [CLIENT]?: string; [LANE]?: 'background' };
 
 /** Notes who sent the request once auth knew, for the refusal's line. */
 export function noteClient(res: ServerResponse, client: string): void {
   (res as WithClient)[CLIENT] = client;
+}
+
+/** Notes that the background lane sent the request (a batch line), for the refusal's line. */
+export function noteLane(res: ServerResponse): void {
+  (res as WithClient)[LANE] = 'background';
 }
 
 /** Paths are the client's: a long one is cut, so one request cannot write a huge line. */
@@ -26,5 +32,6 @@ export function logRefusal(req: IncomingMessage, res: ServerResponse, requestId:
   metrics.rejected.inc({ status: String(status), code });
   if (!logger.isInfoEnabled()) return;
   const path = (req.url ?? '').split('?')[0]!.slice(0, PATH_LIMIT);
-  logger.info('request refused', { requestId, method: req.method, path, status, code, client: (res as WithClient)[CLIENT] });
+  const { [CLIENT]: client, [LANE]: lane } = res as WithClient;
+  logger.info('request refused', { requestId, method: req.method, path, status, code, client, lane });
 }

@@ -44,6 +44,9 @@ export interface DispatcherDeps {
 /** How one attempt ended for the loop: the request is answered, or another deployment may try. */
 type Step = 'done' | 'next';
 
+/** On a background line's 429 only: why the gateway refused it (pool-full, pool-unavailable, client-quota). */
+export const THROTTLE_HEADER = 'x-spillway-throttle';
+
 /** How a piped answer ended, for the deployment's health: a client that left counts against nobody. */
 const ANSWER_END: Record<PipeOutcome, AnswerEnd> = { ok: 'whole', 'upstream-broke': 'broke', 'client-closed-mid-response': 'left' };
 
@@ -91,8 +94,10 @@ export class Dispatcher {
   private async route(req: IncomingMessage, context: RequestContext): Promise<void> {
     const { request } = context;
     // A pinned request waits for its own resource alone: in the pool's shared queue it would hold up everyone behind it.
+    // A background line never waits: its lane takes the refusal and waits in its own queue.
     const ticket = new WaitTicket(request.pool, request.startedAt, this.deps.logger, {
-      queued: !request.affinity,
+      queued: !request.affinity && !request.background,
+      waits: !request.background,
       metrics: this.deps.metrics,
     });
     try {
@@ -114,7 +119,8 @@ export class Dispatcher {
     // While a request may wait (maxWaitMs), a 429 is part of the wait and does not use up an attempt.
     const attemptsUsed = () => context.attempts - (ticket.enabled ? history.throttles : 0);
     // A pinned request does not rescue its resource: it would close that resource's circuit for every request.
-    let rescued = pinned !== undefined;
+    // Nor does background work: it runs on capacity that is there, never on a pool put back by force.
+    let rescued = pinned !== undefined || request.background;
     while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return ticket.leave();
       const grant = await this.deps.leasing.acquire(request, excluded(), ticket.queue);
@@ -313,8 +319,9 @@ export class Dispatcher {
         .catch((error: Error) => this.deps.logger.warn('could not apply a deployment’s rate-limit figures', { error: error.message }));
     }
     context.startResponse(response.statusCode ?? 502, response.headers);
-    this.deps.metrics.latency.observe({ pool: context.request.pool.name }, (context.firstByteMs ?? 0) / 1000);
-    const { stateful, client, stream } = context.request;
+    const { stateful, client, stream, background } = context.request;
+    // The client-facing latency is interactive traffic's: a batch line's would only blur it.
+    if (!background) this.deps.metrics.latency.observe({ pool: context.request.pool.name }, (context.firstByteMs ?? 0) / 1000);
     const piping = pipeResponse(response, context.res, {
       idleTimeoutMs: this.deps.settings.streamIdleTimeoutMs,
       stripUsage: askedForUsage,
@@ -327,7 +334,11 @@ export class Dispatcher {
     });
     const piped = await piping;
     context.endResponse(piped);
-    if (piped.usage) {
+    if (piped.usage && background) {
+      // Batch lines' tokens are counted apart: spillway_tokens_total stays interactive traffic.
+      this.deps.metrics.backgroundTokens.inc({ ...labels, kind: 'prompt' }, piped.usage.promptTokens);
+      this.deps.metrics.backgroundTokens.inc({ ...labels, kind: 'completion' }, piped.usage.completionTokens);
+    } else if (piped.usage) {
       const { promptTokens, completionTokens } = piped.usage;
       this.deps.metrics.tokens.inc({ ...labels, kind: 'prompt' }, promptTokens);
       this.deps.metrics.tokens.inc({ ...labels, kind: 'completion' }, completionTokens);
@@ -352,8 +363,13 @@ export class Dispatcher {
     await lease.release(charge);
   }
 
-  /** The gateway's own 429 (or a pinned request's 503): spillway_throttled_requests_total. */
+  /**
+   * The gateway's own 429 (or a pinned request's 503): spillway_throttled_requests_total. A background
+   * line's refusal is its lane's to count (spillway_background_throttles_total); its answer says why
+   * (THROTTLE_HEADER), so the lane can tell its client's quota from a pool without room.
+   */
   private countThrottled(context: RequestContext, reason: 'pool-full' | 'pool-unavailable' | 'client-quota' | 'pinned-owner'): void {
+    if (context.request.background) return void context.res.setHeader(THROTTLE_HEADER, reason);
     this.deps.metrics.throttled.inc({ pool: context.request.pool.name, reason });
   }
 

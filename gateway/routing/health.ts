@@ -142,7 +142,9 @@ export class Health {
     else this.logger.warn('deployment throttled: cooling down', fields);
     this.metrics.cooldowns.inc({ pool: deployment.pool, deployment: deployment.config.id, kind: quotaExhausted ? 'quota' : 'rate' });
     // The live store never rejects: a cooldown it cannot publish is kept in this instance's own view.
-    return this.stores.cooldown(deployment.pool, deployment.config.id, duration);
+    // A long one ends in the pool's slow start (and the prober checks the deployment meanwhile).
+    const slowStart = duration >= this.settings.longCooldownMs;
+    return this.stores.cooldown(deployment.pool, deployment.config.id, duration, slowStart ? { slowStart } : undefined);
   }
 
   /** The answer came back whole (or was a 4xx, a 429: the deployment's own word): the run of failures ends; a probe closes the circuit. */

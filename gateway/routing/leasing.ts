@@ -50,6 +50,9 @@ export class HeldLease {
 export interface LeaseRequest {
   pool: Pool;
   estimatedTokens: number;
+  /** A Batch API line: admitted only under (1 − backgroundReserve) of every budget, and never while interactive requests wait. */
+  background?: boolean;
+  backgroundReserve?: number;
 }
 
 export class Leasing {
@@ -74,6 +77,9 @@ export class Leasing {
       leaseMs: this.settings.leaseMs,
       estimatedTokens: request.estimatedTokens,
       exclude,
+      // A deployment back from an open circuit or a long cooldown takes a growing share (the pool's slow start).
+      slowStartMs: request.pool.config.slowStartMs,
+      background: request.background ? { reserve: request.backgroundReserve ?? 0 } : undefined,
     });
     if (!result.ok) return { ok: false, refusal: result, store };
     const deployment = request.pool.deployments.get(result.lease.deploymentId);

@@ -29,6 +29,13 @@ export interface ProxiedRequest {
   stateful: StatefulCall | undefined;
   /** A request that names earlier state: it may only go to the resource that holds it. */
   affinity: Affinity | undefined;
+  /**
+   * A Batch API line sent by this instance's background lane (http/auth.ts LaneMarker): admitted only
+   * under (1 − backgroundReserve) of every budget, never waiting, and answered at once when refused.
+   */
+  background: boolean;
+  /** The share of every budget a background request leaves to interactive ones (the pool's, else background.reserve); 0 for interactive requests. */
+  backgroundReserve: number;
 }
 
 /** Where a request's earlier state lives: deployments elsewhere are never tried for it. */

@@ -112,7 +112,8 @@ export class RequestContext {
     const { request } = this;
     const status = this.status ?? this.res.statusCode;
     // A 200 whose body broke off is not a served request: the outcome label says so (upstream-broke).
-    metrics.requests.inc({ pool: request.pool.name, status: String(status), outcome: this.outcome });
+    // A batch line is not a client request: its lane counts it (spillway_background_lines_total).
+    if (!request.background) metrics.requests.inc({ pool: request.pool.name, status: String(status), outcome: this.outcome });
     // Below info level the line would be built only to be dropped.
     if (!logger.isInfoEnabled()) return;
     logger.info('request', {
@@ -121,6 +122,7 @@ export class RequestContext {
       pool: request.pool.name,
       operation: request.stateful?.name ?? request.operation,
       affinity: request.affinity?.host,
+      lane: request.background ? 'background' : undefined,
       deployment: this.deployment,
       attempts: this.attempts,
       status,

@@ -22,6 +22,8 @@ export type WaitOutcome = 'granted' | 'timed-out' | 'abandoned';
 export interface WaitTicketOptions {
   /** False: the request waits for room by polling alone, with no place in the queue. */
   queued: boolean;
+  /** False: the request never waits, whatever the pool's maxWaitMs (background lines: they are answered at once). */
+  waits?: boolean;
   /** Counts the waiting requests and how long they waited. */
   metrics?: Metrics;
 }
@@ -41,7 +43,7 @@ export class WaitTicket {
   private waitingSince: number | undefined;
 
   constructor(pool: Pool, startedAt: number, logger: Logger, options: WaitTicketOptions = { queued: true }) {
-    this.enabled = pool.config.maxWaitMs > 0;
+    this.enabled = pool.config.maxWaitMs > 0 && options.waits !== false;
     this.ticket = this.enabled && options.queued ? { ticket: randomUUID(), ttlMs: QUEUE_TICKET_TTL_MS } : undefined;
     this.pool = pool.name;
     this.waitUntil = startedAt + pool.config.maxWaitMs;

@@ -7,8 +7,13 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 /** The PTU utilization percentage; only provisioned deployments send it. */
 export const UTILIZATION_HEADER = 'azure-openai-deployment-utilization';
 
+/** The background lane's per-process secret (gateway/http/auth.ts LaneMarker): marks a Batch API line. */
+export const LANE_HEADER = 'x-spillway-lane';
+/** The client a lane request runs as, trusted only beside the right secret. */
+export const LANE_CLIENT_HEADER = 'x-spillway-client';
+
 /**
- * Client headers that must not reach a deployment: the client's own credentials, hop-by-hop fields,
+ * Client headers that must not reach a deployment: the client's own credentials, the lane's marks, hop-by-hop fields,
  * and how the client framed its body (transfer-encoding, content-encoding): the body goes upstream
  * whole and plain, with its own content-length. A chunked client body once reached the deployment
  * with both transfer-encoding and content-length, which an HTTP server must refuse.
@@ -17,6 +22,8 @@ const STRIPPED_REQUEST_HEADERS = [
   'authorization',
   'api-key',
   'cookie',
+  LANE_HEADER,
+  LANE_CLIENT_HEADER,
   'forwarded',
   'x-forwarded-for',
   'x-forwarded-host',

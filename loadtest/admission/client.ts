@@ -21,6 +21,8 @@ export interface Answer {
   /** x-gateway-attempts: upstream tries the gateway made (absent on a 429 without any: 0). */
   gatewayAttempts: number;
   deployment?: string;
+  /** x-request-id of the answer (the gateway's id of the request, also sent upstream). */
+  requestId?: string;
 }
 
 function retryAfterOf(headers: IncomingHttpHeaders): number | undefined {
@@ -36,12 +38,14 @@ function answerOf(ending: Ending): Omit<Answer, 'sentAt' | 'latencyMs'> {
   const { status, headers, error } = ending;
   const retryAfterMs = headers ? retryAfterOf(headers) : undefined;
   const deployment = headers ? header(headers, 'x-gateway-deployment') : undefined;
+  const requestId = headers ? header(headers, 'x-request-id') : undefined;
   return {
     status,
     ...(error !== undefined ? { error } : {}),
     gatewayAttempts: headers ? Number(header(headers, 'x-gateway-attempts') ?? 0) || 0 : 0,
     ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
     ...(deployment !== undefined ? { deployment } : {}),
+    ...(requestId !== undefined ? { requestId } : {}),
   };
 }
 

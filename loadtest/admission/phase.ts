@@ -62,7 +62,7 @@ export interface PhaseRaw {
 
 // ---------------------------------------------------------------- CPU and clocks
 
-interface CpuSnapshot {
+export interface CpuSnapshot {
   gateways: number;
   simulator: number;
   redis: number;
@@ -71,7 +71,7 @@ interface CpuSnapshot {
   at: number;
 }
 
-function cpuSnapshot(stack: Stack): CpuSnapshot {
+export function cpuSnapshot(stack: Stack): CpuSnapshot {
   const self = process.cpuUsage();
   return {
     gateways: cpuMsOf(stack.gateways.map((g) => g.child.pid)),
@@ -84,7 +84,7 @@ function cpuSnapshot(stack: Stack): CpuSnapshot {
 }
 
 /** CPU in cores over an interval: each of ours, and the rest of the machine ("foreign"). */
-function coresBetween(a: CpuSnapshot, b: CpuSnapshot) {
+export function coresBetween(a: CpuSnapshot, b: CpuSnapshot) {
   const wall = Math.max(1, b.at - a.at);
   const ours = b.gateways - a.gateways + (b.simulator - a.simulator) + (b.redis - a.redis) + (b.self - a.self);
   return {
@@ -98,7 +98,7 @@ function coresBetween(a: CpuSnapshot, b: CpuSnapshot) {
 
 export type Cores = ReturnType<typeof coresBetween>;
 
-function diffStats(a: DeploymentStats, b: DeploymentStats): DeploymentStats {
+export function diffStats(a: DeploymentStats, b: DeploymentStats): DeploymentStats {
   const out = { ...b };
   for (const key of Object.keys(out) as (keyof DeploymentStats)[])
     if (key !== 'inFlight' && key !== 'peakConcurrency') out[key] = b[key] - a[key];
@@ -107,7 +107,7 @@ function diffStats(a: DeploymentStats, b: DeploymentStats): DeploymentStats {
 
 // ---------------------------------------------------------------- the phase's plan and watch
 
-interface PhasePlan {
+export interface PhasePlan {
   policy: Policy;
   load: number;
   pool: string;
@@ -225,7 +225,7 @@ class PhaseWatch {
 // ---------------------------------------------------------------- the phase's traffic
 
 /** The phase's requests: each arrival sent, a 429 that names a retry time honoured once within the phase. */
-class PhaseTraffic {
+export class PhaseTraffic {
   readonly records: RequestRecord[] = [];
   readonly lag: number[] = [];
   readonly pending = new Set<Promise<void>>();

@@ -53,6 +53,27 @@ const poolSchema = z.strictObject({
   defaultMaxTokens: positiveInt.default(1024),
   /** When no deployment has room, wait up to this long for one (0: answer 429 at once). */
   maxWaitMs: z.number().int().min(0).max(120_000).default(0),
+  /**
+   * A deployment back from an open circuit or a long cooldown (gateway.longCooldownMs) gets a share of
+   * the new requests that grows from 10 % to 100 % over this long, for every instance (as Envoy's slow
+   * start). 0: full traffic at once.
+   */
+  slowStartMs: z.number().int().min(0).max(600_000).default(30_000),
+  /**
+   * The cheap request the cluster-wide prober sends to a deployment out of rotation (open circuit, long
+   * cooldown, quota exhausted) to bring it back early: `chat` (one token of max_completion_tokens, fine
+   * for reasoning models), `embeddings` (a one-word input), or `off` where any call costs too much.
+   */
+  probe: z.enum(['chat', 'embeddings', 'off'], { error: 'must be chat, embeddings or off' }).default('chat'),
+  /** The background lane (Batch API) for this pool; the gateway-wide `background` settings when absent. */
+  background: z
+    .strictObject({
+      /** Batch lines of this pool run at all. */
+      enabled: z.boolean().default(true),
+      /** Overrides background.reserve for this pool. */
+      reserve: z.number().min(0).max(0.95).optional(),
+    })
+    .optional(),
   deployments: z
     .array(deploymentSchema)
     .min(1, 'a pool needs at least one deployment')
@@ -175,6 +196,11 @@ const gatewaySchema = z.strictObject({
     .default(['x-ms-deployment-name']),
   /** Cooldown after a 429 that names no retry time. */
   defaultCooldownMs: positiveInt.default(10_000),
+  /**
+   * A cooldown at least this long is a long one: the prober checks the deployment while it is out, and it
+   * comes back by the pool's slow start.
+   */
+  longCooldownMs: positiveInt.default(10_000),
   /** A Retry-After at least this long is a quota exhaustion, not a per-minute limit. */
   quotaExhaustedAfterMs: positiveInt.default(5 * 60_000),
   /** Lease length; live leases are renewed every third of it, a dead instance's expire after it. */
@@ -205,6 +231,39 @@ const gatewaySchema = z.strictObject({
   shutdownGraceMs: positiveInt.default(25_000),
 });
 
+/**
+ * The background lane: Batch API lines run on the pools' idle capacity by BullMQ workers in every
+ * instance (Redis only), and the cluster-wide prober of deployments out of rotation.
+ */
+const backgroundSchema = z.strictObject({
+  /** This instance runs batch lines and probes (it takes uploads and batches either way). */
+  workers: z.boolean().default(true),
+  /**
+   * Share of every pool's tokens and requests in window that batch lines never take: a line is admitted
+   * only while the deployment stays below (1 - reserve) of its budgets after it, and never while
+   * interactive requests wait in the pool's queue.
+   */
+  reserve: z.number().min(0).max(0.95).default(0.3),
+  /** Lines one instance runs at once, per pool. */
+  concurrency: z.number().int().min(1).max(256).default(4),
+  /** Lines all instances together run at once, per pool (BullMQ global concurrency). */
+  poolConcurrency: z.number().int().min(1).max(10_000).default(32),
+  /** Largest batch input file (OpenAI's limit is 200 MB). */
+  maxFileBytes: positiveInt.max(200 * 1024 * 1024).default(50 * 1024 * 1024),
+  /** Most request lines in one input file (OpenAI's limit). */
+  maxFileLines: positiveInt.max(50_000).default(50_000),
+  /** Redis memory that files and results may take together; uploads are refused (never evicted) past it. */
+  storeBytes: positiveInt.default(1024 * 1024 * 1024),
+  /** How long files, batches and their results are kept. */
+  retentionMs: positiveInt.default(7 * 24 * 60 * 60_000),
+  /** Tries of a line that gets no answer or a 5xx, before that is its result (429s are waited out, not counted). */
+  lineAttempts: z.number().int().min(1).max(20).default(5),
+  /** A line's BullMQ lock: the lines of an instance that died run again this long after. */
+  lockMs: z.number().int().min(1000).max(600_000).default(30_000),
+  /** How often the prober looks for deployments out of rotation (one run for the whole cluster). */
+  probeIntervalMs: z.number().int().min(200).max(600_000).default(5000),
+});
+
 export const configSchema = z
   .strictObject({
     gateway: gatewaySchema.default(() => gatewaySchema.parse({})),
@@ -212,6 +271,7 @@ export const configSchema = z
       .record(z.string().regex(/^[A-Za-z0-9._-]+$/, 'pool names use letters, digits, ".", "_" or "-"'), poolSchema)
       .refine((pools) => Object.keys(pools).length > 0, 'define at least one pool'),
     clients: z.array(clientSchema).optional(),
+    background: backgroundSchema.default(() => backgroundSchema.parse({})),
   })
   .superRefine((config, ctx) => {
     checkClientTimeouts(config.gateway, ctx);
@@ -233,3 +293,4 @@ export type PoolConfig = GatewayConfig['pools'][string];
 export type DeploymentConfig = PoolConfig['deployments'][number];
 export type ClientConfig = NonNullable<GatewayConfig['clients']>[number];
 export type GatewaySettings = GatewayConfig['gateway'];
+export type BackgroundSettings = GatewayConfig['background'];

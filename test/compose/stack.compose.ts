@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { AzureOpenAI } from 'openai';
+import { AzureOpenAI, toFile } from 'openai';
 import { freePort } from '../../shared/processes/process-set.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -447,6 +447,36 @@ describe('compose stack: 3 gateway replicas behind nginx, one Redis, the simulat
       assert.equal(response.status, 413);
       assert.match(response.headers.get('content-type') ?? '', /application\/json/);
       assert.equal(((await response.json()) as { error: { code: string } }).error.code, 'RequestEntityTooLarge');
+    }),
+  );
+
+  test(
+    'a Batch API batch uploaded through nginx runs on the replicas’ lanes to completion',
+    { timeout: 90_000 },
+    noting(async () => {
+      const lines = Array.from({ length: 6 }, (_, i) =>
+        JSON.stringify({
+          custom_id: `line-${i}`,
+          method: 'POST',
+          url: '/chat/completions',
+          body: { model: POOL, messages: [{ role: 'user', content: `batch line ${i}` }], max_tokens: 10 },
+        }),
+      );
+      const file = await client.files.create({ file: await toFile(Buffer.from(lines.join('\n')), 'lines.jsonl'), purpose: 'batch' });
+      const created = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+      const batch = await until('the batch completed', 60_000, async () => {
+        const current = await client.batches.retrieve(created.id);
+        if (current.status === 'completed') return current;
+        assert.ok(['validating', 'in_progress', 'finalizing'].includes(current.status), `status ${current.status}`);
+        return undefined;
+      });
+      assert.deepEqual(batch.request_counts, { total: 6, completed: 6, failed: 0 });
+      const output = (await (await client.files.content(batch.output_file_id!)).text()).trim().split('\n');
+      const results = output.map((line) => JSON.parse(line) as { custom_id: string; response: { status_code: number } });
+      assert.deepEqual(
+        results.map((r) => [r.custom_id, r.response.status_code]),
+        lines.map((_, i) => [`line-${i}`, 200]),
+      );
     }),
   );
 

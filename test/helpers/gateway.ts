@@ -36,16 +36,20 @@ export function testConfig(input: {
   pools: Record<string, { strategy?: string; deployments: DeploymentInput[]; [key: string]: unknown }>;
   gateway?: Record<string, unknown>;
   clients?: { name: string; apiKey: string; tpm?: number; rpm?: number }[] | null;
+  background?: Record<string, unknown>;
 }): GatewayConfig {
   const pools = Object.fromEntries(
     Object.entries(input.pools).map(([name, pool]) => [
       name,
-      { ...pool, deployments: pool.deployments.map((d) => ({ deployment: d.id, apiKey: UPSTREAM_KEY, ...d })) },
+      // Slow start off unless a test turns it on: most tests want a recovered deployment back at once.
+      { slowStartMs: 0, ...pool, deployments: pool.deployments.map((d) => ({ deployment: d.id, apiKey: UPSTREAM_KEY, ...d })) },
     ]),
   );
   const clients = input.clients === null ? undefined : (input.clients ?? [{ name: 'tests', apiKey: CLIENT_KEY }]);
   // No load balancer to tell in tests: a stopped gateway leaves at once unless a test sets the delay.
-  return configSchema.parse({ gateway: { shutdownDelayMs: 0, ...input.gateway }, pools, ...(clients ? { clients } : {}) });
+  // The cluster-wide prober would close other tests' open circuits early: it runs only where a test asks for it.
+  const background = { probeIntervalMs: 600_000, ...input.background };
+  return configSchema.parse({ gateway: { shutdownDelayMs: 0, ...input.gateway }, pools, background, ...(clients ? { clients } : {}) });
 }
 
 export interface RunningGateway {
@@ -55,10 +59,14 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
-/** One in-process instance against the test run's Redis (or the memory store with `memory: true`). */
+/**
+ * One in-process instance against the test run's Redis (or the memory store with `memory: true`), its
+ * Batch API and lane included (not with `memory`: the Batch routes answer 503 then). Instances that
+ * share a `backgroundPrefix` share their lane (its queues); the store's default prefix when absent.
+ */
 export async function startGateway(
   config: GatewayConfig,
-  options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string } = {},
+  options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string; backgroundPrefix?: string } = {},
 ): Promise<RunningGateway> {
   const store = createStore({
     redisUrl: options.memory ? undefined : process.env.REDIS_URL,
@@ -66,7 +74,14 @@ export async function startGateway(
     windowMs: admissionWindowMs(config.gateway.windowMs),
   });
   const logger = createLogger('error', process.env.SPILLWAY_TEST_LOGS !== '1');
-  const gateway = createGateway({ config, store, logger, adminApiKey: options.adminApiKey });
+  const gateway = createGateway({
+    config,
+    store,
+    logger,
+    adminApiKey: options.adminApiKey,
+    redisUrl: options.memory ? undefined : process.env.REDIS_URL,
+    backgroundPrefix: options.backgroundPrefix,
+  });
   const { url } = await gateway.listen(0);
   return {
     url,
