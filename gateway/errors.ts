@@ -137,7 +137,7 @@ export const errors = {
   batchApiNeedsRedis: (): AzureError => ({
     status: 503,
     code: 'ServiceUnavailable',
-    message: 'The Batch API needs Redis: set REDIS_URL (or REDIS_CLUSTER_NODES) for this gateway.',
+    message: 'The Batch API needs Redis: set REDIS_URL for this gateway.',
   }),
   fileNotFound: (id: string): AzureError => ({ status: 404, code: 'not_found', message: `No such File object: ${id.slice(0, 100)}` }),
   batchNotFound: (id: string): AzureError => ({ status: 404, code: 'not_found', message: `No batch found with id '${id.slice(0, 100)}'.` }),

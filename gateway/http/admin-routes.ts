@@ -93,7 +93,7 @@ export function createAdminRouter(deps: AdminDeps): express.Router {
         // Each deployment's budget beside its usage (null: unlimited), for utilisation = usage / budget.
         const budgets = new Map(pool.layout.deployments.map((d) => [d.id, { tpm: d.tpm ?? null, rpm: d.rpm ?? null }]));
         const deployments = (await stores.snapshot(pool.layout)).map((d) => ({ ...d, ...budgets.get(d.id) }));
-        result[pool.name] = { strategy: pool.config.strategy, deployments };
+        result[pool.name] = { strategy: pool.config.strategy, slowStartMs: pool.config.slowStartMs, deployments };
       }
       // `now`: this instance's clock, against which the page counts down cooldowns and open circuits.
       res.json({ now: Date.now(), pools: result });

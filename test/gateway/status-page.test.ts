@@ -68,6 +68,7 @@ describe('status page', { timeout: 60_000 }, () => {
           ],
         },
         [spare]: {
+          slowStartMs: 600_000,
           deployments: [
             { id: 'e1', endpoint: sim.url },
             { id: 'e2', endpoint: sim.url, tpm: 500 },
@@ -225,6 +226,8 @@ describe('status page', { timeout: 60_000 }, () => {
     for (let i = 0; i < 6; i++) await (await chat(gateway.url, pool)).arrayBuffer();
     await (await chat(gateway.url, spare)).arrayBuffer();
     await gateway.store.cooldown(spare, 'e2', 90_000);
+    // e1 just came back (as a passing probe brings a deployment back): its slow start shows.
+    await gateway.store.reset(spare, 'e1', { slowStart: true });
     // e2's own headers said it has 5 tokens left of 500: its window is near full. What we had not
     // booked is spread over the window and leaves a share each second (about 8 here), so it stays
     // above 90 % for the few seconds this test needs.
@@ -277,6 +280,11 @@ describe('status page', { timeout: 60_000 }, () => {
       assert.equal(width, 'width: 2%;', 'the bar is as long as the share of the budget');
       assert.match((await card('d1').locator('.meter').first().locator('.meter-value').textContent()) ?? '', /^\d+ \/ 4,000 TPM · \d+ %$/);
       assert.match((await card('e1', spare).textContent()) ?? '', /no TPM budget/);
+      assert.match(
+        (await card('e1', spare).locator('.badges').textContent()) ?? '',
+        /^in rotationslow start · 1\d % of its share · 9 min \d\d s left$/,
+        'a deployment ramping back says how far',
+      );
       assert.match((await card('e2', spare).locator('.badges').textContent()) ?? '', /^cooling down · 1 min \d\d s left$/);
       const tokensFill = (id: string, inPool = pool) => card(id, inPool).locator('.meter').first().locator('.fill').getAttribute('class');
       assert.equal(await tokensFill('e2', spare), 'fill high', 'e2 above 90 % of its tpm: a red bar');

@@ -240,8 +240,8 @@ function timeLeft(ms) {
   return `${Math.floor(seconds / 3600)} h ${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')} min`;
 }
 
-/** [kind, text] for each state the deployment is in; "in rotation" when none. */
-function states(d, now) {
+/** [kind, text] for each state the deployment is in; "in rotation" when none, then a slow start under way. */
+function states(d, now, slowStartMs = 0) {
   const list = [];
   if (d.drained) list.push(['drained', 'drained']);
   if (d.cooldownUntil > now) list.push(['cooling', `cooling down · ${timeLeft(d.cooldownUntil - now)} left`]);
@@ -254,6 +254,11 @@ function states(d, now) {
     list.push(['half-open', 'circuit half-open · probing']);
   }
   if (list.length === 0) list.push(['ok', 'in rotation']);
+  const ramped = now - (d.slowStartSince ?? 0);
+  if (d.slowStartSince > 0 && ramped >= 0 && ramped < slowStartMs) {
+    const share = Math.round(100 * (0.1 + (0.9 * ramped) / slowStartMs));
+    list.push(['ramping', `slow start · ${share} % of its share · ${timeLeft(slowStartMs - ramped)} left`]);
+  }
   return list;
 }
 
@@ -310,8 +315,8 @@ function createCard(pool, id) {
   return { card, badges, badgeKey: '', tokens, requests, facts, toggle, reset };
 }
 
-function updateCard(c, d, now) {
-  const list = states(d, now);
+function updateCard(c, d, now, slowStartMs) {
+  const list = states(d, now, slowStartMs);
   const key = list.map(([kind, text]) => `${kind}:${text}`).join('|');
   if (key !== c.badgeKey) {
     c.badges.replaceChildren(...list.map(([kind, text]) => el('span', `badge ${kind}`, text)));
@@ -359,7 +364,7 @@ function updateSection(s, pool, now) {
       s.cards.set(d.id, c);
     }
     if (s.grid.children[i] !== c.card) s.grid.insertBefore(c.card, s.grid.children[i] ?? null);
-    updateCard(c, d, now);
+    updateCard(c, d, now, pool.slowStartMs);
   });
   const inRotation = deployments.filter((d) => states(d, now)[0][0] === 'ok').length;
   const inFlight = deployments.reduce((sum, d) => sum + d.inFlight, 0);
