@@ -122,6 +122,7 @@ export function createGateway(options: GatewayOptions): Gateway {
     credentials,
     shuttingDown: () => shuttingDown,
     reload,
+    background: background && (() => background.status()),
     batches: background && {
       records: background.records,
       lane: background.lane,

@@ -16,10 +16,11 @@ import type { GatewayConfig, GatewaySettings } from '../../shared/config/schema.
 import type { Pool } from '../pools.ts';
 import { DEFAULT_KEY_PREFIX } from '../../shared/store/constants.ts';
 import type { Logger } from '../logger.ts';
-import type { Metrics } from '../metrics.ts';
+import type { LaneDepth, Metrics } from '../metrics.ts';
 import { createBatchRecords, type BatchStorage } from './batch-records.ts';
 import type { BatchRecords } from './contract.ts';
 import { Lane } from './lane.ts';
+import { ProbeLog, type LastProbe } from './probe-log.ts';
 import type { ProbeCredentials, ProbeStore } from './probe-run.ts';
 import { startProber, type Prober } from './prober.ts';
 
@@ -50,11 +51,20 @@ export interface Background {
   start(url: string): Promise<void>;
   /** Workers for pools a reload added. */
   syncPools(): Promise<void>;
+  /** What /admin/pools and the status page show of the lane and the prober. */
+  status(): Promise<BackgroundStatus>;
   /**
    * Stops taking lines at once; lines running get `graceMs`, then go back to the queue; then the
    * connections close. Called before the listener stops (app.ts): the lines are requests through it.
    */
   close(graceMs: number): Promise<void>;
+}
+
+export interface BackgroundStatus {
+  /** pool → its lines by state (cluster-wide). */
+  lanes: Map<string, Record<LaneDepth['state'], number>>;
+  /** pool → deployment → its latest probe (any instance's). */
+  probes: Map<string, Map<string, LastProbe>>;
 }
 
 /** The records' connection: fail a command rather than wait for a Redis that is away. */
@@ -95,6 +105,7 @@ export function createBackground(options: BackgroundOptions): Background {
 
   // The cluster-wide prober of deployments out of rotation (prober.ts), in instances that run workers.
   let prober: Prober | undefined;
+  const probeLog = new ProbeLog(laneRedis, `${prefix}{lane}`);
   let closing: Promise<void> | undefined;
   return {
     records,
@@ -107,12 +118,23 @@ export function createBackground(options: BackgroundOptions): Background {
           config,
           store: options.stores,
           credentials: options.credentials,
+          log: probeLog,
           metrics,
           logger,
         });
       return lane.start(url);
     },
     syncPools: () => lane.syncPools(),
+    async status() {
+      const [depths, probes] = await Promise.all([lane.depths(), probeLog.read()]);
+      const lanes = new Map<string, Record<LaneDepth['state'], number>>();
+      for (const { pool, state, lines } of depths) {
+        const counts = lanes.get(pool) ?? { waiting: 0, delayed: 0, active: 0 };
+        counts[state] = lines;
+        lanes.set(pool, counts);
+      }
+      return { lanes, probes };
+    },
     close(graceMs) {
       closing ??= (async () => {
         await Promise.all([lane.close(graceMs), prober?.close()]);

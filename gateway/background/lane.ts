@@ -209,7 +209,8 @@ export class Lane implements BatchLane {
    * The queue depth per pool and state for the scrape (the pools whose lines run: every instance reports
    * the same figures); a pool whose counts do not come in time is left out.
    */
-  private async depths(): Promise<LaneDepth[]> {
+  /** Lines of each pool's queue by state, cluster-wide; a pool whose reading takes over SCRAPE_BUDGET_MS is left out. */
+  async depths(): Promise<LaneDepth[]> {
     const readings = [...this.options.pools()].map(async (pool): Promise<LaneDepth[]> => {
       const counts = await this.queues.line(pool).getJobCounts('waiting', 'prioritized', 'delayed', 'active');
       return [

@@ -14,6 +14,7 @@ import type { GatewayConfig, GatewaySettings } from '../../shared/config/schema.
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Pool } from '../pools.ts';
+import type { ProbeLog } from './probe-log.ts';
 import { runProbes, type ProbeCredentials, type ProbeStore } from './probe-run.ts';
 
 export const PROBE_QUEUE = 'probes';
@@ -47,6 +48,8 @@ export interface ProberDeps {
   credentials: ProbeCredentials;
   metrics: Metrics;
   logger: Logger;
+  /** Where each run's results are kept for every instance to show (the status page); absent: nowhere. */
+  log?: ProbeLog;
   /** Overrides background.probeIntervalMs (tests). */
   intervalMs?: number;
   /** Overrides the probe timeout (tests). */
@@ -77,7 +80,7 @@ export function startProber(deps: ProberDeps): Prober {
     PROBE_QUEUE,
     async () => {
       const { settings, pools } = config.current;
-      await runProbes({
+      const reports = await runProbes({
         pools: () => pools.values(),
         settings,
         store: deps.store,
@@ -87,6 +90,9 @@ export function startProber(deps: ProberDeps): Prober {
         timeoutMs: deps.timeoutMs ?? Math.min(PROBE_TIMEOUT_MS, settings.upstreamTimeoutMs),
         parallel: PROBE_PARALLEL,
       });
+      await deps.log
+        ?.record(reports)
+        .catch((error: Error) => logger.warn('prober: could not keep the results for the status page', { error: error.message }));
     },
     {
       connection,

@@ -17,6 +17,7 @@
  * where (the peer address) and when. The admin key is never logged or echoed.
  */
 import express, { type Request, type Response } from 'express';
+import type { BackgroundStatus } from '../background/assemble.ts';
 import { errors, sendError, type AzureError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { CurrentPools } from '../pools.ts';
@@ -31,6 +32,8 @@ export interface AdminDeps {
   logger: Logger;
   /** Guards /admin/*; absent → the admin routes answer 404. */
   adminApiKey: string | undefined;
+  /** The Batch API's lane and the prober, as /admin/pools shows them (Redis only); absent → not shown. */
+  background?: () => Promise<BackgroundStatus>;
   /** Re-reads the config and puts it in force (POST /admin/reload); absent → 404. Never throws for a bad file. */
   reload?: (trigger: { trigger: string; who: string; from: string; requestId: unknown }) => { status: string };
 }
@@ -89,11 +92,24 @@ export function createAdminRouter(deps: AdminDeps): express.Router {
   router.get('/admin/pools', async (_req, res) => {
     try {
       const result: Record<string, unknown> = {};
+      // The lane and the prober, when there are: within a budget, and never at the cost of the pools' state.
+      const background = deps.background ? await withinBudget(deps.background(), logger) : undefined;
       for (const pool of config.current.pools.values()) {
         // Each deployment's budget beside its usage (null: unlimited), for utilisation = usage / budget.
         const budgets = new Map(pool.layout.deployments.map((d) => [d.id, { tpm: d.tpm ?? null, rpm: d.rpm ?? null }]));
-        const deployments = (await stores.snapshot(pool.layout)).map((d) => ({ ...d, ...budgets.get(d.id) }));
-        result[pool.name] = { strategy: pool.config.strategy, slowStartMs: pool.config.slowStartMs, deployments };
+        const probes = background?.probes.get(pool.name);
+        const deployments = (await stores.snapshot(pool.layout)).map((d) => ({
+          ...d,
+          ...budgets.get(d.id),
+          ...(background ? { lastProbe: probes?.get(d.id) ?? null } : {}),
+        }));
+        const lane = background?.lanes.get(pool.name);
+        result[pool.name] = {
+          strategy: pool.config.strategy,
+          slowStartMs: pool.config.slowStartMs,
+          ...(lane ? { lane } : {}),
+          deployments,
+        };
       }
       // `now`: this instance's clock, against which the page counts down cooldowns and open circuits.
       res.json({ now: Date.now(), pools: result });
@@ -150,3 +166,19 @@ export function createAdminRouter(deps: AdminDeps): express.Router {
 
 /** POST /admin/reload's answer: put in force, rejected (the file's problems), or no file to read. */
 const RELOAD_STATUS: Record<string, number> = { reloaded: 200, rejected: 422, unavailable: 409 };
+
+/** How long /admin/pools waits for the lane's and the prober's state. */
+const BACKGROUND_BUDGET_MS = 500;
+
+async function withinBudget(reading: Promise<BackgroundStatus>, logger: Logger): Promise<BackgroundStatus | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), BACKGROUND_BUDGET_MS)));
+  try {
+    return await Promise.race([
+      reading.catch((error: Error) => void logger.warn('admin: no state of the background lane', { error: error.message })),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

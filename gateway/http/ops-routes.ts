@@ -27,6 +27,8 @@ export interface OpsDeps {
   credentials?: UpstreamCredentials;
   /** True once the instance is shutting down: /readyz answers 503 `shutting down`. */
   shuttingDown?: () => boolean;
+  /** The lane's and the prober's state for /admin/pools (admin-routes.ts); absent → not shown. */
+  background?: AdminDeps['background'];
   /** POST /admin/reload (admin-routes.ts); absent → 404. */
   reload?: AdminDeps['reload'];
   /** The Batch API (batch-routes.ts: files, batches); absent (no Redis) → its routes answer 503. */
@@ -77,7 +79,7 @@ export function createOpsApp(deps: OpsDeps): express.Express {
   app.use(deps.batches ? createBatchRouter(deps.batches) : unavailableBatchRouter(config));
 
   // /admin/*: the pools' state, drain / enable / reset, reload (admin-routes.ts).
-  app.use(createAdminRouter({ config, stores, logger, adminApiKey, reload: deps.reload }));
+  app.use(createAdminRouter({ config, stores, logger, adminApiKey, reload: deps.reload, background: deps.background }));
 
   app.use((_req: Request, res: Response) => sendError(res, errors.notFound()));
   // Express needs all four parameters to recognise an error handler.

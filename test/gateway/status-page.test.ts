@@ -282,7 +282,7 @@ describe('status page', { timeout: 60_000 }, () => {
       assert.match((await card('e1', spare).textContent()) ?? '', /no TPM budget/);
       assert.match(
         (await card('e1', spare).locator('.badges').textContent()) ?? '',
-        /^in rotationslow start · 1\d % of its share · 9 min \d\d s left$/,
+        /^in rotationslow start · 1\d % of its share · (10 min 00|9 min \d\d) s left$/,
         'a deployment ramping back says how far',
       );
       assert.match((await card('e2', spare).locator('.badges').textContent()) ?? '', /^cooling down · 1 min \d\d s left$/);
@@ -328,7 +328,11 @@ describe('status page', { timeout: 60_000 }, () => {
       await until(async () => (await requestsText('d3')) === '5 / 100 RPM · 5 %', 5000, 'the page shows the new requests');
       assert.equal(await tokensFill('d3'), 'fill mid', 'd3 at 70 of its 90 tokens: an amber bar');
       assert.equal(await page.evaluate('window.stillTheSamePage'), true, 'not reloaded');
-      assert.match((await page.textContent(`section[data-pool="${pool}"] .pool-summary`)) ?? '', /round-robin · 2 of 3 in rotation/);
+      assert.match(
+        (await page.textContent(`section[data-pool="${pool}"] .pool-summary`)) ?? '',
+        /^round-robin · 2 of 3 in rotation · \d+ in flight · batch lines: 0 waiting, 0 delayed, 0 running$/,
+        'the pool’s batch lane beside its deployments',
+      );
 
       mkdirSync(join(ROOT, 'test/output'), { recursive: true });
       await page.screenshot({ path: SCREENSHOT, fullPage: true });

@@ -315,6 +315,9 @@ function createCard(pool, id) {
   return { card, badges, badgeKey: '', tokens, requests, facts, toggle, reset };
 }
 
+/** A probe older than this is not shown beside the deployment. */
+const PROBE_SHOWN_MS = 10 * 60_000;
+
 function updateCard(c, d, now, slowStartMs) {
   const list = states(d, now, slowStartMs);
   const key = list.map(([kind, text]) => `${kind}:${text}`).join('|');
@@ -328,7 +331,9 @@ function updateCard(c, d, now, slowStartMs) {
   c.card.classList.toggle('is-out', list[0][0] !== 'ok');
   setMeter(c.tokens, d.tokensInWindow, d.tpm, 'TPM');
   setMeter(c.requests, d.requestsInWindow, d.rpm, 'RPM');
-  c.facts.textContent = `${d.inFlight} in flight`;
+  const probe =
+    d.lastProbe && now - d.lastProbe.at < PROBE_SHOWN_MS ? ` · probed ${timeLeft(now - d.lastProbe.at)} ago: ${d.lastProbe.result}` : '';
+  c.facts.textContent = `${d.inFlight} in flight${probe}`;
   const label = d.drained ? 'Enable' : 'Drain';
   if (c.toggle.textContent !== label) c.toggle.textContent = label;
   c.toggle.title = d.drained ? 'Back into rotation for every instance' : 'Out of rotation for every instance; requests in flight finish';
@@ -368,7 +373,8 @@ function updateSection(s, pool, now) {
   });
   const inRotation = deployments.filter((d) => states(d, now)[0][0] === 'ok').length;
   const inFlight = deployments.reduce((sum, d) => sum + d.inFlight, 0);
-  s.summary.textContent = `${pool.strategy} · ${inRotation} of ${deployments.length} in rotation · ${inFlight} in flight`;
+  const lane = pool.lane ? ` · batch lines: ${pool.lane.waiting} waiting, ${pool.lane.delayed} delayed, ${pool.lane.active} running` : '';
+  s.summary.textContent = `${pool.strategy} · ${inRotation} of ${deployments.length} in rotation · ${inFlight} in flight${lane}`;
 }
 
 function render() {
