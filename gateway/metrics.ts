@@ -8,6 +8,14 @@ export interface LaneDepth {
   lines: number;
 }
 
+/** Upstream sockets of one origin: in use, idle (kept alive), and attempts waiting for one. */
+export interface OriginSockets {
+  origin: string;
+  active: number;
+  idle: number;
+  queued: number;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
@@ -114,6 +122,31 @@ export class Metrics {
     help: "What those same answers were finally charged in their deployment's window (Standard: the estimate, raised to the usage when larger; PTU: the usage less cached tokens; the estimate when no usage came back)",
     labelNames: ['pool'] as const,
     registers: [this.registry],
+  });
+  /** This instance's upstream sockets per origin, read at scrape (routing/assemble.ts sets it from the forwarder). */
+  upstreamSockets: (() => OriginSockets[]) | undefined;
+  readonly upstreamSocketsGauge = new Gauge({
+    name: 'spillway_upstream_sockets',
+    help: 'Upstream sockets of this instance per origin (host:port) and state: active (an attempt on it) or idle (kept alive for the next)',
+    labelNames: ['origin', 'state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.upstreamSocketsGauge.reset();
+      for (const { origin, active, idle } of this.upstreamSockets?.() ?? []) {
+        this.upstreamSocketsGauge.set({ origin, state: 'active' }, active);
+        this.upstreamSocketsGauge.set({ origin, state: 'idle' }, idle);
+      }
+    },
+  });
+  readonly upstreamQueued = new Gauge({
+    name: 'spillway_upstream_queued_requests',
+    help: 'Attempts of this instance waiting for an upstream socket to their origin (gateway.upstreamMaxSockets reached), holding their lease',
+    labelNames: ['origin'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.upstreamQueued.reset();
+      for (const { origin, queued } of this.upstreamSockets?.() ?? []) this.upstreamQueued.set({ origin }, queued);
+    },
   });
   /** The lane's queue depth per pool and state, read at scrape (background/lane.ts sets it; absent: no lane, no series). */
   laneDepth: (() => Promise<LaneDepth[]>) | undefined;

@@ -48,7 +48,8 @@ export function createRouting(
   const stores = new LiveStore(store, fallback, metrics, logger);
   const keeper = new LeaseKeeper(stores, settings.leaseMs, logger);
   const health = new Health(stores, settings, logger, metrics, config);
-  const forwarder = new Forwarder();
+  const forwarder = new Forwarder(settings.upstreamMaxSockets);
+  metrics.upstreamSockets = () => forwarder.sockets();
   const dispatcher = new Dispatcher({
     settings,
     leasing: new Leasing(stores, keeper, settings, logger),

@@ -12,6 +12,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
 import { createProxyMiddleware } from 'http-proxy-middleware';
+import type { OriginSockets } from '../metrics.ts';
 import { bodyHeaders, strippedRequestHeaders } from './headers.ts';
 
 export interface AttemptSpec {
@@ -67,8 +68,34 @@ function bodySource(body: Buffer): Readable {
 }
 
 export class Forwarder {
-  private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 2048, scheduling: 'lifo' });
-  private readonly httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 2048, scheduling: 'lifo' });
+  private readonly httpAgent: HttpAgent;
+  private readonly httpsAgent: HttpsAgent;
+
+  /** `maxSockets`: per origin (gateway.upstreamMaxSockets). */
+  constructor(maxSockets = 10_000) {
+    this.httpAgent = new HttpAgent({ keepAlive: true, maxSockets, scheduling: 'lifo' });
+    this.httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets, scheduling: 'lifo' });
+  }
+
+  /** Each origin's sockets now, from the agents' own tables (read at scrape). */
+  sockets(): OriginSockets[] {
+    const byOrigin = new Map<string, OriginSockets>();
+    const count = (table: NodeJS.ReadOnlyDict<unknown[]>, field: 'active' | 'idle' | 'queued') => {
+      for (const [name, list] of Object.entries(table)) {
+        // The agent's name is host:port:localAddress[:tls options]; the origin is its first two parts.
+        const origin = name.split(':').slice(0, 2).join(':');
+        const entry = byOrigin.get(origin) ?? { origin, active: 0, idle: 0, queued: 0 };
+        entry[field] += list?.length ?? 0;
+        byOrigin.set(origin, entry);
+      }
+    };
+    for (const agent of [this.httpAgent, this.httpsAgent]) {
+      count(agent.sockets, 'active');
+      count(agent.freeSockets, 'idle');
+      count(agent.requests, 'queued');
+    }
+    return [...byOrigin.values()];
+  }
 
   private readonly proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
     changeOrigin: true,

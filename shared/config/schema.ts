@@ -181,6 +181,14 @@ const gatewaySchema = z.strictObject({
   maxAttempts: z.number().int().min(1).max(10).default(3),
   /** Time budget for all attempts of one request until its first response byte. */
   deadlineMs: positiveInt.default(120_000),
+  /**
+   * Upstream sockets one instance opens to one origin (an Azure resource's host) at once; an attempt past
+   * it waits in the agent's queue holding its lease (spillway_upstream_queued_requests shows it). Azure
+   * takes far more per resource than one instance ever sends, so the default matches maxConnections:
+   * no request waits for a socket while the instance has room for it. Lower it only to protect a
+   * downstream that cannot take as many.
+   */
+  upstreamMaxSockets: positiveInt.max(1_000_000).default(10_000),
   /** Time one upstream attempt may take to send its response headers. */
   upstreamTimeoutMs: positiveInt.default(60_000),
   /** Time a stream may stay silent before the gateway gives up on it. */

@@ -466,7 +466,7 @@ describe('the Grafana dashboard and the Prometheus config', () => {
           !keywords.has(w) &&
           !used.has(w) &&
           w !== 'up' &&
-          !/^(pool|deployment|status|code|outcome|reason|client|kind|cause|instance|state|stream)$/.test(w),
+          !/^(pool|deployment|status|code|outcome|reason|client|kind|cause|instance|state|stream|origin)$/.test(w),
       );
       assert.deepEqual([...new Set(stray)], [], 'names in the queries that are neither metrics nor labels');
     } finally {
