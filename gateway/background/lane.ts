@@ -24,6 +24,7 @@ import { FairOrder } from './lane/fair-order.ts';
 import { LineRunner, type LaneState } from './lane/line-runner.ts';
 import { Loopback } from './lane/loopback.ts';
 import { CONTROL_QUEUE, controlJobId, LaneQueues, lineQueueName, type ControlJob, type ControlName, type LineJob } from './lane/queues.ts';
+import { within } from '../bounded-wait.ts';
 
 export interface LaneOptions {
   /** BullMQ's connection (maxRetriesPerRequest: null); each worker opens its own blocking one beside it. */
@@ -152,10 +153,11 @@ export class Lane implements BatchLane {
     this.closing ??= (async () => {
       this.state.closing = true;
       // A start under way finishes first (it adds no worker once closing), so every worker it made is closed.
-      await within(
-        this.starting?.catch(() => undefined),
-        SETTLE_MS,
-      );
+      if (this.starting)
+        await within(
+          this.starting.catch(() => undefined),
+          SETTLE_MS,
+        );
       const workers = [...this.workers.values()];
       const closed = Promise.allSettled(workers.map((worker) => worker.close()));
       const cut = setTimeout(() => this.cut.abort(), Math.max(0, graceMs));
@@ -219,19 +221,17 @@ export class Lane implements BatchLane {
         { pool, state: 'active', lines: counts.active ?? 0 },
       ];
     });
-    const timeout = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), SCRAPE_BUDGET_MS).unref());
-    const settled = await Promise.all(readings.map((reading) => Promise.race([reading.catch(() => undefined), timeout])));
+    const settled = await Promise.all(
+      readings.map((reading) =>
+        within(
+          reading.catch(() => undefined),
+          SCRAPE_BUDGET_MS,
+        ),
+      ),
+    );
     return settled.flatMap((depths) => depths ?? []);
   }
 }
 
 /** What the scrape waits for the queue counts (well inside Prometheus' timeout). */
 const SCRAPE_BUDGET_MS = 500;
-
-/** Waits for `work` at most `ms` (the timer keeps the process alive meanwhile, and is cleared after). */
-async function within(work: Promise<unknown> | undefined, ms: number): Promise<void> {
-  if (!work) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([work, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
-}

@@ -11,6 +11,7 @@
  */
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 import type { GatewayConfig, GatewaySettings } from '../../shared/config/schema.ts';
+import { within } from '../bounded-wait.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Pool } from '../pools.ts';
@@ -113,14 +114,14 @@ export function startProber(deps: ProberDeps): Prober {
     close() {
       closing ??= (async () => {
         const closed = worker.close();
-        const waited = await Promise.race([closed.then(() => true), sleep(CLOSE_WAIT_MS).then(() => false)]);
+        const waited = await within(
+          closed.then(() => true),
+          CLOSE_WAIT_MS,
+        );
         if (!waited) await worker.close(true).catch(() => undefined);
-        await Promise.race([queue.close(), sleep(CLOSE_WAIT_MS)]);
+        await within(queue.close(), CLOSE_WAIT_MS);
       })();
       return closing;
     },
   };
 }
-
-// Ref’d: a close that waits must keep the process alive until it gives up.
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

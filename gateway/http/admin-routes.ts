@@ -19,6 +19,7 @@
 import express, { type Request, type Response } from 'express';
 import type { BackgroundStatus } from '../background/assemble.ts';
 import { errors, sendError, type AzureError } from '../errors.ts';
+import { within } from '../bounded-wait.ts';
 import type { Logger } from '../logger.ts';
 import type { CurrentPools } from '../pools.ts';
 import type { LiveStore } from '../routing/live-store.ts';
@@ -170,15 +171,7 @@ const RELOAD_STATUS: Record<string, number> = { reloaded: 200, rejected: 422, un
 /** How long /admin/pools waits for the lane's and the prober's state. */
 const BACKGROUND_BUDGET_MS = 500;
 
-async function withinBudget(reading: Promise<BackgroundStatus>, logger: Logger): Promise<BackgroundStatus | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), BACKGROUND_BUDGET_MS)));
-  try {
-    return await Promise.race([
-      reading.catch((error: Error) => void logger.warn('admin: no state of the background lane', { error: error.message })),
-      late,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+function withinBudget(reading: Promise<BackgroundStatus>, logger: Logger): Promise<BackgroundStatus | undefined> {
+  const known = reading.catch((error: Error) => void logger.warn('admin: no state of the background lane', { error: error.message }));
+  return within(known, BACKGROUND_BUDGET_MS);
 }
