@@ -37,6 +37,13 @@ export const SLOW_START_MEMORY_MS = 600_000;
 export const DEFAULT_WINDOW_MS = 60_000;
 export const DEFAULT_KEY_PREFIX = 'spillway:';
 
+/**
+ * Most leases one renew script carries. RedisStore splits a renewal into calls of at most this many and
+ * sends each after the previous one answered, so Redis serves other clients between them: one call runs
+ * well under a millisecond (measured in loadtest/scale/store-cost.ts), whatever is in flight.
+ */
+export const RENEW_BATCH = 200;
+
 /** Window keys and the round-robin cursor expire after this many windows without bookings. */
 export const IDLE_WINDOWS_BEFORE_EXPIRY = 2;
 

@@ -8,6 +8,11 @@
  *                                       (µs by the Redis clock, nudged past the tail so order is strict)
  *   PREFIX{pool:NAME}:queue:deadlines   ZSET ticket → deadline (epoch ms); both queue keys expire with the
  *                                       latest deadline
+ *   PREFIX{pool:NAME}:inflight          in-flight hash: per deployment, its leases key → how many leases its
+ *                                       ZSET holds, and `<leases key>|next` → no later than its earliest
+ *                                       deadline (acquire counts from it in one read; lua/includes/leases.lua)
+ *   PREFIX{pool:NAME}:states            state index hash: state key → when that state hash expires (epoch ms,
+ *                                       -1 never), so acquire reads only the state hashes there are
  *   PREFIX{pool:NAME}:dep:ID            deployment state hash: cd (cooldown until), ou (circuit open until),
  *                                       pl (probe lease id), pd (probe deadline), dr (drained since: no
  *                                       expiry while set), rs (latest manual reset), ss (slow start since:
@@ -32,8 +37,14 @@ export interface QueueKeys {
   deadlines: string;
 }
 
+/** Above this many remembered deployments the memo starts afresh (layouts come from config: far fewer). */
+const MEMO_LIMIT = 10_000;
+
 export class KeyLayout {
   readonly prefix: string;
+  /** Deployment keys by pool and id: built once, not on every call (string building showed in profiles). */
+  readonly #deployments = new Map<string, Map<string, DeploymentKeys>>();
+  #remembered = 0;
 
   constructor(prefix: string) {
     this.prefix = prefix;
@@ -60,8 +71,31 @@ export class KeyLayout {
     return `${this.clientTag(client)}:win`;
   }
 
+  inflight(pool: string): string {
+    return `${this.poolTag(pool)}:inflight`;
+  }
+
+  states(pool: string): string {
+    return `${this.poolTag(pool)}:states`;
+  }
+
   deployment(pool: string, deploymentId: string): DeploymentKeys {
+    let byId = this.#deployments.get(pool);
+    const known = byId?.get(deploymentId);
+    if (known) return known;
+    if (this.#remembered >= MEMO_LIMIT) {
+      this.#deployments.clear();
+      this.#remembered = 0;
+      byId = undefined;
+    }
+    if (!byId) {
+      byId = new Map();
+      this.#deployments.set(pool, byId);
+    }
     const state = `${this.poolTag(pool)}:dep:${encodeURIComponent(deploymentId)}`;
-    return { state, leases: `${state}:leases`, window: `${state}:win` };
+    const keys: DeploymentKeys = Object.freeze({ state, leases: `${state}:leases`, window: `${state}:win` });
+    byId.set(deploymentId, keys);
+    this.#remembered += 1;
+    return keys;
   }
 }

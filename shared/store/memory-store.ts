@@ -221,6 +221,16 @@ export class MemoryStore implements Store {
     if (requestDeficit > 0) state.window.add(newestBucket, 0, requestDeficit);
   }
 
+  async withdraw(lease: Lease): Promise<void> {
+    const nowMs = this.#now();
+    const state = this.#deployment(lease.pool, lease.deploymentId, nowMs);
+    if (state.probeLeaseId === lease.leaseId) clearProbe(state);
+    if (!state.leases.delete(lease.leaseId)) return;
+    const newestBucket = state.window.advance(this.#bucketOf(nowMs));
+    state.window.adjust(newestBucket, lease.bucket, -lease.tokens);
+    state.window.withdrawRequest(newestBucket, lease.bucket);
+  }
+
   async observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void> {
     await this.release(observationLease(pool, deploymentId), undefined, observed);
   }

@@ -5,8 +5,8 @@
  */
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import { backgroundShare } from './background.ts';
-import { DEFAULT_KEY_PREFIX, observationLease, observedCounts, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
-import { KeyLayout } from './keys.ts';
+import { DEFAULT_KEY_PREFIX, RENEW_BATCH, observationLease, observedCounts, validWindowMs, wholeMs, wholeTokens } from './constants.ts';
+import { KeyLayout, type DeploymentKeys } from './keys.ts';
 import { luaScripts, SCRIPT_NAMES, type ScriptName } from './lua-scripts.ts';
 import { slowStartLength } from './slow-start.ts';
 import type {
@@ -107,6 +107,23 @@ export interface RedisStoreOptions extends StoreOptions {
   now?: () => number;
   /** False sends no deadlines (every call is carried out however late): only for tests that show why. */
   checkDeadlines?: boolean;
+  /** A given client is the caller's to close, unless this is true (a client made for this store alone). */
+  closeClient?: boolean;
+}
+
+/** A pool's keys in acquire's order (cursor, queue, in-flight, state index, then 3 per deployment), built once per layout. */
+interface PoolKeys {
+  name: string;
+  deployments: PoolLayout['deployments'];
+  keys: readonly string[];
+  ids: readonly string[];
+}
+
+/** The leases of one deployment that one renew call carries: probe leases first. */
+interface RenewGroup {
+  keys: DeploymentKeys;
+  probes: string[];
+  others: string[];
 }
 
 function monotonicNow(): number {
@@ -149,6 +166,45 @@ function remainingFigures(
   return figures;
 }
 
+/** Keys of acquire before the deployments' (cursor, queue order, queue deadlines, in-flight, state index). */
+const POOL_KEYS = 5;
+
+/** Whether a remembered layout still has the same deployment ids in the same order (a layout edited in place). */
+function sameIds(known: PoolKeys, pool: PoolLayout): boolean {
+  const { deployments } = pool;
+  if (deployments.length !== known.ids.length) return false;
+  for (let i = 0; i < deployments.length; i++) if (deployments[i]?.id !== known.ids[i]) return false;
+  return true;
+}
+
+/**
+ * One pool's deployment groups cut into calls of at most RENEW_BATCH leases (a large deployment's
+ * leases are split over several calls; probes stay in the part that comes first).
+ */
+function* renewBatches(groups: Map<string, RenewGroup>): Generator<RenewGroup[]> {
+  let batch: RenewGroup[] = [];
+  let size = 0;
+  for (const group of groups.values()) {
+    const ids = [...group.probes, ...group.others];
+    let probes = group.probes.length;
+    for (let start = 0; start < ids.length;) {
+      const take = Math.min(RENEW_BATCH - size, ids.length - start);
+      const part = ids.slice(start, start + take);
+      const partProbes = Math.min(probes, take);
+      batch.push({ keys: group.keys, probes: part.slice(0, partProbes), others: part.slice(partProbes) });
+      probes -= partProbes;
+      start += take;
+      size += take;
+      if (size >= RENEW_BATCH) {
+        yield batch;
+        batch = [];
+        size = 0;
+      }
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
+
 export class RedisStore implements Store {
   readonly #client: Redis | Cluster;
   readonly #ownsClient: boolean;
@@ -156,6 +212,8 @@ export class RedisStore implements Store {
   readonly #windowMs: number;
   readonly #now: () => number;
   readonly #checkDeadlines: boolean;
+  /** Acquire's keys per pool layout object (the gateway keeps one per pool), checked against its name and deployments. */
+  readonly #poolKeys = new WeakMap<PoolLayout, PoolKeys>();
   /** Redis TIME minus this instance's clock (ms); undefined until a usable sample came back. */
   #clockOffsetMs: number | undefined;
   /** When the latest sample was sent (this instance's clock), and whether one is under way. */
@@ -176,7 +234,7 @@ export class RedisStore implements Store {
       this.#ownsClient = true;
     } else {
       this.#client = client;
-      this.#ownsClient = false;
+      this.#ownsClient = options.closeClient ?? false;
     }
     const scripts = luaScripts();
     // defineCommand sends EVALSHA and falls back to EVAL when the server does not know the script yet.
@@ -203,8 +261,7 @@ export class RedisStore implements Store {
     if (pool.deployments.length === 0) return { ok: false, reason: 'unavailable', retryAfterMs: this.#windowMs };
     const excluded = new Set(input.exclude ?? []);
     const tokens = wholeTokens(input.estimatedTokens);
-    const queue = this.#keys.queue(pool.name);
-    const keys = [this.#keys.cursor(pool.name), queue.order, queue.deadlines];
+    const { keys } = this.#acquireKeys(pool);
     const args: ScriptArg[] = [input.leaseId, Math.max(1, wholeMs(input.leaseMs)), tokens, this.#windowMs, pool.strategy];
     args.push(Math.random(), Math.random());
     args.push(input.queue?.ticket ?? '', input.queue ? Math.max(1, wholeMs(input.queue.ttlMs)) : 0, this.#deadline());
@@ -212,8 +269,6 @@ export class RedisStore implements Store {
     args.push(slowStartLength(input.slowStartMs), Math.floor(Math.random() * 2 ** 31));
     args.push(input.background ? backgroundShare(input.background) : '');
     for (const deployment of pool.deployments) {
-      const { state, leases, window } = this.#keys.deployment(pool.name, deployment.id);
-      keys.push(state, leases, window);
       args.push(
         deployment.priority,
         deployment.weight,
@@ -235,14 +290,38 @@ export class RedisStore implements Store {
     };
   }
 
-  async release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
+  release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void> {
+    return this.#release(lease, chargedTokens, observed, false);
+  }
+
+  withdraw(lease: Lease): Promise<void> {
+    return this.#release(lease, undefined, undefined, true);
+  }
+
+  async #release(
+    lease: Lease,
+    chargedTokens: number | undefined,
+    observed: WindowObservation | undefined,
+    withdraw: boolean,
+  ): Promise<void> {
     const { state, leases, window } = this.#keys.deployment(lease.pool, lease.deploymentId);
     const charged = chargedTokens === undefined ? '' : wholeTokens(chargedTokens);
     const { usedTokens, usedRequests } = observedCounts(observed);
     await this.#run(
       'release',
-      [leases, window, state],
-      [lease.leaseId, lease.bucket, lease.tokens, charged, this.#windowMs, usedTokens ?? '', usedRequests ?? '', this.#deadline()],
+      [leases, window, state, this.#keys.inflight(lease.pool), this.#keys.states(lease.pool)],
+      [
+        lease.leaseId,
+        lease.bucket,
+        lease.tokens,
+        charged,
+        this.#windowMs,
+        usedTokens ?? '',
+        usedRequests ?? '',
+        this.#deadline(),
+        lease.probe ? 1 : '',
+        withdraw ? 1 : '',
+      ],
     );
   }
 
@@ -287,65 +366,73 @@ export class RedisStore implements Store {
     );
   }
 
+  /**
+   * One renew script per pool per RENEW_BATCH leases, each sent after the previous one answered: Redis
+   * serves other clients between them, so no single call holds it long however many leases are in flight
+   * (a renewal of 20 000 leases is 100 short calls, not one long one). A failing call ends the round: the
+   * rest would likely fail too, and the keeper renews again on its next round.
+   */
   async renew(leases: readonly Lease[], leaseMs: number): Promise<void> {
-    const byPool = new Map<string, Lease[]>();
-    for (const lease of leases) {
-      const group = byPool.get(lease.pool);
-      if (group) group.push(lease);
-      else byPool.set(lease.pool, [lease]);
-    }
-    // One script per pool (its keys share a slot); sent together, so the calls share one round trip.
-    const deadline = this.#deadline();
-    await Promise.all(
-      [...byPool.values()].map(async (group) => {
-        const keys: string[] = [];
-        const args: ScriptArg[] = [Math.max(1, wholeMs(leaseMs)), deadline];
-        for (const lease of group) {
-          const { state, leases: leasesKey } = this.#keys.deployment(lease.pool, lease.deploymentId);
-          keys.push(leasesKey, state);
-          args.push(lease.leaseId);
+    const lifetime = Math.max(1, wholeMs(leaseMs));
+    for (const [pool, groups] of this.#renewGroups(leases)) {
+      for (const batch of renewBatches(groups)) {
+        const keys: string[] = [this.#keys.inflight(pool), this.#keys.states(pool)];
+        const args: ScriptArg[] = [lifetime, this.#deadline()];
+        for (const group of batch) {
+          keys.push(group.keys.leases, group.keys.state);
+          args.push(group.probes.length + group.others.length, group.probes.length, ...group.probes, ...group.others);
         }
         if (Number(await this.#run('renew', keys, args)) < 0) throw new LateCallError('renew');
-      }),
-    );
+      }
+    }
+  }
+
+  /** Leases by pool, then by deployment. */
+  #renewGroups(leases: readonly Lease[]): Map<string, Map<string, RenewGroup>> {
+    const byPool = new Map<string, Map<string, RenewGroup>>();
+    for (const lease of leases) {
+      let byDeployment = byPool.get(lease.pool);
+      if (!byDeployment) {
+        byDeployment = new Map();
+        byPool.set(lease.pool, byDeployment);
+      }
+      let group = byDeployment.get(lease.deploymentId);
+      if (!group) {
+        group = { keys: this.#keys.deployment(lease.pool, lease.deploymentId), probes: [], others: [] };
+        byDeployment.set(lease.deploymentId, group);
+      }
+      (lease.probe ? group.probes : group.others).push(lease.leaseId);
+    }
+    return byPool;
   }
 
   async cooldown(pool: string, deploymentId: string, durationMs: number, options?: SlowStartOption): Promise<number> {
-    const { state } = this.#keys.deployment(pool, deploymentId);
-    return Number(await this.#run('cooldown', [state], [wholeMs(durationMs), slowStartArg(options)]));
+    return Number(await this.#run('cooldown', this.#stateKeys(pool, deploymentId), [wholeMs(durationMs), slowStartArg(options)]));
   }
 
   async openCircuit(pool: string, deploymentId: string, durationMs: number): Promise<void> {
-    const { state } = this.#keys.deployment(pool, deploymentId);
-    await this.#run('open-circuit', [state], [wholeMs(durationMs)]);
+    await this.#run('open-circuit', this.#stateKeys(pool, deploymentId), [wholeMs(durationMs)]);
   }
 
   async closeCircuit(pool: string, deploymentId: string): Promise<void> {
-    const { state } = this.#keys.deployment(pool, deploymentId);
-    await this.#run('close-circuit', [state], []);
+    await this.#run('close-circuit', this.#stateKeys(pool, deploymentId), []);
   }
 
   async drain(pool: string, deploymentId: string): Promise<boolean> {
-    const { state } = this.#keys.deployment(pool, deploymentId);
-    return Number(await this.#run('drain', [state], [])) === 1;
+    return Number(await this.#run('drain', this.#stateKeys(pool, deploymentId), [])) === 1;
   }
 
   async enable(pool: string, deploymentId: string): Promise<boolean> {
-    const { state } = this.#keys.deployment(pool, deploymentId);
-    return Number(await this.#run('enable', [state], [])) === 1;
+    return Number(await this.#run('enable', this.#stateKeys(pool, deploymentId), [])) === 1;
   }
 
   async reset(pool: string, deploymentId: string, options?: SlowStartOption): Promise<void> {
-    const { state } = this.#keys.deployment(pool, deploymentId);
-    await this.#run('reset', [state], [slowStartArg(options)]);
+    await this.#run('reset', this.#stateKeys(pool, deploymentId), [slowStartArg(options)]);
   }
 
   async snapshot(pool: PoolLayout): Promise<DeploymentSnapshot[]> {
     if (pool.deployments.length === 0) return [];
-    const keys = pool.deployments.flatMap((deployment) => {
-      const { state, leases, window } = this.#keys.deployment(pool.name, deployment.id);
-      return [state, leases, window];
-    });
+    const keys = this.#acquireKeys(pool).keys.slice(POOL_KEYS);
     const values = numbers(await this.#run('snapshot', keys, [this.#windowMs]));
     return pool.deployments.map((deployment, i) => {
       const [
@@ -406,6 +493,26 @@ export class RedisStore implements Store {
       }
     }
     this.#client.disconnect();
+  }
+
+  /** Acquire's keys for a pool layout: remembered per layout object while its name and deployments stay the same. */
+  #acquireKeys(pool: PoolLayout): PoolKeys {
+    const known = this.#poolKeys.get(pool);
+    if (known && known.name === pool.name && known.deployments === pool.deployments && sameIds(known, pool)) return known;
+    const queue = this.#keys.queue(pool.name);
+    const keys = [this.#keys.cursor(pool.name), queue.order, queue.deadlines, this.#keys.inflight(pool.name), this.#keys.states(pool.name)];
+    for (const deployment of pool.deployments) {
+      const { state, leases, window } = this.#keys.deployment(pool.name, deployment.id);
+      keys.push(state, leases, window);
+    }
+    const built: PoolKeys = { name: pool.name, deployments: pool.deployments, keys, ids: pool.deployments.map((d) => d.id) };
+    this.#poolKeys.set(pool, built);
+    return built;
+  }
+
+  /** A deployment's state hash and its pool's state index: the keys of the health scripts. */
+  #stateKeys(pool: string, deploymentId: string): string[] {
+    return [this.#keys.deployment(pool, deploymentId).state, this.#keys.states(pool)];
   }
 
   /** The commandTimeout the client gives up after (ms), or undefined when it waits for ever. */

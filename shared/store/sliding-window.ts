@@ -114,6 +114,15 @@ export class SlidingWindow {
     this.#buckets.set(bucket, counts);
   }
 
+  /** Takes one request out of a bucket still inside the window, and out of the total (a booking withdrawn). */
+  withdrawRequest(newestBucket: number, bucket: number): void {
+    if (this.#head === undefined || bucket > newestBucket || bucket <= newestBucket - WINDOW_BUCKETS) return;
+    const counts = this.#buckets.get(bucket);
+    if (!counts || counts.requests === 0) return;
+    counts.requests -= 1;
+    this.#requests = Math.max(0, this.#requests - 1);
+  }
+
   /**
    * Milliseconds until the window admits the request if nothing else is booked; 0 now, -1 never.
    * shortWindow false: rpm holds over the whole window only (client quotas); shortLimit as fitsBudget's.

@@ -230,11 +230,20 @@ export interface Store {
    */
   release(lease: Lease, chargedTokens?: number, observed?: WindowObservation): Promise<void>;
   /**
+   * End a lease whose request never left (its client was refused by its own quota meanwhile): its
+   * booking leaves the window whole, tokens and the request, as if never made. Idempotent, like release,
+   * and a no-op after it. Same round trip.
+   */
+  withdraw(lease: Lease): Promise<void>;
+  /**
    * Apply what a deployment's headers said about its own window, at the moment they arrived (applying it
    * later, at release, would count again what left the window in between).
    */
   observe(pool: string, deploymentId: string, observed: WindowObservation): Promise<void>;
-  /** Push the deadline of live leases (one round trip per call). Leases already reaped are not revived. */
+  /**
+   * Push the deadline of live leases. Leases already reaped are not revived. RedisStore sends one script per
+   * pool per RENEW_BATCH leases, one after the other, so a large renewal never holds Redis in one long call.
+   */
   renew(leases: readonly Lease[], leaseMs: number): Promise<void>;
   /**
    * Take a deployment out of rotation for every instance for `durationMs`; never shortens a longer cooldown.

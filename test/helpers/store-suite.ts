@@ -469,6 +469,24 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         assert.equal(after?.tokensInWindow, 250 + 100);
       });
 
+      test('withdraw takes a lease out with its whole booking, tokens and request, short window too; once only', async () => {
+        const store = openOne({ windowMs: 60_000 });
+        const layout = pool('withdrawn', 'least-requests', [{ id: 'a', tpm: 1000, rpm: 12 }]);
+        const kept = granted(await store.acquire(attempt(layout, { estimatedTokens: 300 })));
+        const unused = granted(await store.acquire(attempt(layout, { estimatedTokens: 400 })));
+        // rpm 12: 2 per short window, both taken now.
+        assert.equal(refused(await store.acquire(attempt(layout))).reason, 'no-budget');
+        await store.withdraw(unused);
+        await store.withdraw(unused);
+        await store.release(unused, 900);
+        const [after] = await store.snapshot(layout);
+        assert.deepEqual([after?.inFlight, after?.tokensInWindow, after?.requestsInWindow], [1, 300, 1]);
+        // The short window has room again for exactly the one request withdrawn.
+        granted(await store.acquire(attempt(layout, { estimatedTokens: 100 })));
+        assert.equal(refused(await store.acquire(attempt(layout))).reason, 'no-budget');
+        await store.release(kept);
+      });
+
       test('leases expire without release (a dead instance) and acquire reaps them', async () => {
         const store = openOne({ windowMs: 60_000 });
         const layout = pool('reap', 'least-requests', [{ id: 'a' }, { id: 'b' }]);

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyLayout } from '../../shared/store/keys.ts';
 import { RedisStore } from '../../shared/store/redis-store.ts';
-import type { AcquireResult, PoolLayout, QuotaInput, QuotaResult } from '../../shared/store/types.ts';
+import type { AcquireResult, Lease, PoolLayout, QuotaInput, QuotaResult } from '../../shared/store/types.ts';
 import { countBy, granted, pool, uniquePrefix } from '../helpers/store-suite.ts';
 
 const redisUrl = process.env.REDIS_URL;
@@ -250,6 +250,68 @@ describe('RedisStore with 8 clients racing', () => {
       );
     },
   );
+
+  test('live lease counts stay exact while every client acquires, releases and lets leases die at once', { timeout: 20_000 }, async () => {
+    const name = 'race-counts';
+    const layout = pool(name, 'least-requests', [{ id: 'a' }, { id: 'b' }, { id: 'c' }, { id: 'd' }]);
+    const kept: Lease[] = [];
+    const dying: Lease[] = [];
+    let ended = 0;
+    await Promise.all(
+      stores.map(async (store, s) => {
+        for (let i = 0; i < 40; i++) {
+          // Every third lease dies unreleased (a short lease time), every third is released, the rest held.
+          const dies = i % 3 === 0;
+          const lease = granted(
+            await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: dies ? 1500 : 30_000, estimatedTokens: 0 }),
+          );
+          if (dies) {
+            dying.push(lease);
+            continue;
+          }
+          if (i % 3 === 1) {
+            // Released by another client than the one that acquired it, twice (idempotent).
+            await Promise.all([stores[(s + 1) % INSTANCES]!.release(lease), stores[(s + 2) % INSTANCES]!.release(lease)]);
+            ended += 1;
+          } else {
+            kept.push(lease);
+          }
+        }
+      }),
+    );
+    assert.equal(ended, INSTANCES * 13);
+    const keys = new KeyLayout(keyPrefix);
+    // Nothing has died yet: the counts are the acquires minus the releases, exactly.
+    const alive = countBy([...kept, ...dying].map((lease) => lease.deploymentId));
+    const live = await stores[0]!.client.hgetall(keys.inflight(name));
+    assert.deepEqual(
+      layout.deployments.map(({ id }) => Number(live[keys.deployment(name, id).leases] ?? 0)),
+      layout.deployments.map(({ id }) => alive.get(id) ?? 0),
+      'the in-flight hash while every lease lives',
+    );
+    await sleep(1600); // the short leases are dead now
+    // Acquires from every client at once reap the dead leases as they go; each must see only live ones.
+    const more = await Promise.all(
+      stores.map(async (store) =>
+        granted(await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: 30_000, estimatedTokens: 0 })),
+      ),
+    );
+    kept.push(...more);
+    const expected = countBy(kept.map((lease) => lease.deploymentId));
+    const counts = await stores[0]!.client.hgetall(keys.inflight(name));
+    for (const { id } of layout.deployments) {
+      const leasesKey = keys.deployment(name, id).leases;
+      assert.equal(Number(counts[leasesKey] ?? 0), expected.get(id) ?? 0, `${id}: the in-flight hash`);
+      assert.equal(await stores[0]!.client.zcard(leasesKey), expected.get(id) ?? 0, `${id}: dead leases reaped, ended ones gone`);
+    }
+    assert.deepEqual(
+      (await stores[0]!.snapshot(layout)).map((d) => d.inFlight),
+      layout.deployments.map((d) => expected.get(d.id) ?? 0),
+    );
+    // least-requests balanced what stayed: kept leases are spread within a few of each other.
+    const held = [...expected.values()];
+    assert.ok(Math.max(...held) - Math.min(...held) <= INSTANCES, `${held}`);
+  });
 
   test('round-robin stays fair across instances acquiring at once', async () => {
     const layout = pool('race-rr', 'round-robin', [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);

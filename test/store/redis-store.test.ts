@@ -37,7 +37,9 @@ describe('RedisStore specifics', () => {
       `${keyPrefix}{pool:gpt-4o}:dep:west`,
       `${keyPrefix}{pool:gpt-4o}:dep:west:leases`,
       `${keyPrefix}{pool:gpt-4o}:dep:west:win`,
+      `${keyPrefix}{pool:gpt-4o}:inflight`,
       `${keyPrefix}{pool:gpt-4o}:rr`,
+      `${keyPrefix}{pool:gpt-4o}:states`,
     ]);
     const ttls = Object.fromEntries(await Promise.all(keys.map(async (key) => [key.slice(keyPrefix.length), await admin.pttl(key)])));
     assert.ok(ttls['{pool:gpt-4o}:rr'] > 0 && ttls['{pool:gpt-4o}:rr'] <= 2400, 'cursor: two windows');
@@ -46,9 +48,22 @@ describe('RedisStore specifics', () => {
       assert.ok(ttl > 0 && ttl <= 2400, `window of ${id}: two windows`);
     }
     assert.ok(ttls['{pool:gpt-4o}:dep:west:leases'] > 0 && ttls['{pool:gpt-4o}:dep:west:leases'] <= 5000, 'leases: latest deadline');
+    assert.ok(ttls['{pool:gpt-4o}:inflight'] > 0 && ttls['{pool:gpt-4o}:inflight'] <= 5000, 'in-flight counts: latest deadline');
+    const inflight = await admin.hgetall(`${keyPrefix}{pool:gpt-4o}:inflight`);
+    const westLeases = `${keyPrefix}{pool:gpt-4o}:dep:west:leases`;
+    assert.deepEqual(Object.keys(inflight).sort(), [westLeases, `${westLeases}|next`], 'only west holds a lease');
+    assert.equal(inflight[westLeases], '1');
+    assert.equal(inflight[`${westLeases}|next`], await admin.zscore(westLeases, 'l2'), 'next: its earliest deadline');
     assert.ok(ttls['{pool:gpt-4o}:dep:west'] > 0 && ttls['{pool:gpt-4o}:dep:west'] <= 3000, 'state: cooldown end');
     const day = 86_400_000;
     assert.ok(ttls['{pool:gpt-4o}:dep:east%3Aus'] > day && ttls['{pool:gpt-4o}:dep:east%3Aus'] <= day + 1000, 'state: half-open memory');
+    const states = `${keyPrefix}{pool:gpt-4o}:states`;
+    assert.deepEqual(
+      Object.keys(await admin.hgetall(states)).sort(),
+      [`${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`, `${keyPrefix}{pool:gpt-4o}:dep:west`],
+      'the state index names both state hashes',
+    );
+    assert.ok(Math.abs(ttls['{pool:gpt-4o}:states'] - ttls['{pool:gpt-4o}:dep:east%3Aus']) <= 5, 'state index: its longest entry');
 
     await store.closeCircuit('gpt-4o', 'east:us');
     const closed = `${keyPrefix}{pool:gpt-4o}:dep:east%3Aus`;
@@ -80,6 +95,7 @@ describe('RedisStore specifics', () => {
       `${keyPrefix}{client:team%3Aa}:win`,
       `${keyPrefix}{pool:gpt-4o}:dep:a:leases`,
       `${keyPrefix}{pool:gpt-4o}:dep:a:win`,
+      `${keyPrefix}{pool:gpt-4o}:inflight`,
       `${keyPrefix}{pool:gpt-4o}:queue`,
       `${keyPrefix}{pool:gpt-4o}:queue:deadlines`,
     ]);
@@ -151,7 +167,11 @@ describe('RedisStore specifics', () => {
     const layout = pool('ramp', 'random', [{ id: 'a' }, { id: 'b' }]);
     const [seconds, micros] = await admin.time();
     const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-    await admin.hset(new KeyLayout(keyPrefix).deployment('ramp', 'a').state, 'ss', nowMs - 300_000);
+    const keys = new KeyLayout(keyPrefix);
+    const state = keys.deployment('ramp', 'a').state;
+    await admin.hset(state, 'ss', nowMs - 300_000);
+    // Written by hand, so indexed by hand: acquire reads only the state hashes the pool's index names.
+    await admin.hset(keys.states('ramp'), state, nowMs + 300_000);
     let hits = 0;
     const count = 1000;
     for (let i = 0; i < count; i++) {
@@ -163,6 +183,38 @@ describe('RedisStore specifics', () => {
     }
     // 0.55 × 0.5 = 0.275 (σ ≈ 0.014); a draw shared with the strategy's would make it 0.5.
     assert.ok(hits / count >= 0.22 && hits / count <= 0.33, `a's share ${hits / count}`);
+    await store.close();
+  });
+
+  test('the lazy choice (one window read, a pick that cannot take the request picked again) chooses as among the eligible ones', async () => {
+    const store = new RedisStore(admin, { keyPrefix: uniquePrefix(), windowMs: 60_000 });
+    const picks = 600;
+    /** Where `picks` requests of 100 tokens go (each released at once); a's tpm of 10 never fits one. */
+    async function spread(strategy: 'random' | 'weighted' | 'least-requests', weights: number[]): Promise<Record<string, number>> {
+      const layout = pool(`lazy-${strategy}`, strategy, [
+        { id: 'a', tpm: 10, weight: weights[0] },
+        { id: 'b', tpm: 1_000_000_000, weight: weights[1] },
+        { id: 'c', weight: weights[2] },
+        { id: 'd', rpm: 1_000_000, weight: weights[3] },
+      ]);
+      const counts: Record<string, number> = { a: 0, b: 0, c: 0, d: 0 };
+      for (let i = 0; i < picks; i++) {
+        const lease = granted(await store.acquire({ pool: layout, leaseId: `l${i}`, leaseMs: 5000, estimatedTokens: 100 }));
+        counts[lease.deploymentId] = (counts[lease.deploymentId] ?? 0) + 1;
+        await store.release(lease);
+      }
+      return counts;
+    }
+    const within = (count: number | undefined, expected: number) => Math.abs((count ?? 0) - expected) <= 0.2 * expected;
+    for (const strategy of ['random', 'least-requests'] as const) {
+      const counts = await spread(strategy, [1, 1, 1, 1]);
+      assert.equal(counts.a, 0, `${strategy}: never the deployment without room`);
+      // A third each (σ ≈ 12 of 200): re-picking the first of the rest after a's refusal would give b half.
+      for (const id of ['b', 'c', 'd']) assert.ok(within(counts[id], picks / 3), `${strategy}: ${JSON.stringify(counts)}`);
+    }
+    const weighted = await spread('weighted', [10, 1, 1, 2]);
+    assert.equal(weighted.a, 0);
+    assert.ok(within(weighted.b, picks / 4) && within(weighted.c, picks / 4) && within(weighted.d, picks / 2), JSON.stringify(weighted));
     await store.close();
   });
 

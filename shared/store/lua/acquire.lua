@@ -1,9 +1,9 @@
 --[[
   Choose a deployment of one pool by the pool's strategy and lease it, in one atomic step.
 
-  Reaps dead leases of every deployment, drops eligibility for deployments that are excluded, drained,
-  cooling down, open, half-open with a probe in flight, or short of budget; takes the best priority
-  tier with an eligible deployment and picks inside it. The pick gets a lease and a reservation in its
+  Reaps the dead leases of deployments that may hold one, drops eligibility for deployments that are
+  excluded, drained, cooling down, open, half-open with a probe in flight, or short of budget; takes
+  the best priority tier with an eligible deployment and picks inside it. The pick gets a lease and a reservation in its
   window. A drained deployment (taken out by hand, state hash field dr) counts as excluded: it has no
   retry time of its own, so it neither shortens nor lengthens the refusal's, and a pool drained
   entirely is never servable (reason 1, a window; a ticket leaves the queue).
@@ -30,9 +30,17 @@
   KEYS[1]          round-robin cursor of the pool
   KEYS[2]          wait queue order ZSET: ticket -> enqueue time (us)   (includes/queue.lua)
   KEYS[3]          wait queue deadlines ZSET: ticket -> deadline (epoch ms)
-  KEYS[3i + 1]     deployment i: state hash            (i = 1 .. n, in config order)
-  KEYS[3i + 2]     deployment i: leases ZSET
-  KEYS[3i + 3]     deployment i: usage window hash
+  KEYS[4]          the pool's in-flight hash: live lease counts (includes/leases.lua)
+  KEYS[5]          the pool's state index hash: which state hashes exist (includes/state.lua)
+  KEYS[3i + 3]     deployment i: state hash            (i = 1 .. n, in config order)
+  KEYS[3i + 4]     deployment i: leases ZSET
+  KEYS[3i + 5]     deployment i: usage window hash
+
+  What it reads does not grow by a command per deployment: lease counts come from the in-flight hash
+  (one HGETALL; only a deployment that may hold a dead lease is reaped), state hashes are read only
+  where the state index has an entry (one HGETALL), and for least-requests, random and weighted the
+  usage window only of the deployment picked (the lazy choice below); round-robin, power-of-two, a
+  running slow start, a ticket behind another and a refusal read every window, as they need them.
 
   ARGV[1]          lease id
   ARGV[2]          lease time (ms)
@@ -84,7 +92,12 @@ local ticketDeadline = nowMs + (tonumber(ARGV[9]) or 0)
 local slowStartMs = tonumber(ARGV[11]) or 0
 local backgroundShare = tonumber(ARGV[13])
 local background = backgroundShare ~= nil
-local deploymentCount = (#KEYS - 3) / 3
+local deploymentCount = (#KEYS - 5) / 3
+local inflightKey, stateIndexKey = KEYS[4], KEYS[5]
+local declaredLeases = {}
+for i = 1, deploymentCount do declaredLeases[KEYS[3 * i + 4]] = true end
+local leaseCounts, leaseNexts = liveLeaseCounts(inflightKey, declaredLeases, nowMs)
+local stateIndex = readStateIndex(stateIndexKey)
 
 -- Another live ticket is ahead of this one: nothing is granted to it now. Background work comes after
 -- every live ticket (it reads the queue and never joins it).
@@ -102,14 +115,17 @@ local function reducedLimit(limit)
   return math.floor(backgroundShare * limit * (1 + 1e-9))
 end
 
+-- Everything acquire knows about deployment i (its state, its window when budgeted, whether it can take
+-- this request now), read once per call on first use.
 local deployments = {}
-for i = 1, deploymentCount do
+local function evaluate(i)
+  if deployments[i] then return deployments[i] end
   local arg = 14 + 5 * (i - 1)
   local d = {
     index = i,
-    stateKey = KEYS[3 * i + 1],
-    leasesKey = KEYS[3 * i + 2],
-    windowKey = KEYS[3 * i + 3],
+    stateKey = KEYS[3 * i + 3],
+    leasesKey = KEYS[3 * i + 4],
+    windowKey = KEYS[3 * i + 5],
     priority = tonumber(ARGV[arg]),
     weight = tonumber(ARGV[arg + 1]) or 0,
     tpm = tonumber(ARGV[arg + 2]),
@@ -121,11 +137,11 @@ for i = 1, deploymentCount do
     slowStartSince = 0,
     -- Background work also sets shortLimit (its cut short-window limit; nil: ceil(rpm / 6)) and neverFits.
   }
-  d.inFlight = reapLeases(d.leasesKey, nowMs)
-  local cooldownUntil, openUntil, probeLease, probeDeadline, drained = 0, 0, nil, 0, false
-  if not d.excluded then
+  d.inFlight = leaseCounts[d.leasesKey] or 0
+  local cooldownUntil, openUntil, probeDeadline, drained = 0, 0, 0, false
+  if not d.excluded and hasState(stateIndex, d.stateKey, nowMs) then
     local _
-    cooldownUntil, openUntil, probeLease, probeDeadline, drained, _, d.slowStartSince = readState(d.stateKey)
+    cooldownUntil, openUntil, _, probeDeadline, drained, _, d.slowStartSince = readState(d.stateKey)
     -- Out of rotation by hand: as if excluded (no retry time of its own, no probe).
     if drained then d.excluded = true end
   end
@@ -156,11 +172,110 @@ for i = 1, deploymentCount do
       and (not d.budgeted or fitsBudget(tokens, d.tpm, d.rpm, d.windowTokens, d.windowRequests, d.shortRequests, d.shortLimit))
   end
   deployments[i] = d
+  return d
 end
 
-local bestPriority = nil
-for _, d in ipairs(deployments) do
-  if d.eligible and (bestPriority == nil or d.priority < bestPriority) then bestPriority = d.priority end
+-- 1-based index in [1, n] from a random number in [0, 1).
+local function randomIndex(n, random)
+  return math.min(n, math.floor(random * n) + 1)
+end
+
+-- Whether a deployment's slow start is running now (its share of the tier is cut).
+local function slowStarting(d)
+  local elapsed = nowMs - d.slowStartSince
+  return slowStartMs > 0 and d.slowStartSince > 0 and elapsed >= 0 and elapsed < slowStartMs
+end
+
+--[[
+  The lazy choice, for least-requests, random and weighted when nothing waits ahead and no deployment
+  that could take the request is slow-starting: pick by the strategy among the deployments not yet
+  ruled out of the best tier (from what costs nothing to know: its priority, weight and lease count),
+  and only then read the pick's window; a pick that cannot take the request is ruled out and the pick
+  made again. Picking again among the rest, at random where the strategy draws, chooses exactly as
+  picking among the eligible ones would, but reads one window in the common case instead of all of
+  them. Deployments with state (cooldown, circuit, drain, slow start) are evaluated fully first. A pool
+  where nothing fits ends in the full evaluation below, which also says when something will.
+]]
+local chosen = nil
+local lazy = not behind and (strategy == 'least-requests' or strategy == 'random' or strategy == 'weighted')
+if lazy then
+  local priority, weight, inFlight, open = {}, {}, {}, {}
+  for i = 1, deploymentCount do
+    local arg = 14 + 5 * (i - 1)
+    if ARGV[arg + 4] ~= '1' then
+      local possible = true
+      if hasState(stateIndex, KEYS[3 * i + 3], nowMs) then
+        local d = evaluate(i)
+        possible = d.eligible
+        -- The slow-start filter depends on the whole tier: the full evaluation handles it.
+        if possible and slowStarting(d) then lazy = false end
+      end
+      if possible then
+        priority[i] = tonumber(ARGV[arg])
+        weight[i] = tonumber(ARGV[arg + 1]) or 0
+        inFlight[i] = leaseCounts[KEYS[3 * i + 4]] or 0
+        open[#open + 1] = i
+      end
+    end
+  end
+  local random = random1
+  local seeded = false
+  while lazy and chosen == nil and #open > 0 do
+    local best = nil
+    for _, i in ipairs(open) do
+      if best == nil or priority[i] < best then best = priority[i] end
+    end
+    local tier = {}
+    for _, i in ipairs(open) do
+      if priority[i] == best then tier[#tier + 1] = i end
+    end
+    local pick = nil
+    if strategy == 'least-requests' then
+      local fewest, tied = nil, {}
+      for _, i in ipairs(tier) do
+        if fewest == nil or inFlight[i] < fewest then
+          fewest = inFlight[i]
+          tied = { i }
+        elseif inFlight[i] == fewest then
+          tied[#tied + 1] = i
+        end
+      end
+      pick = tied[randomIndex(#tied, random)]
+    elseif strategy == 'weighted' then
+      local total = 0
+      for _, i in ipairs(tier) do total = total + math.max(0, weight[i]) end
+      if total <= 0 then
+        pick = tier[randomIndex(#tier, random)]
+      else
+        local point = random * total
+        for _, i in ipairs(tier) do
+          if weight[i] > 0 then
+            pick = i
+            point = point - weight[i]
+            if point < 0 then break end
+          end
+        end
+      end
+    else
+      pick = tier[randomIndex(#tier, random)]
+    end
+    local d = evaluate(pick)
+    if d.eligible then
+      chosen = d
+    else
+      local rest = {}
+      for _, i in ipairs(open) do
+        if i ~= pick then rest[#rest + 1] = i end
+      end
+      open = rest
+      -- Later draws come from the caller's seed (the slow-start seed: no slow start runs on this path).
+      if not seeded then
+        math.randomseed(tonumber(ARGV[12]) or 0)
+        seeded = true
+      end
+      random = math.random()
+    end
+  end
 end
 
 -- The soonest moment (epoch ms) any deployment not excluded could take the request if nothing else were
@@ -188,57 +303,7 @@ local function soonestRoom()
   return reason, soonest
 end
 
-if behind or bestPriority == nil then
-  -- Nothing is granted now: tell the caller the soonest moment any deployment could take it.
-  local reason, soonest = soonestRoom()
-  if soonest == nil then
-    -- Never servable: waiting would only block the others.
-    if hasTicket then leaveQueue(queueKey, deadlinesKey, ticket) end
-    return { 0, reason, windowMs }
-  end
-  if hasTicket then waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs) end
-  local wait = soonest - nowMs
-  if behind then
-    -- Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
-    reason = 3
-    if wait <= 0 then wait = (nowBucket + 1) * bucketMs - nowMs end
-  end
-  return { 0, reason, math.max(1, math.ceil(wait)) }
-end
-
-local candidates = {}
-for _, d in ipairs(deployments) do
-  if d.eligible and d.priority == bestPriority then candidates[#candidates + 1] = d end
-end
-
--- Slow start: while another candidate is not slow-starting, each one that is stays only with its share.
-if slowStartMs > 0 and #candidates > 1 then
-  local steady = false
-  for _, d in ipairs(candidates) do
-    local elapsed = nowMs - d.slowStartSince
-    if d.slowStartSince > 0 and elapsed >= 0 and elapsed < slowStartMs then
-      -- 0.1: SLOW_START_INITIAL_SHARE in shared/store/slow-start.ts.
-      d.share = 0.1 + 0.9 * elapsed / slowStartMs
-    else
-      steady = true
-    end
-  end
-  if steady then
-    math.randomseed(tonumber(ARGV[12]) or 0)
-    local kept = {}
-    for _, d in ipairs(candidates) do
-      if d.share == nil or math.random() < d.share then kept[#kept + 1] = d end
-    end
-    candidates = kept
-  end
-end
-
--- 1-based index in [1, n] from a random number in [0, 1).
-local function randomIndex(n, random)
-  return math.min(n, math.floor(random * n) + 1)
-end
-
-local function choose()
+local function choose(candidates)
   local n = #candidates
   if strategy == 'round-robin' then
     -- One cursor per pool for every instance, so N instances together still rotate in order.
@@ -283,18 +348,75 @@ local function choose()
   return tied[randomIndex(#tied, random1)]
 end
 
-local chosen = choose()
+-- The full evaluation: every deployment's state and window read. Returns the choice, or nil and the
+-- refusal to answer (nothing is granted now: the soonest moment any deployment could take it).
+local function fullChoice()
+  for i = 1, deploymentCount do evaluate(i) end
+  local bestPriority = nil
+  for _, d in ipairs(deployments) do
+    if d.eligible and (bestPriority == nil or d.priority < bestPriority) then bestPriority = d.priority end
+  end
+  if behind or bestPriority == nil then
+    local reason, soonest = soonestRoom()
+    if soonest == nil then
+      -- Never servable: waiting would only block the others.
+      if hasTicket then leaveQueue(queueKey, deadlinesKey, ticket) end
+      return nil, { 0, reason, windowMs }
+    end
+    if hasTicket then waitInQueue(queueKey, deadlinesKey, ticket, nowUs, ticketDeadline, nowMs) end
+    local wait = soonest - nowMs
+    if behind then
+      -- Room now is the head's; more frees at a bucket edge at the earliest (or when a charge comes in lower).
+      reason = 3
+      if wait <= 0 then wait = (nowBucket + 1) * bucketMs - nowMs end
+    end
+    return nil, { 0, reason, math.max(1, math.ceil(wait)) }
+  end
+
+  local candidates = {}
+  for _, d in ipairs(deployments) do
+    if d.eligible and d.priority == bestPriority then candidates[#candidates + 1] = d end
+  end
+
+  -- Slow start: while another candidate is not slow-starting, each one that is stays only with its share.
+  if slowStartMs > 0 and #candidates > 1 then
+    local steady = false
+    for _, d in ipairs(candidates) do
+      local elapsed = nowMs - d.slowStartSince
+      if d.slowStartSince > 0 and elapsed >= 0 and elapsed < slowStartMs then
+        -- 0.1: SLOW_START_INITIAL_SHARE in shared/store/slow-start.ts.
+        d.share = 0.1 + 0.9 * elapsed / slowStartMs
+      else
+        steady = true
+      end
+    end
+    if steady then
+      math.randomseed(tonumber(ARGV[12]) or 0)
+      local kept = {}
+      for _, d in ipairs(candidates) do
+        if d.share == nil or math.random() < d.share then kept[#kept + 1] = d end
+      end
+      candidates = kept
+    end
+  end
+  return choose(candidates)
+end
+
+if chosen == nil then
+  local refusal
+  chosen, refusal = fullChoice()
+  if refusal then return refusal end
+end
 if hasTicket then leaveQueue(queueKey, deadlinesKey, ticket) end
 if not chosen.budgeted then chosen.newestBucket = advanceWindow(chosen.windowKey, nowBucket) end
 local deadline = nowMs + leaseMs
-redis.call('ZADD', chosen.leasesKey, deadline, leaseId)
-keepKeyUntil(chosen.leasesKey, deadline, nowMs)
+addLease(chosen.leasesKey, inflightKey, leaseId, deadline, leaseCounts[chosen.leasesKey], leaseNexts[chosen.leasesKey], nowMs)
 bookWindow(chosen.windowKey, chosen.newestBucket, tokens, windowMs)
 local probe = 0
 if chosen.halfOpen then
   -- The single cluster-wide probe: the marker expires with the lease if its holder dies.
   redis.call('HSET', chosen.stateKey, 'pl', leaseId, 'pd', deadline)
-  expireStateWhenIdle(chosen.stateKey, nowMs)
+  expireStateWhenIdle(chosen.stateKey, stateIndexKey, nowMs)
   probe = 1
 end
 return { 1, chosen.index, chosen.newestBucket, probe }

@@ -4,6 +4,7 @@
   slow start as it is.
 
   KEYS[1]  deployment state hash
+  KEYS[2]  the pool's state index hash (includes/state.lua)
 
   Output: 1
 ]]
@@ -14,5 +15,5 @@ local stateKey = KEYS[1]
 local nowMs = redisNowMs()
 if redis.call('HEXISTS', stateKey, 'ou') == 1 then redis.call('HSET', stateKey, 'ss', nowMs) end
 redis.call('HDEL', stateKey, 'ou', 'pl', 'pd')
-expireStateWhenIdle(stateKey, nowMs)
+expireStateWhenIdle(stateKey, KEYS[2], nowMs)
 return 1

@@ -5,6 +5,7 @@
   at the cooldown's new end.
 
   KEYS[1]  deployment state hash
+  KEYS[2]  the pool's state index hash (includes/state.lua)
   ARGV[1]  cooldown length (ms)
   ARGV[2]  '1' = slow start at the cooldown's end; '' or absent = no slow start of its own
 
@@ -21,5 +22,5 @@ redis.call('HSET', stateKey, 'cd', untilMs)
 if untilMs > cooldownUntil and (ARGV[2] == '1' or slowStartSince > nowMs) then
   redis.call('HSET', stateKey, 'ss', untilMs)
 end
-expireStateWhenIdle(stateKey, nowMs)
+expireStateWhenIdle(stateKey, KEYS[2], nowMs)
 return untilMs

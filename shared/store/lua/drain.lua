@@ -6,6 +6,7 @@
   has no expiry (includes/state.lua): a drain outlives any cooldown or circuit memory.
 
   KEYS[1]  deployment state hash
+  KEYS[2]  the pool's state index hash (includes/state.lua)
 
   Output: 1 when the deployment was in rotation and is drained now, 0 when it was drained already.
 ]]
@@ -15,5 +16,5 @@
 local stateKey = KEYS[1]
 local nowMs = redisNowMs()
 local changed = redis.call('HSETNX', stateKey, 'dr', nowMs)
-expireStateWhenIdle(stateKey, nowMs)
+expireStateWhenIdle(stateKey, KEYS[2], nowMs)
 return changed

@@ -4,6 +4,7 @@
   Idempotent. The state hash expires again once nothing else in it matters.
 
   KEYS[1]  deployment state hash
+  KEYS[2]  the pool's state index hash (includes/state.lua)
 
   Output: 1 when the deployment was drained and is in rotation now, 0 when it was not drained.
 ]]
@@ -12,5 +13,5 @@
 
 local stateKey = KEYS[1]
 local changed = redis.call('HDEL', stateKey, 'dr')
-expireStateWhenIdle(stateKey, redisNowMs())
+expireStateWhenIdle(stateKey, KEYS[2], redisNowMs())
 return changed

@@ -13,6 +13,8 @@
   KEYS[1]  deployment leases ZSET
   KEYS[2]  deployment usage window hash
   KEYS[3]  deployment state hash
+  KEYS[4]  the pool's in-flight hash (includes/leases.lua)
+  KEYS[5]  the pool's state index hash (includes/state.lua)
 
   ARGV[1]  lease id
   ARGV[2]  bucket the reservation was booked in
@@ -23,14 +25,18 @@
   ARGV[7]  observed requests in its short window: ceil(rpm / 6) - remaining requests ('' = not observed)
            (whole numbers >= 0, clamped by the caller)
   ARGV[8]  the caller's deadline (epoch ms, Redis clock; '' = none), for the observation only
+  ARGV[9]  1 when the lease was granted as the half-open probe (only such a lease can be the marker's)
+  ARGV[10] 1 to withdraw the booking (its request never left): tokens and the request leave the window,
+           ARGV[4] ignored
 
   Output: 1 when the lease was live and is now ended, 0 when it was already gone.
 ]]
 --- @include "includes/time.lua"
+--- @include "includes/leases.lua"
 --- @include "includes/state.lua"
 --- @include "includes/window.lua"
 
-local leasesKey, windowKey, stateKey = KEYS[1], KEYS[2], KEYS[3]
+local leasesKey, windowKey, stateKey, inflightKey, stateIndexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local leaseId = ARGV[1]
 local bucket = tonumber(ARGV[2])
 local reserved = tonumber(ARGV[3])
@@ -41,13 +47,17 @@ local observedRequests = tonumber(ARGV[7])
 local nowMs = redisNowMs()
 local nowBucket = bucketOf(nowMs, windowMs)
 
-if redis.call('HGET', stateKey, 'pl') == leaseId then
+if ARGV[9] == '1' and redis.call('HGET', stateKey, 'pl') == leaseId then
   redis.call('HDEL', stateKey, 'pl', 'pd')
-  expireStateWhenIdle(stateKey, nowMs)
+  expireStateWhenIdle(stateKey, stateIndexKey, nowMs)
 end
 
-local removed = redis.call('ZREM', leasesKey, leaseId)
-if removed == 1 and charged then
+local removed = removeLease(leasesKey, inflightKey, leaseId)
+if removed == 1 and ARGV[10] == '1' then
+  local newestBucket = advanceWindow(windowKey, nowBucket)
+  adjustWindow(windowKey, newestBucket, bucket, -reserved, windowMs)
+  withdrawRequest(windowKey, newestBucket, bucket, windowMs)
+elseif removed == 1 and charged then
   local newestBucket = advanceWindow(windowKey, nowBucket)
   adjustWindow(windowKey, newestBucket, bucket, charged - reserved, windowMs)
 end

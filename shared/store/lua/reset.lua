@@ -7,6 +7,7 @@
   (ss); without it (an operator) any slow start ends: full traffic at once. Idempotent.
 
   KEYS[1]  deployment state hash
+  KEYS[2]  the pool's state index hash (includes/state.lua)
   ARGV[1]  '1' = slow start from now; '' or absent = none
 
   Output: the reset time (epoch ms, Redis clock).
@@ -23,5 +24,5 @@ else
   redis.call('HDEL', stateKey, 'ss')
   redis.call('HSET', stateKey, 'rs', nowMs)
 end
-expireStateWhenIdle(stateKey, nowMs)
+expireStateWhenIdle(stateKey, KEYS[2], nowMs)
 return nowMs

@@ -1,5 +1,5 @@
 --[[
-  Live state of every deployment of a pool (reaps dead leases and advances windows first).
+  Live state of every deployment of a pool (counts live leases, advances windows first; writes no lease).
 
   KEYS[3i - 2]  deployment i: state hash          (i = 1 .. n)
   KEYS[3i - 1]  deployment i: leases ZSET
@@ -24,7 +24,7 @@ local nowBucket = bucketOf(nowMs, windowMs)
 local out = {}
 for i = 1, #KEYS / 3 do
   local stateKey, leasesKey, windowKey = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local inFlight = reapLeases(leasesKey, nowMs)
+  local inFlight = countLiveLeases(leasesKey, nowMs)
   local _, tokens, requests = advanceWindow(windowKey, nowBucket)
   local cooldownUntil, openUntil, _, _, drained, resetAt, slowStartSince = readState(stateKey)
   if slowStartSince + SLOW_START_MEMORY_MS <= nowMs then slowStartSince = 0 end

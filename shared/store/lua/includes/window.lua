@@ -159,6 +159,20 @@ local function windowWaitMs(windowKey, newestBucket, nowMs, bucketMs, tokens, tp
   return -1
 end
 
+-- Takes one request out of a bucket still inside the window (advanced to newestBucket) and out of the
+-- totals: the window's, and the short window's when the bucket is in it. Never below zero.
+local function withdrawRequest(windowKey, newestBucket, bucket, windowMs)
+  if bucket > newestBucket or bucket <= newestBucket - WINDOW_BUCKETS then return end
+  local requestSlot = REQUEST_SLOTS[slotOf(bucket)]
+  local values = redis.call('HMGET', windowKey, requestSlot, 'r', 's')
+  if (tonumber(values[1]) or 0) < 1 then return end
+  local inShort = bucket > newestBucket - SHORT_WINDOW_BUCKETS
+  redis.call('HINCRBY', windowKey, requestSlot, -1)
+  redis.call('HSET', windowKey, 'r', math.max(0, (tonumber(values[2]) or 0) - 1))
+  if inShort then redis.call('HSET', windowKey, 's', math.max(0, (tonumber(values[3]) or 0) - 1)) end
+  redis.call('PEXPIRE', windowKey, 2 * windowMs)
+end
+
 -- Replaces part of a booking with the real cost: adds delta to the bucket and the total while the
 -- bucket is still inside the window (advanced to newestBucket), never letting either go below zero.
 local function adjustWindow(windowKey, newestBucket, bucket, delta, windowMs)
