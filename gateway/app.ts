@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type express from 'express';
 import type { GatewayConfig, GatewaySettings } from '../shared/config/schema.ts';
+import type { RedisTarget } from '../shared/store/redis-target.ts';
 import type { Store } from '../shared/store/types.ts';
 import { createBackground, type Background } from './background/assemble.ts';
 import { registerDeploymentGauges } from './deployment-gauges.ts';
@@ -38,8 +39,8 @@ export interface GatewayOptions {
   credentialFactory?: CredentialFactory;
   /** Reads the config again for a reload (throws ConfigError when invalid); absent → nothing to reload. */
   loadConfig?: () => GatewayConfig;
-  /** The Redis of the Batch API and its lane (BullMQ); absent → no lane, and the Batch routes answer 503. */
-  redisUrl?: string;
+  /** The Redis (or Redis Cluster) of the Batch API and its lane (BullMQ); absent → no lane, and the Batch routes answer 503. */
+  redis?: RedisTarget | undefined;
   /** Prefix of the Batch API's and the lane's keys (tests that share one Redis); the store's default otherwise. */
   backgroundPrefix?: string;
   /** The lane's mark (tests that send marked requests themselves); a fresh random secret when absent. */
@@ -94,9 +95,9 @@ export function createGateway(options: GatewayOptions): Gateway {
 
   // The Batch API and its lane (Redis only). Lines are requests to this listener marked by this process's secret.
   const marker = options.laneMarker ?? new LaneMarker();
-  const background: Background | undefined = options.redisUrl
+  const background: Background | undefined = options.redis
     ? createBackground({
-        redisUrl: options.redisUrl,
+        redis: options.redis,
         prefix: options.backgroundPrefix,
         config: live,
         settings,

@@ -1,17 +1,34 @@
 /** The process environment of DESIGN.md, validated once at start. */
 import { z } from 'zod';
+import { parseClusterNodes, redisTargetFrom, type RedisTarget } from '../shared/store/redis-target.ts';
 
-const envSchema = z.object({
-  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
-  HOST: z.string().default('0.0.0.0'),
-  REDIS_URL: z
-    .string()
-    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
-    .optional(),
-  GATEWAY_CONFIG: z.string().min(1).optional(),
-  LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
-  ADMIN_API_KEY: z.string().min(8, 'use at least 8 characters').optional(),
-});
+const envSchema = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    HOST: z.string().default('0.0.0.0'),
+    REDIS_URL: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+      .optional(),
+    // host:port seeds of a Redis Cluster (or redis[s]://user:password@host:port for auth and TLS).
+    REDIS_CLUSTER_NODES: z
+      .string()
+      .superRefine((text, ctx) => {
+        try {
+          parseClusterNodes(text);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: `must be comma-separated host:port seeds: ${(error as Error).message}` });
+        }
+      })
+      .optional(),
+    GATEWAY_CONFIG: z.string().min(1).optional(),
+    LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
+    ADMIN_API_KEY: z.string().min(8, 'use at least 8 characters').optional(),
+  })
+  .refine((env) => !(env.REDIS_URL && env.REDIS_CLUSTER_NODES), {
+    message: 'set REDIS_URL (one Redis) or REDIS_CLUSTER_NODES (a Redis Cluster), not both',
+    path: ['REDIS_CLUSTER_NODES'],
+  });
 
 /** Where the built-in demo listens when HOST is not set: its client key is public. */
 export const DEMO_HOST = '127.0.0.1';
@@ -22,6 +39,8 @@ export type GatewayEnv = z.infer<typeof envSchema> & {
    * gateway (containers need it), and 127.0.0.1 for the built-in demo (no GATEWAY_CONFIG).
    */
   listenHost: string;
+  /** REDIS_URL or REDIS_CLUSTER_NODES as one target; undefined → in-memory store. */
+  redis: RedisTarget | undefined;
 };
 
 export function readEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
@@ -33,5 +52,5 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): GatewayEnv {
   }
   const data = result.data;
   const listenHost = cleaned.HOST === undefined && data.GATEWAY_CONFIG === undefined ? DEMO_HOST : data.HOST;
-  return { ...data, listenHost };
+  return { ...data, listenHost, redis: redisTargetFrom(data) };
 }

@@ -6,7 +6,7 @@
 import { constants } from 'node:os';
 import { loadConfigFile, ConfigError } from '../shared/config/load.ts';
 import type { GatewayConfig } from '../shared/config/schema.ts';
-import { createStore } from '../shared/store/index.ts';
+import { createStore, describeRedisTarget, storeKind } from '../shared/store/index.ts';
 import { createGateway } from './app.ts';
 import { startDemo, type Demo } from './demo.ts';
 import { readEnv } from './env.ts';
@@ -24,8 +24,8 @@ async function main(): Promise<void> {
     demo = await startDemo();
     config = demo.config;
   }
-  const store = createStore({ redisUrl: env.REDIS_URL, windowMs: admissionWindowMs(config.gateway.windowMs) });
-  if (!env.REDIS_URL) logger.warn('no REDIS_URL: in-memory store, so run a single instance');
+  const store = createStore({ redis: env.redis, windowMs: admissionWindowMs(config.gateway.windowMs) });
+  if (!env.redis) logger.warn('no REDIS_URL or REDIS_CLUSTER_NODES: in-memory store, so run a single instance');
   const file = env.GATEWAY_CONFIG;
   const gateway = createGateway({
     config,
@@ -35,7 +35,7 @@ async function main(): Promise<void> {
     defaultMetrics: true,
     loadConfig: file ? () => loadConfigFile(file) : undefined,
     // The Batch API and its lane need Redis; without it their routes answer 503.
-    redisUrl: env.REDIS_URL,
+    redis: env.redis,
   });
   // The signals are handled before the listener opens: one that comes as it starts shuts it down too.
   let stopping = false;
@@ -73,7 +73,8 @@ async function main(): Promise<void> {
     url,
     host: env.listenHost,
     pools: Object.keys(config.pools),
-    store: env.REDIS_URL ? 'redis' : 'memory',
+    store: storeKind(env.redis),
+    ...(env.redis ? { redis: describeRedisTarget(env.redis) } : {}),
     config: env.GATEWAY_CONFIG ?? 'built-in demo',
   });
   if (demo) process.stdout.write(demo.banner(url, env.listenHost));

@@ -11,10 +11,11 @@
  * the reserve, read per request with the config in force (http/prepare-request.ts), and the pools whose
  * lines run, read again after a reload (`syncPools`).
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import type { GatewayConfig, GatewaySettings } from '../../shared/config/schema.ts';
 import type { Pool } from '../pools.ts';
 import { DEFAULT_KEY_PREFIX } from '../../shared/store/constants.ts';
+import { connectRedis, type RedisClient, type RedisTarget } from '../../shared/store/redis-target.ts';
 import type { Logger } from '../logger.ts';
 import type { LaneDepth, Metrics } from '../metrics.ts';
 import { createBatchRecords, type BatchStorage } from './batch-records.ts';
@@ -25,7 +26,8 @@ import type { ProbeCredentials, ProbeStore } from './probe-run.ts';
 import { startProber, type Prober } from './prober.ts';
 
 export interface BackgroundOptions {
-  redisUrl: string;
+  /** One Redis or a Redis Cluster: the records' keys share the `{batches}` tag, the lane's `{lane}` (one slot each). */
+  redis: RedisTarget;
   /** Prefix of every key of the Batch API and its lane (tests share one Redis); DEFAULT_KEY_PREFIX otherwise. */
   prefix?: string;
   /** The config in force (live-config.ts): the background settings at start, the pools at each sync. */
@@ -80,11 +82,12 @@ const RECORDS_REDIS_OPTIONS: RedisOptions = {
 const LINE_TIMEOUT_MARGIN_MS = 5000;
 
 export function createBackground(options: BackgroundOptions): Background {
-  const { redisUrl, config, metrics, logger } = options;
+  const { redis, config, metrics, logger } = options;
   const prefix = options.prefix ?? DEFAULT_KEY_PREFIX;
   const settings = config.current.config.background;
-  const recordsRedis = new Redis(redisUrl, RECORDS_REDIS_OPTIONS);
-  const laneRedis = new Redis(redisUrl, { maxRetriesPerRequest: null, connectTimeout: 2000 });
+  const recordsRedis = connectRedis(redis, RECORDS_REDIS_OPTIONS);
+  // On a cluster BullMQ reads maxRetriesPerRequest from the nodes' options (redisOptions), where connectRedis puts it.
+  const laneRedis = connectRedis(redis, { maxRetriesPerRequest: null, connectTimeout: 2000 });
   // Failures surface as rejected commands and the workers' own 'error' events; without a listener ioredis logs each one.
   recordsRedis.on('error', () => {});
   laneRedis.on('error', () => {});
@@ -146,7 +149,7 @@ export function createBackground(options: BackgroundOptions): Background {
 }
 
 /** A clean QUIT while Redis answers; a QUIT to a Redis that is away would wait in the offline queue for good. */
-async function disconnect(redis: Redis): Promise<void> {
+async function disconnect(redis: RedisClient): Promise<void> {
   if (redis.status !== 'ready') return redis.disconnect();
   const quit = redis.quit().then(
     () => undefined,

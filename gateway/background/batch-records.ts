@@ -9,7 +9,7 @@
  * the end of its completion window). The byte budget `background.storeBytes` counts files' and
  * results' bytes; an upload that would go past it is refused, nothing is ever evicted.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { DEFAULT_KEY_PREFIX } from '../../shared/store/constants.ts';
 import type { BackgroundSettings } from '../../shared/config/schema.ts';
 import type { BatchInfo, BatchLine, BatchRecords, LineOutcome } from './contract.ts';
@@ -32,7 +32,7 @@ export interface BatchRecordsOptions {
 }
 
 export function createBatchRecords(
-  redis: Redis,
+  redis: Redis | Cluster,
   settings: BackgroundSettings,
   options: BatchRecordsOptions = {},
 ): BatchRecords & BatchStorage {

@@ -13,7 +13,7 @@
  * fails a line).
  */
 import { Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { BackgroundSettings } from '../../shared/config/schema.ts';
 import type { Logger } from '../logger.ts';
 import type { LaneDepth, Metrics } from '../metrics.ts';
@@ -28,7 +28,7 @@ import { within } from '../bounded-wait.ts';
 
 export interface LaneOptions {
   /** BullMQ's connection (maxRetriesPerRequest: null); each worker opens its own blocking one beside it. */
-  connection: Redis;
+  connection: Redis | Cluster;
   /** Prefix of every key of the lane (BullMQ's and its own). */
   prefix: string;
   records: BatchRecords;

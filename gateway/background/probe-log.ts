@@ -2,7 +2,7 @@
  * The latest probe of each deployment, for the status page and /admin/pools: one run is taken by one
  * instance, so what it found is kept in Redis (a hash beside the lane's keys) for every instance to show.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { ProbeReport, ProbeResult } from './probe-run.ts';
 
 export interface LastProbe {
@@ -15,11 +15,11 @@ export interface LastProbe {
 const KEPT_MS = 24 * 60 * 60_000;
 
 export class ProbeLog {
-  private readonly redis: Redis;
+  private readonly redis: Redis | Cluster;
   private readonly key: string;
 
   /** `prefix`: the lane's (one hash tag with its queues on Redis Cluster). */
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: Redis | Cluster, prefix: string) {
     this.redis = redis;
     this.key = `${prefix}:probes:last`;
   }

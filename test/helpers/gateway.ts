@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { stringify } from 'yaml';
 import { configSchema, type GatewayConfig } from '../../shared/config/schema.ts';
 import { createStore } from '../../shared/store/index.ts';
+import type { RedisTarget } from '../../shared/store/redis-target.ts';
 import type { Store } from '../../shared/store/types.ts';
 import { createGateway, type Gateway } from '../../gateway/app.ts';
 import { createLogger } from '../../gateway/logger.ts';
@@ -66,10 +67,14 @@ export interface RunningGateway {
  */
 export async function startGateway(
   config: GatewayConfig,
-  options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string; backgroundPrefix?: string } = {},
+  /** `redis`: another Redis than the test run's (a Redis Cluster: test/helpers/redis-cluster.ts). */
+  options: { memory?: boolean; adminApiKey?: string; keyPrefix?: string; backgroundPrefix?: string; redis?: RedisTarget } = {},
 ): Promise<RunningGateway> {
+  const redis: RedisTarget | undefined = options.memory
+    ? undefined
+    : (options.redis ?? (process.env.REDIS_URL ? { kind: 'single', url: process.env.REDIS_URL } : undefined));
   const store = createStore({
-    redisUrl: options.memory ? undefined : process.env.REDIS_URL,
+    redis,
     keyPrefix: options.keyPrefix,
     windowMs: admissionWindowMs(config.gateway.windowMs),
   });
@@ -79,7 +84,7 @@ export async function startGateway(
     store,
     logger,
     adminApiKey: options.adminApiKey,
-    redisUrl: options.memory ? undefined : process.env.REDIS_URL,
+    redis,
     backgroundPrefix: options.backgroundPrefix,
   });
   const { url } = await gateway.listen(0);
@@ -117,7 +122,11 @@ export async function spawnGateway(config: GatewayConfig, env: Record<string, st
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start in 10 s: ${stderr}`)), 10_000);
+    const timer = setTimeout(() => {
+      // Not left running: its stdout would keep the test file's process alive.
+      child.kill('SIGKILL');
+      reject(new Error(`gateway did not start in 10 s: ${stderr}`));
+    }, 10_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;

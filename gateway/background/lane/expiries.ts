@@ -3,13 +3,13 @@
  * expiry sweep finds those past it without reading every batch. A batch enters when it is submitted
  * and leaves when it finishes (or the sweep finds it over).
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 export class Expiries {
-  private readonly redis: Redis;
+  private readonly redis: Redis | Cluster;
   private readonly key: string;
 
-  constructor(redis: Redis, keyPrefix: string) {
+  constructor(redis: Redis | Cluster, keyPrefix: string) {
     this.redis = redis;
     this.key = `${keyPrefix}:expiring`;
   }

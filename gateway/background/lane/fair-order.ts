@@ -15,7 +15,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /** BullMQ's highest priority (lowest urgency): 2^21 − 1. */
 export const MAX_PRIORITY = 2_097_151;
@@ -32,10 +32,10 @@ export function priorityOf(tag: number): number {
 }
 
 export class FairOrder {
-  private readonly redis: Redis;
+  private readonly redis: Redis | Cluster;
   private readonly keyPrefix: string;
 
-  constructor(redis: Redis, keyPrefix: string) {
+  constructor(redis: Redis | Cluster, keyPrefix: string) {
     this.redis = redis;
     this.keyPrefix = keyPrefix;
     if (!(COMMAND in redis)) {

@@ -3,7 +3,7 @@
  * status changes (started, cancelling, failed), the lines the lane reads, and each line's outcome
  * (settle.lua: first outcome kept, the batch finalised with its last line).
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { BatchEndpoint, BatchLine, LineOutcome } from '../contract.ts';
 import { newBatchId, newFileId, newResultId } from './ids.ts';
 import type { BatchKeys } from './keys.ts';
@@ -24,7 +24,7 @@ const EXPIRED_MESSAGE = 'This request could not be executed before the completio
 const ENDED: ReadonlySet<string> = new Set(['completed', 'expired', 'cancelled', 'failed']);
 
 export interface BatchStoreOptions {
-  redis: Redis;
+  redis: Redis | Cluster;
   scripts: BatchScripts;
   keys: BatchKeys;
   retentionMs: number;

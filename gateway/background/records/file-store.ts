@@ -3,7 +3,7 @@
  * lookups, a client's lists, content as a stream (an input file's bytes as uploaded; an output or
  * error file straight from its batch's results, in input order), and deletion.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { newFileId } from './ids.ts';
 import { reservationOf, type BatchKeys, type FilePurpose } from './keys.ts';
 import { readPage, type Page } from './lists.ts';
@@ -17,7 +17,7 @@ const RESULT_LINES_PER_READ = 500;
 const REAP_PER_UPLOAD = 1000;
 
 export interface FileStoreOptions {
-  redis: Redis;
+  redis: Redis | Cluster;
   scripts: BatchScripts;
   keys: BatchKeys;
   retentionMs: number;

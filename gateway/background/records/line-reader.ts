@@ -3,21 +3,21 @@
  * per request, kept in memory once read: it never changes), then just its bytes from the one or few
  * chunks it lies in (GETRANGE, in one round trip).
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { CHUNK_BYTES, type BatchKeys } from './keys.ts';
 
 /** Line indexes kept in memory, in bytes (8 per request: 400 KB for a 50 000-line file). */
 const INDEX_CACHE_BYTES = 16 * 1024 * 1024;
 
 export class LineReader {
-  readonly #redis: Redis;
+  readonly #redis: Redis | Cluster;
   readonly #keys: BatchKeys;
   /** File id -> its line index (a promise, so that concurrent first reads fetch it once). */
   readonly #indexes = new Map<string, Promise<Buffer | null>>();
   readonly #sizes = new Map<string, number>();
   #cachedBytes = 0;
 
-  constructor(redis: Redis, keys: BatchKeys) {
+  constructor(redis: Redis | Cluster, keys: BatchKeys) {
     this.#redis = redis;
     this.#keys = keys;
   }

@@ -3,7 +3,7 @@
  * or oldest first, after a cursor (the last id of the previous page, as OpenAI's `after`). Entries whose
  * record expired are dropped from the list as they are met; a page is at most `limit` records.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 export interface PageRequest {
   limit: number;
@@ -21,7 +21,7 @@ export interface Page<T> {
 const MAX_ROUNDS = 10;
 
 export async function readPage<T extends { seq: number }>(
-  redis: Redis,
+  redis: Redis | Cluster,
   lists: readonly string[],
   request: PageRequest,
   load: (id: string) => Promise<T | undefined>,
@@ -51,7 +51,7 @@ interface Entry {
 
 /** The next `count` entries past the cursor, over all the lists (merged by sequence). */
 async function nextEntries(
-  redis: Redis,
+  redis: Redis | Cluster,
   lists: readonly string[],
   cursor: number | undefined,
   order: 'asc' | 'desc',

@@ -3,7 +3,7 @@
  * `--- @include "includes/NAME.lua"` lines inlined (shared/store/lua-scripts.ts readLuaScripts), defined once
  * per client with defineCommand (EVALSHA, EVAL when the server does not know the script yet).
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { readLuaScripts } from '../../../shared/store/lua-scripts.ts';
 
 export const BATCH_SCRIPTS = [
@@ -29,9 +29,9 @@ type ScriptCommand = (numberOfKeys: number, ...keysThenArgs: ScriptArg[]) => Pro
 
 /** Runs the scripts on one client; names are namespaced, since the client may define commands of its own. */
 export class BatchScripts {
-  readonly #redis: Redis;
+  readonly #redis: Redis | Cluster;
 
-  constructor(redis: Redis) {
+  constructor(redis: Redis | Cluster) {
     this.#redis = redis;
     const all = scriptSources();
     for (const name of BATCH_SCRIPTS) redis.defineCommand(commandName(name), { lua: all[name] });

@@ -6,7 +6,7 @@
  * and what it wrote deleted; an instance that dies mid-way leaves keys and a reservation that expire
  * after UPLOAD_TTL_MS.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { JsonlSplitter, type JsonlLine } from './jsonl-lines.ts';
 import { CHUNK_BYTES, reservationOf, type BatchKeys } from './keys.ts';
 import type { BatchFileCheck, CheckResult, FileSummary } from './line-check.ts';
@@ -17,7 +17,7 @@ import { fileHash, type FileRecord } from './shapes.ts';
 export const UPLOAD_TTL_MS = 10 * 60_000;
 
 export interface UploadStore {
-  redis: Redis;
+  redis: Redis | Cluster;
   scripts: BatchScripts;
   keys: BatchKeys;
   retentionMs: number;
