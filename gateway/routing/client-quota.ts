@@ -1,6 +1,8 @@
 /**
  * Client quotas (clients with tpm or rpm in the config): each request is booked against its client's
- * own window before a deployment is chosen, and settled with the real usage afterwards. The token
+ * own window, sent in the same tick as its first acquire (auto-pipelining carries both in one write;
+ * on a cluster they go to their own shards at once) and read before that grant is used, and settled
+ * with the real usage afterwards, beside the lease's release. The token
  * quota is exact: real usage when known, no tokens when no deployment was reached; the request
  * itself stays booked against its rpm, whatever the outcome.
  */
@@ -26,6 +28,7 @@ export class QuotaBooking {
   private readonly lease: QuotaLease;
   private readonly stores: LiveStore;
   private readonly logger: Logger;
+  private settled = false;
 
   constructor(lease: QuotaLease, stores: LiveStore, logger: Logger) {
     this.lease = lease;
@@ -33,13 +36,47 @@ export class QuotaBooking {
     this.logger = logger;
   }
 
-  /** Corrects the booking to what the request really cost; undefined keeps the estimate. */
+  /** Corrects the booking to what the request really cost; undefined keeps the estimate. The first call counts. */
   async settle(chargedTokens: number | undefined): Promise<void> {
+    if (this.settled) return;
+    this.settled = true;
     try {
       await this.stores.releaseQuota(this.lease, chargedTokens);
     } catch (error) {
       this.logger.warn('client quota settlement failed', { error: (error as Error).message });
     }
+  }
+}
+
+/**
+ * A quota check under way: sent before the request's first acquire, its verdict read after it (so the
+ * two share a round trip), settled once whichever path gets there first.
+ */
+export class PendingQuota {
+  private readonly check: Promise<QuotaCheck>;
+  /** The admitted booking, once the verdict came: settled at once then, in the same tick as the lease's release. */
+  private booking: QuotaBooking | undefined;
+
+  constructor(check: Promise<QuotaCheck>) {
+    this.check = check.then((result) => {
+      if (result.admitted) this.booking = result.booking;
+      return result;
+    });
+    // A failed check is the caller's when it reads the verdict; never an unhandled rejection meanwhile.
+    this.check.catch(() => {});
+  }
+
+  verdict(): Promise<QuotaCheck> {
+    return this.check;
+  }
+
+  /** Settles an admitted booking with the request's cost; a refused or failed check has nothing to settle. */
+  settle(chargedTokens: number | undefined): Promise<void> {
+    if (this.booking) return this.booking.settle(chargedTokens);
+    return this.check.then(
+      (result) => (result.admitted ? result.booking.settle(chargedTokens) : undefined),
+      () => undefined,
+    );
   }
 }
 

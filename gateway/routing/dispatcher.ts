@@ -21,9 +21,9 @@ import { retryAfterMs } from '../upstream/retry-after.ts';
 import { targetOf, type Target } from '../upstream/target.ts';
 import { deploymentCharge, observe, worthObserving } from './accounting.ts';
 import { AttemptHistory, finalAnswer, pinnedAnswer, type Answer, type FailedAttempt } from './attempt-history.ts';
-import { hasQuota, type ClientQuotas } from './client-quota.ts';
+import { hasQuota, PendingQuota, type ClientQuotas, type QuotaCheck } from './client-quota.ts';
 import { CountedFailure, type AnswerEnd, type Guarded, type Health } from './health.ts';
-import type { HeldLease, Leasing, Refusal } from './leasing.ts';
+import type { Grant, HeldLease, Leasing, Refusal } from './leasing.ts';
 import type { ProxiedRequest } from './proxied-request.ts';
 import { RequestContext } from './request-context.ts';
 import { FAILED_BODY_LIMIT, isFault, isMissingDeployment, mayFailOver, MISCONFIGURED_COOLDOWN_MS } from './retry-policy.ts';
@@ -75,19 +75,19 @@ export class Dispatcher {
     }
   }
 
-  /** The client's quota first (most clients have none: no call at all), then the deployments. */
+  /**
+   * The client's quota (most clients have none: no call at all) and the deployments: the quota check
+   * goes out in the same tick as the first acquire, and its verdict is read before that grant is used.
+   */
   private async admit(req: IncomingMessage, context: RequestContext): Promise<void> {
     const { client, estimatedTokens } = context.request;
-    const quota = hasQuota(client) ? await this.deps.quotas.check(client, estimatedTokens) : undefined;
-    if (quota) context.setQuotaHeaders(quota.remaining);
-    if (quota && !quota.admitted) {
-      this.countThrottled(context, 'client-quota');
-      return context.reject(quota.error, 'client-quota');
-    }
+    const quota = hasQuota(client) ? new PendingQuota(this.deps.quotas.check(client, estimatedTokens)) : undefined;
+    context.quota = quota;
     try {
       await this.route(req, context);
     } finally {
-      if (quota?.admitted) await quota.booking.settle(context.clientCharge());
+      // Already done beside the lease's release when a response was served (serve); otherwise now.
+      await quota?.settle(context.clientCharge());
     }
   }
 
@@ -108,6 +108,26 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * The quota's verdict, read once, after the first acquire: a refusal (or a failed check) withdraws
+   * that acquire's lease (its booking leaves the window whole: it never reached a deployment) and its queue place.
+   */
+  private async refusedByQuota(context: RequestContext, quota: PendingQuota, grant: Grant, ticket: WaitTicket): Promise<boolean> {
+    let check: QuotaCheck;
+    try {
+      check = await quota.verdict();
+    } catch (error) {
+      await Promise.all([grant.lease?.withdraw(), ticket.leave()]);
+      throw error;
+    }
+    context.setQuotaHeaders(check.remaining);
+    if (check.admitted) return false;
+    await Promise.all([grant.lease?.withdraw(), ticket.leave()]);
+    this.countThrottled(context, 'client-quota');
+    context.reject(check.error, 'client-quota');
+    return true;
+  }
+
   private async attempts(req: IncomingMessage, context: RequestContext, ticket: WaitTicket): Promise<void> {
     const { request, res } = context;
     const { settings } = this.deps;
@@ -121,10 +141,17 @@ export class Dispatcher {
     // A pinned request does not rescue its resource: it would close that resource's circuit for every request.
     // Nor does background work: it runs on capacity that is there, never on a pool put back by force.
     let rescued = pinned !== undefined || request.background;
+    // Read after the first acquire, which went out in the same tick as the check (admit).
+    let quota = context.quota;
     while (attemptsUsed() < settings.maxAttempts && Date.now() < deadline) {
       if (res.destroyed) return ticket.leave();
       const grant = await this.deps.leasing.acquire(request, excluded(), ticket.queue);
       ticket.waitsIn(grant.store, grant.ok);
+      if (quota) {
+        const refused = await this.refusedByQuota(context, quota, grant, ticket);
+        quota = undefined;
+        if (refused) return;
+      }
       if (res.destroyed) {
         await grant.lease?.release();
         return ticket.leave();
@@ -360,7 +387,8 @@ export class Dispatcher {
       this.deps.metrics.estimatedTokens.inc({ pool: labels.pool }, lease.lease.tokens);
       this.deps.metrics.chargedTokens.inc({ pool: labels.pool }, charge ?? lease.lease.tokens);
     }
-    await lease.release(charge);
+    // The lease and the client's booking settle in one round trip.
+    await Promise.all([lease.release(charge), context.quota?.settle(context.clientCharge())]);
   }
 
   /**

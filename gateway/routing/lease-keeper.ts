@@ -10,6 +10,8 @@ export class LeaseKeeper {
   /** Each live lease, with the store that granted it (renewed there). */
   private readonly live = new Map<Lease, Store>();
   private readonly timer: NodeJS.Timeout;
+  /** A round under way: the next tick skips rather than overlap it (a large renewal is many calls in a row). */
+  private renewing = false;
 
   private readonly stores: LiveStore;
   private readonly leaseMs: number;
@@ -37,11 +39,14 @@ export class LeaseKeeper {
   }
 
   private async renew(): Promise<void> {
-    if (this.live.size === 0) return;
+    if (this.live.size === 0 || this.renewing) return;
+    this.renewing = true;
     try {
       await this.stores.renew([...this.live.keys()], this.leaseMs, (lease) => this.live.get(lease)!);
     } catch (error) {
       this.logger.warn('lease renewal failed', { error: (error as Error).message, leases: this.live.size });
+    } finally {
+      this.renewing = false;
     }
   }
 

@@ -34,12 +34,21 @@ export class HeldLease {
   }
 
   /** Hands the lease back with what the attempt cost. The first call counts; later ones do nothing. */
-  async release(chargedTokens?: number, observed?: WindowObservation): Promise<void> {
+  release(chargedTokens?: number, observed?: WindowObservation): Promise<void> {
+    return this.end((store) => store.release(this.lease, chargedTokens, observed));
+  }
+
+  /** Hands the lease back unused (its request never left): its booking leaves the window whole. */
+  withdraw(): Promise<void> {
+    return this.end((store) => store.withdraw(this.lease));
+  }
+
+  private async end(call: (store: Store) => Promise<void>): Promise<void> {
     if (this.released) return;
     this.released = true;
     this.keeper.untrack(this.lease);
     try {
-      await this.store.release(this.lease, chargedTokens, observed);
+      await call(this.store);
     } catch (error) {
       // The lease expires on its own within leaseMs.
       this.logger.warn('lease release failed', { error: (error as Error).message });

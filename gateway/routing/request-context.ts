@@ -11,6 +11,7 @@ import { withClientIds } from '../upstream/id-rewriter.ts';
 import type { PipeResult } from '../upstream/response-pipe.ts';
 import type { Usage } from '../upstream/usage.ts';
 import type { Answer, FailedAttempt } from './attempt-history.ts';
+import type { PendingQuota } from './client-quota.ts';
 import type { ProxiedRequest } from './proxied-request.ts';
 
 export class RequestContext {
@@ -26,6 +27,8 @@ export class RequestContext {
   firstByteMs: number | undefined;
   /** performance.now() when the latest attempt started: the upstream latency and TTFT histograms count from it. */
   attemptStartedAt = 0;
+  /** The client's quota booking, when it has a quota (dispatcher.ts admit). */
+  quota: PendingQuota | undefined;
 
   /** Upstream response headers the client does not see (gateway.hiddenResponseHeaders). */
   private readonly hidden: ReadonlySet<string>;

@@ -80,8 +80,10 @@ describe('background lines in the request path', () => {
     const seen = sim.recentRequests('a');
     assert.equal(seen.filter((r) => r.clientRequestId?.startsWith('batch_')).length, 6, 'six background requests reached Azure');
     assert.equal(sim.stats('a').throttled, 0);
-    // The retry time it named works: honoured, a background request fits again.
-    await sleep(retryAfterMs + 50);
+    // The retry time named now (after the interactive bookings) works: honoured, a background request fits again.
+    const later = await chat(url, name, { ...background(), body: { max_tokens: 100 } });
+    assert.equal(later.status, 429);
+    await sleep(Number(later.headers.get('retry-after-ms')) + 50);
     assert.equal((await chat(url, name, { ...background(), body: { max_tokens: 100 } })).status, 200);
   });
 

@@ -52,6 +52,24 @@ interface HarnessInput {
   pool?: Record<string, unknown>;
   gateway?: Record<string, unknown>;
   clients?: { name: string; apiKey: string; tpm?: number; rpm?: number }[];
+  /** Wraps the store the dispatcher gets (to watch its calls). */
+  wrapStore?: (store: Store) => Store;
+}
+
+/** A store whose every call is recorded as it is made and as it settles, in order. */
+function recordingStore(store: Store, events: string[]): Store {
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== 'function' || typeof property !== 'string') return value;
+      return (...args: unknown[]) => {
+        events.push(`call ${property}`);
+        const result = (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (result instanceof Promise) void result.finally(() => events.push(`done ${property}`)).catch(() => {});
+        return result;
+      };
+    },
+  });
 }
 
 for (const storeKind of ['redis', 'memory'] as const) {
@@ -87,7 +105,8 @@ for (const storeKind of ['redis', 'memory'] as const) {
       const pools = buildPools(config);
       const pool = pools.get(name)!;
       const windowMs = admissionWindowMs(settings.windowMs);
-      const store = createStore({ redisUrl: storeKind === 'redis' ? process.env.REDIS_URL : undefined, windowMs });
+      const created = createStore({ redisUrl: storeKind === 'redis' ? process.env.REDIS_URL : undefined, windowMs });
+      const store = input.wrapStore ? input.wrapStore(created) : created;
       if (storeKind === 'redis') assert.ok(process.env.REDIS_URL, 'the global setup provides a Redis');
 
       const { logger, lines: logs } = memoryLogger();
@@ -414,6 +433,40 @@ for (const storeKind of ['redis', 'memory'] as const) {
       );
       await assertNoLeaseInFlight(h);
       assertNoKeyLogged(h, client.apiKey);
+    });
+
+    test('a quota check shares its round trip with the first acquire, and its settlement with the release', async () => {
+      const client = { name: `client-${randomUUID().slice(0, 8)}`, apiKey: `quota-key-${randomUUID()}`, tpm: 100_000, rpm: 100 };
+      const events: string[] = [];
+      const h = await harness({ deployments: tiered(['d1']), clients: [client], wrapStore: (store) => recordingStore(store, events) });
+      const response = await chat(h.url, h.pool.name, { key: client.apiKey });
+      assert.equal(response.status, 200);
+      await h.requestLines(1);
+      const at = (event: string) => {
+        const index = events.indexOf(event);
+        assert.ok(index >= 0, `${event} in ${events.join(', ')}`);
+        return index;
+      };
+      assert.ok(at('call acquire') < at('done acquireQuota'), `the acquire went out before the quota answered: ${events.join(', ')}`);
+      // The estimate is not the usage, so the booking is corrected: sent before the release is answered.
+      assert.ok(at('call releaseQuota') < at('done release'), `the settlement went out with the release: ${events.join(', ')}`);
+      await assertNoLeaseInFlight(h);
+    });
+
+    test('a request its quota refuses leaves nothing booked on the deployment its acquire was granted', async () => {
+      const client = { name: `client-${randomUUID().slice(0, 8)}`, apiKey: `quota-key-${randomUUID()}`, rpm: 1 };
+      const h = await harness({ deployments: tiered(['d1']), clients: [client] });
+      assert.equal((await chat(h.url, h.pool.name, { key: client.apiKey })).status, 200);
+      const before = (await h.snapshot()).d1!;
+      for (let i = 0; i < 3; i++) assert.equal((await chat(h.url, h.pool.name, { key: client.apiKey })).status, 429);
+      await h.requestLines(4);
+      const { d1 } = await h.snapshot();
+      assert.deepEqual(
+        [d1?.inFlight, d1?.tokensInWindow, d1?.requestsInWindow],
+        [0, before.tokensInWindow, before.requestsInWindow],
+        'the refused requests took neither tokens nor requests from the pool',
+      );
+      assert.deepEqual(received(['d1']), { d1: 1 });
     });
 
     test('a stream that did not ask for usage: usage is asked upstream, taken out of the stream, and logged', async () => {

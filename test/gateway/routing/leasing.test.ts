@@ -172,6 +172,30 @@ describe('LeaseKeeper', () => {
     assert.deepEqual(await inFlight(shared, pool), { live: 0, untracked: 0, dead: 0 });
   }
 
+  test('a renewal round that outlasts the interval is not overlapped by the next one', async () => {
+    const slow = new MemoryStore();
+    let running = 0;
+    let most = 0;
+    let rounds = 0;
+    const renew = slow.renew.bind(slow);
+    // Each round takes four intervals (leaseMs 750: a round every 250 ms), as 100 calls in a row on a busy Redis might.
+    slow.renew = async (leases, leaseMs) => {
+      rounds += 1;
+      running += 1;
+      most = Math.max(most, running);
+      await sleep(1000);
+      running -= 1;
+      return renew(leases, leaseMs);
+    };
+    const { pool, settings: defaults } = poolSetup([{ id: 'a' }]);
+    const { leasing } = parts(slow, { ...defaults, leaseMs: 750 });
+    const lease = granted(await leasing.acquire({ pool, estimatedTokens: 0 }, [], undefined));
+    await sleep(1700);
+    assert.equal(most, 1, 'one round at a time');
+    assert.ok(rounds >= 1 && rounds <= 2, `rounds: ${rounds}`);
+    await lease.release();
+  });
+
   test('renews tracked leases past leaseMs; untracked ones and a dead keeper’s expire (MemoryStore and RedisStore at once)', async () => {
     await Promise.all([renewals(new MemoryStore()), renewals(redisStore())]);
   });
