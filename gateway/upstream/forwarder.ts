@@ -117,7 +117,7 @@ export class Forwarder {
     // Our own plugin instead of `on`: `on` handlers are wired by a default plugin that ejectPlugins removes.
     plugins: [
       (proxyServer) => {
-        proxyServer.on('proxyReq', (proxyReq, _req, _res, options) => this.onUpstreamRequest(proxyReq, options));
+        proxyServer.on('proxyReq', (proxyReq, req, _res, options) => this.onUpstreamRequest(proxyReq, req, options));
         proxyServer.on('proxyRes', (proxyRes) => this.onUpstreamResponse(proxyRes));
         // Errors reach each attempt through its own request's listener and `next`; a listener must exist
         // all the same, or an 'error' emitted with none would throw.
@@ -126,7 +126,7 @@ export class Forwarder {
     ],
   });
 
-  private onUpstreamRequest(proxyReq: ClientRequest, options: object): void {
+  private onUpstreamRequest(proxyReq: ClientRequest, req: IncomingMessage, options: object): void {
     const attempt = (options as WithAttempt)[ATTEMPT];
     if (!attempt || attempt.done) {
       proxyReq.destroy();
@@ -136,8 +136,10 @@ export class Forwarder {
     (proxyReq as WithAttempt)[ATTEMPT] = attempt;
     // httpxy copied the client's headers (and sets `connection: close` for a chunked client body,
     // which goes upstream with a content-length instead): both go, so the pooled connection is reused.
-    for (const name of strippedRequestHeaders(proxyReq.getHeader('connection'))) {
-      if (!(name in attempt.spec.headers)) proxyReq.removeHeader(name);
+    // Only those the client sent are removed (most of the list never is), and `connection` always.
+    const sent = req.headers;
+    for (const name of strippedRequestHeaders(sent.connection)) {
+      if ((sent[name] !== undefined || name === 'connection') && !(name in attempt.spec.headers)) proxyReq.removeHeader(name);
     }
     proxyReq.on('error', (error: NodeJS.ErrnoException) => this.finish(attempt, { kind: 'error', error, timedOut: attempt.timedOut }));
   }
@@ -174,6 +176,8 @@ export class Forwarder {
     if (attempt.done) return;
     attempt.done = true;
     clearTimeout(attempt.timer);
+    // The attempt stays referenced for as long as its stream flows: its timer need not.
+    attempt.timer = undefined;
     attempt.settle(outcome);
   }
 

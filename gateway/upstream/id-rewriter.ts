@@ -8,9 +8,8 @@
  * text as it came: a quote inside a string value is escaped, so text the model wrote that looks
  * like such a field is never matched.
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import { decodeOpaque, encodeId, encodeOpaque, ID_FIELDS, isUpstreamId } from '../resource-ids.ts';
-import { SseEvents } from './sse-events.ts';
+import { SseEvents, eventRanges } from './sse-events.ts';
 import type { Usage } from './usage.ts';
 
 const ID_FIELD = new RegExp(`"(${ID_FIELDS.join('|')})"(\\s*:\\s*)"([a-z]{1,32}_[A-Za-z0-9]{1,200})"`, 'g');
@@ -39,7 +38,7 @@ function clientIdsIn(text: string, restored: ReadonlyMap<string, string>): strin
   return text;
 }
 
-export class IdRewriter extends Transform {
+export class IdRewriter {
   usage: Usage | undefined;
   private readonly tag: string;
   private readonly restored: ReadonlyMap<string, string>;
@@ -53,38 +52,39 @@ export class IdRewriter extends Transform {
    * end. `readsUsage`: the call ran the model (a create); a retrieved response's usage was paid for already.
    */
   constructor(tag: string, stream: boolean, restored: ReadonlyMap<string, string>, readsUsage: boolean) {
-    super();
     this.tag = tag;
     this.restored = restored;
     this.readsUsage = readsUsage;
     this.events = stream ? new SseEvents() : undefined;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  /** What to send of this chunk now: a stream's whole events, rewritten; nothing of a JSON body before its end. */
+  take(chunk: Buffer): Buffer | undefined {
     if (!this.events) {
       this.body.push(chunk);
-      return callback();
+      return undefined;
     }
-    const out = this.events.take(chunk, (event, separator) => {
+    const events = this.events.take(chunk);
+    if (!events) return undefined;
+    let out = '';
+    for (const [start, end] of eventRanges(events)) {
+      const event = events.toString('utf8', start, end);
       if (this.readsUsage) this.readStreamUsage(event);
-      return withTaggedIds(event, this.tag) + separator;
-    });
-    if (out) this.push(out);
-    callback();
+      out += withTaggedIds(event, this.tag);
+    }
+    return Buffer.from(out);
   }
 
-  override _flush(callback: TransformCallback): void {
+  /** The rest: a stream's unfinished last event, or the whole JSON body, rewritten. */
+  end(): Buffer | undefined {
     if (this.events) {
       const rest = this.events.rest();
-      if (rest) this.push(withTaggedIds(rest, this.tag));
-      return callback();
+      return rest && Buffer.from(withTaggedIds(rest.toString('utf8'), this.tag));
     }
     const text = Buffer.concat(this.body).toString('utf8');
-    if (text) {
-      if (this.readsUsage) this.usage = usageOf(parsed(text));
-      this.push(clientIdsIn(withTaggedIds(text, this.tag), this.restored));
-    }
-    callback();
+    if (!text) return undefined;
+    if (this.readsUsage) this.usage = usageOf(parsed(text));
+    return Buffer.from(clientIdsIn(withTaggedIds(text, this.tag), this.restored));
   }
 
   private readStreamUsage(event: string): void {

@@ -4,7 +4,6 @@
  * read from the tail as it streams past, or from the usage chunk the stripper takes back out.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Transform } from 'node:stream';
 import { IdRewriter } from './id-rewriter.ts';
 import { UsageTail, type Usage } from './usage.ts';
 import { UsageStripper } from './usage-stream.ts';
@@ -25,23 +24,35 @@ export interface PipeOptions {
   ids?: { tag: string; restored: ReadonlyMap<string, string>; readsUsage: boolean };
 }
 
-export async function pipeResponse(response: IncomingMessage, res: ServerResponse, options: PipeOptions): Promise<PipeResult> {
-  const tail = new UsageTail();
+/** What the answer passes through on its way (the id rewriter, the usage stripper): bytes in, bytes out. */
+interface BodyRewriter {
+  readonly usage: Usage | undefined;
+  /** What to send of this chunk now, if anything. It may be the chunk itself, changed in place. */
+  take(chunk: Buffer): Buffer | undefined;
+  /** What is left to send once the answer ended. */
+  end(): Buffer | undefined;
+}
+
+/** Not an async function: a stream's pipe is held for as long as it flows, and a suspended frame would be held with it. */
+export function pipeResponse(response: IncomingMessage, res: ServerResponse, options: PipeOptions): Promise<PipeResult> {
+  const rewriter = rewriterOf(response, res, options);
+  // Usage is the rewriter's to read when there is one; otherwise it is read from the tail.
+  const tail = rewriter ? undefined : new UsageTail();
   const idle = setTimeout(() => response.destroy(new Error('upstream stream went idle')), options.idleTimeoutMs);
-  response.on('data', (chunk: Buffer) => {
-    tail.push(chunk);
-    idle.refresh();
-  });
-  const transform = transformOf(response, res, options);
   // Done when the client's response is: finished, or closed (client gone, or cut because upstream
   // broke or went idle: the proxy destroys the client's response when its upstream dies early).
   // Whichever side closes first decides the outcome: the other side's close follows from it.
   let clientGone = false;
   let upstreamBroke = false;
-  await new Promise<void>((resolve) => {
+  let settled = false;
+  return new Promise<PipeResult>((resolve) => {
+    // Once: a finished response closes after it.
     const settle = () => {
+      if (settled) return;
+      settled = true;
       clearTimeout(idle);
-      resolve();
+      const outcome = upstreamBroke ? 'upstream-broke' : clientGone ? 'client-closed-mid-response' : 'ok';
+      resolve({ outcome, usage: rewriter ? rewriter.usage : tail!.usage() });
     };
     res.once('finish', settle);
     res.once('close', () => {
@@ -53,19 +64,40 @@ export async function pipeResponse(response: IncomingMessage, res: ServerRespons
       upstreamBroke = true;
       if (!res.destroyed) res.destroy();
     });
-    if (transform) response.pipe(transform).pipe(res);
-    else response.pipe(res);
+    forward(response, res, rewriter, tail, idle);
   });
-  const outcome = upstreamBroke ? 'upstream-broke' : clientGone ? 'client-closed-mid-response' : 'ok';
-  return { outcome, usage: transform ? transform.usage : tail.usage() };
+}
+
+/**
+ * The answer to the client chunk by chunk, as `pipe` would send it but with one listener doing it
+ * all (the idle timer, the usage tail, the rewrite) and no stream in between: each chunk is one
+ * write. Backpressure as `pipe`'s: upstream pauses while the client's socket is full. The proxy
+ * (httpxy) destroys one side when the other closes early.
+ */
+function forward(
+  response: IncomingMessage,
+  res: ServerResponse,
+  rewriter: BodyRewriter | undefined,
+  tail: UsageTail | undefined,
+  idle: NodeJS.Timeout,
+): void {
+  response.on('data', (chunk: Buffer) => {
+    idle.refresh();
+    let out: Buffer | undefined = chunk;
+    if (rewriter) out = rewriter.take(chunk);
+    else tail!.push(chunk);
+    if (out && out.length > 0 && !res.write(out)) response.pause();
+  });
+  res.on('drain', () => response.resume());
+  response.once('end', () => {
+    const rest = rewriter?.end();
+    if (rest && rest.length > 0) res.end(rest);
+    else res.end();
+  });
 }
 
 /** What the answer passes through on its way, if anything: the id rewriter or the usage stripper. */
-function transformOf(
-  response: IncomingMessage,
-  res: ServerResponse,
-  options: PipeOptions,
-): (Transform & { usage: Usage | undefined }) | undefined {
+function rewriterOf(response: IncomingMessage, res: ServerResponse, options: PipeOptions): BodyRewriter | undefined {
   if (options.ids) {
     // The rewritten body has another length: it goes out chunked.
     res.removeHeader('content-length');

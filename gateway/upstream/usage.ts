@@ -1,6 +1,11 @@
 /**
- * Token usage read from the tail of an upstream response as it streams past, without parsing it:
- * Azure writes `usage` last in a JSON body and in the last chunk before `[DONE]` of a stream.
+ * Token usage read from an upstream response as it streams past, without parsing it: Azure writes
+ * `usage` last in a JSON body, and in the last chunk before `[DONE]` of a stream.
+ *
+ * Only what follows the latest `"usage"` key with a value other than `null` is kept (at most
+ * TAIL_BYTES of it), found with a native search per chunk: a stream whose chunks each carry
+ * `"usage":null` keeps nothing until its final usage chunk, where a tail of the last 4 KB kept a
+ * dozen chunks alive per stream.
  */
 export interface Usage {
   promptTokens: number;
@@ -11,7 +16,11 @@ export interface Usage {
 }
 
 const TAIL_BYTES = 4096;
-const USAGE = /"usage"\s*:\s*\{([^{}]|\{[^{}]*\})*\}/g;
+const USAGE_KEY = Buffer.from('"usage"');
+/** The most of a key that can end a chunk without the whole of it. */
+const KEY_HEAD_BYTES = USAGE_KEY.length - 1;
+/** A usage object at the start of the text (one level of nesting: `prompt_tokens_details`). */
+const USAGE_AT = /^"usage"\s*:\s*\{(?:[^{}]|\{[^{}]*\})*\}/;
 const FIELDS = {
   prompt_tokens: /"prompt_tokens"\s*:\s*(\d+)/,
   completion_tokens: /"completion_tokens"\s*:\s*(\d+)/,
@@ -20,24 +29,50 @@ const FIELDS = {
 };
 
 export class UsageTail {
-  /** The most recent chunks, at least TAIL_BYTES of them once that much went by; joined only when read. */
+  /** The chunks from the one where the latest usage key starts, up to TAIL_BYTES past it. */
   private chunks: Buffer[] = [];
+  /** Where the key starts in chunks[0]; -1: no key seen yet. */
+  private keyAt = -1;
+  /** Bytes kept from the key on. */
   private size = 0;
+  /** The latest bytes seen (at least KEY_HEAD_BYTES of them when that many came), for a key cut between chunks. */
+  private edge: Buffer | undefined;
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.chunks.length > 1 && this.size - this.chunks[0]!.length >= TAIL_BYTES) this.size -= this.chunks.shift()!.length;
+    const at = lastUsageKey(chunk);
+    if (at !== -1) this.keep([chunk], at, chunk.length - at);
+    else {
+      const split = this.edge ? splitKeyAt(this.edge, chunk) : -1;
+      if (split !== -1) {
+        const head = Buffer.from(this.edge!.subarray(split));
+        this.keep([head, chunk], 0, head.length + chunk.length);
+      } else if (this.keyAt !== -1 && this.size < TAIL_BYTES) {
+        this.chunks.push(chunk);
+        this.size += chunk.length;
+      }
+    }
+    // Chunks this small are rare: only they cost a copy.
+    const edge = this.edge;
+    this.edge =
+      chunk.length >= KEY_HEAD_BYTES || !edge ? chunk : Buffer.concat([edge.subarray(Math.max(0, edge.length - KEY_HEAD_BYTES)), chunk]);
   }
 
-  private get tail(): Buffer {
-    const joined = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    return joined.length > TAIL_BYTES ? joined.subarray(joined.length - TAIL_BYTES) : joined;
+  /** Bytes kept for reading the usage (a bound on what a stream holds here). */
+  get keptBytes(): number {
+    return this.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+  }
+
+  private keep(chunks: Buffer[], keyAt: number, size: number): void {
+    this.chunks = chunks;
+    this.keyAt = keyAt;
+    this.size = size;
   }
 
   usage(): Usage | undefined {
-    const matches = this.tail.toString('utf8').match(USAGE);
-    const last = matches?.at(-1);
+    if (this.keyAt === -1) return undefined;
+    const joined = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    // latin1: the usage object is ASCII, and no decoder is needed for a cut character after it.
+    const last = USAGE_AT.exec(joined.toString('latin1', this.keyAt))?.[0];
     if (!last) return undefined;
     const number = (name: keyof typeof FIELDS) => Number(FIELDS[name].exec(last)?.[1] ?? NaN);
     const promptTokens = number('prompt_tokens');
@@ -52,4 +87,40 @@ export class UsageTail {
       ...(Number.isFinite(cached) ? { cachedTokens: cached } : {}),
     };
   }
+}
+
+/** `null` after the key's colon: a stream chunk's `"usage":null`, which never replaces a usage kept. */
+const NULL_VALUE = Buffer.from(':null');
+
+/** Where the last usage key not followed by `:null` starts in the chunk, or -1. */
+function lastUsageKey(chunk: Buffer): number {
+  for (let at = chunk.lastIndexOf(USAGE_KEY); at !== -1; at = at === 0 ? -1 : chunk.lastIndexOf(USAGE_KEY, at - 1)) {
+    if (!startsWith(chunk, at + USAGE_KEY.length, NULL_VALUE)) return at;
+  }
+  return -1;
+}
+
+/** Where in `edge` (the bytes before `chunk`) a usage key starts that ends in `chunk`, or -1. */
+function splitKeyAt(edge: Buffer, chunk: Buffer): number {
+  for (let head = 1; head <= KEY_HEAD_BYTES; head++) {
+    const start = edge.length - head;
+    if (start < 0) break;
+    const tail = USAGE_KEY.length - head;
+    if (chunk.length < tail || !keyPartAt(edge, start, 0, head) || !keyPartAt(chunk, 0, head, USAGE_KEY.length)) continue;
+    return startsWith(chunk, tail, NULL_VALUE) ? -1 : start;
+  }
+  return -1;
+}
+
+/** True when `bytes` holds the key's bytes [from, to) at `at` (no view made: this runs on every chunk). */
+function keyPartAt(bytes: Buffer, at: number, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (bytes[at + i - from] !== USAGE_KEY[i]) return false;
+  return true;
+}
+
+/** True when `bytes` holds `prefix` at `at` (false when it ends before). */
+function startsWith(bytes: Buffer, at: number, prefix: Buffer): boolean {
+  if (at + prefix.length > bytes.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[at + i] !== prefix[i]) return false;
+  return true;
 }

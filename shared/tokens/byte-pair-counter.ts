@@ -36,6 +36,17 @@ const LINEAR_MERGE_MAX_BYTES = 48;
 const MERGED_PIECE_CACHE_SIZE = 8192;
 const CACHED_PIECE_MAX_BYTES = 64;
 
+/**
+ * Whole texts this long are remembered with their count: a system prompt, few-shot examples and
+ * tool definitions come back with every request of an application, and counting 4 KB costs about
+ * 40 µs where looking it up costs its hash (well under 1 µs). Shorter texts cost little to count;
+ * longer ones are past the exact limit anyway (estimate-request.ts). At most TEXT_CACHE_SIZE of
+ * them, the oldest forgotten first: a few MB at worst.
+ */
+const TEXT_CACHE_MIN_CHARS = 256;
+const TEXT_CACHE_MAX_CHARS = 8192;
+const TEXT_CACHE_SIZE = 256;
+
 /** Heap keys pack (rank, start) into one number: ranks are below 2^18 and starts below 2^32. */
 const START_BITS = 2 ** 32;
 
@@ -50,6 +61,10 @@ export class BytePairTokenCounter {
   readonly #pieceAtCursor: RegExp;
   /** Token counts of recently merged pieces: prose and code repeat their rare words and identifiers. */
   readonly #mergedPieceCounts = new Map<string, number>();
+  /** Token counts of whole texts seen lately (TEXT_CACHE_*). */
+  readonly #textCounts = new Map<string, number>();
+  /** Bytes #countText merged (neither whole tokens nor cached pieces) in its last call. */
+  #lastMergedBytes = 0;
 
   constructor(vocabulary: BytePairVocabulary) {
     this.#rankByBytes = parseRanks(vocabulary.bpe_ranks);
@@ -74,55 +89,77 @@ export class BytePairTokenCounter {
    * length (loadtest/bench-tokenizer.ts, section 4): the map lookups dominate, not the scan.
    */
   countWithin(texts: readonly string[], maxMergeBytes: number): number | undefined {
+    let tokens = 0;
+    let mergeBudget = maxMergeBytes;
+    for (const text of texts) {
+      const cacheable = text.length >= TEXT_CACHE_MIN_CHARS && text.length <= TEXT_CACHE_MAX_CHARS;
+      const remembered = cacheable ? this.#textCounts.get(text) : undefined;
+      if (remembered !== undefined) {
+        tokens += remembered;
+        continue;
+      }
+      const counted = this.#countText(text, mergeBudget);
+      if (counted === undefined) return undefined;
+      mergeBudget -= this.#lastMergedBytes;
+      tokens += counted;
+      if (cacheable) {
+        if (this.#textCounts.size >= TEXT_CACHE_SIZE) this.#textCounts.delete(this.#textCounts.keys().next().value!);
+        this.#textCounts.set(text, counted);
+      }
+    }
+    return tokens;
+  }
+
+  /** Tokens of one text, or undefined once its merged bytes would exceed `maxMergeBytes` (#lastMergedBytes: how many it merged). */
+  #countText(text: string, maxMergeBytes: number): number | undefined {
     const splitter = this.#pieceSplitter;
     const atCursor = this.#pieceAtCursor;
     let tokens = 0;
     let mergedBytes = 0;
     try {
-      for (const text of texts) {
-        let cursor = 0;
-        while (cursor < text.length) {
-          let start = cursor;
-          atCursor.lastIndex = cursor;
-          if (atCursor.test(text)) {
-            cursor = atCursor.lastIndex;
-          } else {
-            // Nothing matches here: find the next match, as a global exec would (text in between is skipped).
-            splitter.lastIndex = cursor;
-            const match = splitter.exec(text);
-            if (match === null) break;
-            start = match.index;
-            cursor = start + match[0].length;
-          }
-          if (cursor === start) {
-            // The vocabularies' patterns never match empty, but a bad pattern must not loop forever.
-            cursor = start + 1;
-            continue;
-          }
-          const piece = text.slice(start, cursor);
-          const bytes = utf8ByteString(piece);
-          if (this.#rankByBytes.has(bytes)) {
-            tokens += 1; // most pieces are whole tokens
-            continue;
-          }
-          const cached = this.#mergedPieceCounts.get(bytes);
-          if (cached !== undefined) {
-            tokens += cached;
-            continue;
-          }
-          mergedBytes += bytes.length;
-          if (mergedBytes > maxMergeBytes) return undefined;
-          const pieceTokens =
-            bytes.length <= LINEAR_MERGE_MAX_BYTES
-              ? countPartsLinear(bytes, this.#rankByBytes)
-              : countPartsWithHeap(bytes, this.#rankByBytes);
-          if (bytes.length <= CACHED_PIECE_MAX_BYTES) {
-            if (this.#mergedPieceCounts.size >= MERGED_PIECE_CACHE_SIZE) this.#mergedPieceCounts.clear();
-            this.#mergedPieceCounts.set(bytes, pieceTokens);
-          }
-          tokens += pieceTokens;
+      let cursor = 0;
+      while (cursor < text.length) {
+        let start = cursor;
+        atCursor.lastIndex = cursor;
+        if (atCursor.test(text)) {
+          cursor = atCursor.lastIndex;
+        } else {
+          // Nothing matches here: find the next match, as a global exec would (text in between is skipped).
+          splitter.lastIndex = cursor;
+          const match = splitter.exec(text);
+          if (match === null) break;
+          start = match.index;
+          cursor = start + match[0].length;
         }
+        if (cursor === start) {
+          // The vocabularies' patterns never match empty, but a bad pattern must not loop forever.
+          cursor = start + 1;
+          continue;
+        }
+        const piece = text.slice(start, cursor);
+        const bytes = utf8ByteString(piece);
+        if (this.#rankByBytes.has(bytes)) {
+          tokens += 1; // most pieces are whole tokens
+          continue;
+        }
+        const cached = this.#mergedPieceCounts.get(bytes);
+        if (cached !== undefined) {
+          tokens += cached;
+          continue;
+        }
+        mergedBytes += bytes.length;
+        if (mergedBytes > maxMergeBytes) return undefined;
+        const pieceTokens =
+          bytes.length <= LINEAR_MERGE_MAX_BYTES
+            ? countPartsLinear(bytes, this.#rankByBytes)
+            : countPartsWithHeap(bytes, this.#rankByBytes);
+        if (bytes.length <= CACHED_PIECE_MAX_BYTES) {
+          if (this.#mergedPieceCounts.size >= MERGED_PIECE_CACHE_SIZE) this.#mergedPieceCounts.clear();
+          this.#mergedPieceCounts.set(bytes, pieceTokens);
+        }
+        tokens += pieceTokens;
       }
+      this.#lastMergedBytes = mergedBytes;
       return tokens;
     } finally {
       splitter.lastIndex = 0;

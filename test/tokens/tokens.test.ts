@@ -327,3 +327,18 @@ test('one counter per encoding, built once', () => {
   assert.equal(tokenCounterFor('o200k_base'), tokenCounterFor('o200k_base'));
   assert.notEqual(tokenCounterFor('o200k_base'), tokenCounterFor('cl100k_base'));
 });
+
+test('a whole text seen again is counted from memory, within a bound: a repeated system prompt costs no merge work', () => {
+  const counter = tokenCounterFor('o200k_base');
+  // Unbroken Chinese needs a merge for nearly every piece: with no merge budget it cannot be counted.
+  const seed = `${Date.now()}-${Math.random()}`;
+  const prompt = `${seed} ${'统一码联盟发布了新的版本'.repeat(30)}`;
+  const exact = counter.countWithin([prompt], Infinity);
+  assert.ok(exact !== undefined && exact > 0);
+  assert.equal(counter.countWithin([prompt], 0), exact, 'seen before: counted without merging');
+  assert.equal(counter.countWithin([prompt.slice(1)], 0), undefined, 'another text still needs its merges');
+  // Hundreds of other texts later, it is forgotten: the memory is bounded.
+  for (let i = 0; i < 300; i++) counter.countWithin([`${seed} text ${i} ${'word '.repeat(60)}`], Infinity);
+  assert.equal(counter.countWithin([prompt], 0), undefined, 'forgotten after many others');
+  assert.equal(counter.countWithin([prompt], Infinity), exact);
+});

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { decodeId, encodeId } from '../../../gateway/resource-ids.ts';
 import { IdRewriter, withClientIds, withTaggedIds } from '../../../gateway/upstream/id-rewriter.ts';
@@ -7,17 +6,16 @@ import { IdRewriter, withClientIds, withTaggedIds } from '../../../gateway/upstr
 const TAG = '0123456789';
 const tagged = (id: string) => encodeId(id, TAG);
 
-async function through(chunks: string[], stream: boolean, restored = new Map<string, string>()) {
+/** The rewriter fed `chunks` one by one: what it sent for each (and at the end), joined, and the usage it read. */
+function through(chunks: (string | Buffer)[], stream: boolean, restored = new Map<string, string>()) {
   const rewriter = new IdRewriter(TAG, stream, restored, true);
   const out: string[] = [];
-  rewriter.on('data', (chunk: Buffer | string) => out.push(chunk.toString()));
-  await new Promise<void>((resolve, reject) => {
-    Readable.from(chunks.map((c) => Buffer.from(c)))
-      .pipe(rewriter)
-      .on('finish', resolve)
-      .on('error', reject);
-  });
-  await new Promise((resolve) => setImmediate(resolve));
+  for (const chunk of chunks) {
+    const sent = rewriter.take(Buffer.from(chunk));
+    if (sent) out.push(sent.toString());
+  }
+  const rest = rewriter.end();
+  if (rest) out.push(rest.toString());
   return { out, text: out.join(''), usage: rewriter.usage };
 }
 
@@ -54,7 +52,7 @@ describe('id rewriter', () => {
     assert.equal(withTaggedIds(`{"id":"${tagged('resp_x')}"}`, TAG), `{"id":"${tagged('resp_x')}"}`);
   });
 
-  test('a stream is rewritten event by event, across any chunking, and its usage read from response.completed', async () => {
+  test('a stream is rewritten event by event, across any chunking, and its usage read from response.completed', () => {
     const events = [
       'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"resp_a","usage":null}}\n\n',
       'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":"msg_b","delta":"hé"}\n\n',
@@ -62,39 +60,35 @@ describe('id rewriter', () => {
     ];
     const whole = events.join('');
     const bytes = Buffer.from(whole);
-    const { text, usage, out } = await through([whole], true);
+    const { text, usage, out } = through([whole], true);
     assert.equal(out.length, 1);
     assert.ok(text.includes(`"id":"${tagged('resp_a')}"`));
     assert.ok(text.includes(`"item_id":"${tagged('msg_b')}"`));
     assert.ok(!text.includes('"resp_a"') && !text.includes('"msg_b"'));
     assert.deepEqual(usage, { promptTokens: 12, completionTokens: 7, totalTokens: 19, cachedTokens: 4 });
     // Again in 7-byte pieces: ids, events and the two-byte é are all cut somewhere.
-    const rewriter = new IdRewriter(TAG, true, new Map(), true);
-    const chunks: Buffer[] = [];
-    rewriter.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
-    for (let at = 0; at < bytes.length; at += 7) rewriter.write(bytes.subarray(at, at + 7));
-    rewriter.end();
-    await new Promise((resolve) => rewriter.on('end', resolve).resume());
-    assert.equal(Buffer.concat(chunks).toString('utf8'), text);
+    const pieces: Buffer[] = [];
+    for (let at = 0; at < bytes.length; at += 7) pieces.push(bytes.subarray(at, at + 7));
+    assert.equal(through(pieces, true).text, text);
   });
 
-  test('each whole event is passed on before the stream ends', async () => {
+  test('each whole event is passed on before the stream ends', () => {
     const rewriter = new IdRewriter(TAG, true, new Map(), true);
-    const seen: string[] = [];
-    rewriter.on('data', (c: Buffer) => seen.push(c.toString()));
-    rewriter.write('event: a\ndata: {"id":"resp_1"}\n\nevent: b\ndata: {"id"');
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.equal(seen.length, 1);
-    assert.ok(seen[0]!.includes(tagged('resp_1')));
-    rewriter.end(':"resp_2"}\n\n');
+    const first = rewriter.take(Buffer.from('event: a\ndata: {"id":"resp_1"}\n\nevent: b\ndata: {"id"'))?.toString();
+    assert.ok(first);
+    assert.ok(first.includes(tagged('resp_1')));
+    assert.ok(!first.includes('event: b'));
+    const second = rewriter.take(Buffer.from(':"resp_2"}\n\n'))?.toString();
+    assert.equal(second, `event: b\ndata: {"id":"${tagged('resp_2')}"}\n\n`);
+    assert.equal(rewriter.end(), undefined);
   });
 
-  test('a JSON body: usage read, ids tagged, and the ids the client sent given back in an error text', async () => {
+  test('a JSON body: usage read, ids tagged, and the ids the client sent given back in an error text', () => {
     const restored = new Map([['resp_prev', tagged('resp_prev')]]);
     const body = '{"error":{"message":"Previous response with id \'resp_prev\' not found.","param":"previous_response_id"}}';
-    const { text } = await through([body.slice(0, 20), body.slice(20)], false, restored);
+    const { text } = through([body.slice(0, 20), body.slice(20)], false, restored);
     assert.ok(text.includes(`id '${tagged('resp_prev')}' not found`));
-    const ok = await through(['{"id":"resp_z","usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5}}'], false);
+    const ok = through(['{"id":"resp_z","usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5}}'], false);
     assert.equal(decodeId(JSON.parse(ok.text).id)?.upstreamId, 'resp_z');
     assert.deepEqual(ok.usage, { promptTokens: 3, completionTokens: 2, totalTokens: 5, cachedTokens: undefined });
     assert.equal(withClientIds(Buffer.from('x'), new Map()).toString(), 'x');

@@ -229,6 +229,53 @@ describe('pipeResponse and readLimited', () => {
     }
   });
 
+  test('a client that reads slowly holds upstream back (backpressure), and then gets every byte, stripped', async () => {
+    // 20 000 events of 1 KB: far more than the sockets' buffers on the way hold.
+    const content = 'x'.repeat(1000);
+    const total = 20_000;
+    let sent = 0;
+    answer = (res) => {
+      res.writeHead(200, sseHead);
+      const more = () => {
+        while (sent < total) {
+          sent++;
+          if (!res.write(tokenEvent(content))) return void res.once('drain', more);
+        }
+        res.end(DONE);
+      };
+      more();
+    };
+    piping({ stripUsage: true });
+    const pipe = handle;
+    let gatewayRes: ServerResponse | undefined;
+    handle = (response, res) => {
+      gatewayRes = res;
+      return pipe(response, res);
+    };
+    let held: { sent: number; buffered: number } | undefined;
+    const body = await new Promise<Buffer>((resolve, reject) => {
+      const client = request(gateway.url, { agent }, (res) => {
+        // Not read for a while: the gateway must stop reading upstream, not buffer it all.
+        res.pause();
+        void sleep(300).then(() => {
+          held = { sent, buffered: gatewayRes?.writableLength ?? -1 };
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.once('end', () => resolve(Buffer.concat(chunks)));
+          res.resume();
+        });
+      });
+      client.once('error', reject);
+      client.end();
+    });
+    assert.ok(held && held.sent < total, `upstream held back while the client did not read (sent ${held?.sent} of ${total})`);
+    assert.ok(held.buffered >= 0 && held.buffered < 256 * 1024, `the gateway buffered ${held.buffered} bytes`);
+    const plain = tokenEvent(content).replace(',"usage":null', '');
+    assert.equal(body.length, plain.length * total + DONE.length);
+    assert.equal(body.toString(), plain.repeat(total) + DONE);
+    assert.equal((await result()).outcome, 'ok');
+  });
+
   test('readLimited keeps at most its limit, and still reads the body to its end', async () => {
     const body = Buffer.alloc(3000);
     for (let i = 0; i < body.length; i++) body[i] = i % 251;
