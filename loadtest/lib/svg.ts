@@ -72,3 +72,27 @@ ${parts.join('\n')}
 </svg>
 `;
 }
+
+/**
+ * Several bar charts one under the other in one SVG, each with categories of its own (barChart's
+ * panels share theirs): each chart is barChart's output, nested at its offset.
+ */
+export function stackedBarCharts(
+  title: string,
+  charts: { title: string; categories: string[]; panels: BarPanel[]; note?: string }[],
+): string {
+  const width = 820;
+  let y = 30;
+  const parts = [`<text x="${width / 2}" y="20" text-anchor="middle" font-size="16" font-weight="bold">${esc(title)}</text>`];
+  for (const chart of charts) {
+    const svg = barChart(chart.title, chart.categories, chart.panels, chart.note);
+    const height = Number(/height="(\d+(?:\.\d+)?)"/.exec(svg)?.[1] ?? 0);
+    parts.push(svg.replace('<svg ', `<svg x="0" y="${y}" `).replace(/^<\?xml[^>]*>\s*/, ''));
+    y += height + 6;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+${parts.join('\n')}
+</svg>
+`;
+}
