@@ -185,23 +185,25 @@ async function currentMasters(nodes: Node[]): Promise<RedisClusterAddress[]> {
     const client = admin(node.port);
     try {
       const text = String(await client.call('CLUSTER', 'NODES'));
-      return text
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => line.split(' '))
-        // A master that owns slots (fields past the 8th): a replica this node has not yet heard is attached
-        // still shows as a master of nothing for a moment.
-        .filter(([, , flags = '', ...rest]) => {
-          const set = flags.split(',');
-          return set.includes('master') && !set.includes('fail') && !set.includes('fail?') && rest.length > 5;
-        })
-        .map(([, address = '']) => {
-          // ip:port@cport[,hostname]
-          const [hostPort = ''] = address.split('@');
-          const colon = hostPort.lastIndexOf(':');
-          return { host: hostPort.slice(0, colon) || HOST, port: Number(hostPort.slice(colon + 1)) };
-        })
-        .sort((a, b) => a.port - b.port);
+      return (
+        text
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => line.split(' '))
+          // A master that owns slots (fields past the 8th): a replica this node has not yet heard is attached
+          // still shows as a master of nothing for a moment.
+          .filter(([, , flags = '', ...rest]) => {
+            const set = flags.split(',');
+            return set.includes('master') && !set.includes('fail') && !set.includes('fail?') && rest.length > 5;
+          })
+          .map(([, address = '']) => {
+            // ip:port@cport[,hostname]
+            const [hostPort = ''] = address.split('@');
+            const colon = hostPort.lastIndexOf(':');
+            return { host: hostPort.slice(0, colon) || HOST, port: Number(hostPort.slice(colon + 1)) };
+          })
+          .sort((a, b) => a.port - b.port)
+      );
     } catch (error) {
       lastError = error;
     } finally {
