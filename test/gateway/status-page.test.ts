@@ -287,7 +287,9 @@ describe('status page', { timeout: 60_000 }, () => {
       );
       assert.match((await card('e2', spare).locator('.badges').textContent()) ?? '', /^cooling down · 1 min \d\d s left$/);
       const tokensFill = (id: string, inPool = pool) => card(id, inPool).locator('.meter').first().locator('.fill').getAttribute('class');
-      assert.equal(await tokensFill('e2', spare), 'fill high', 'e2 above 90 % of its tpm: a red bar');
+      // Told again now: on a loaded machine the browser's start can outlast the few seconds the first telling holds.
+      await gateway.store.observe(spare, 'e2', { tpm: 500, remainingTokens: 5 });
+      await until(async () => (await tokensFill('e2', spare)) === 'fill high', 5000, 'e2 above 90 % of its tpm: a red bar');
       for (const id of ['d1', 'd2', 'd3']) assert.equal(await card(id).locator('.badges').textContent(), 'in rotation', id);
 
       // Drain d2 with its button.
