@@ -9,7 +9,7 @@
  * model wrote cannot look like the field: a quote inside a JSON string is escaped.
  */
 import { SseEvents, eventRanges } from './sse-events.ts';
-import type { Usage } from './usage.ts';
+import { chatUsageOf, type Usage } from './usage.ts';
 
 const USAGE_KEY = Buffer.from('"usage":');
 const NO_CHOICES = Buffer.from('"choices":[]');
@@ -63,13 +63,9 @@ export class UsageStripper {
   private read(event: Buffer): boolean {
     const text = event.toString('utf8');
     try {
-      const usage = (JSON.parse(text.slice(text.indexOf('{'))) as { usage?: Record<string, number> }).usage;
-      if (usage && typeof usage.prompt_tokens === 'number' && typeof usage.total_tokens === 'number') {
-        this.usage = {
-          promptTokens: usage.prompt_tokens,
-          completionTokens: usage.completion_tokens ?? usage.total_tokens - usage.prompt_tokens,
-          totalTokens: usage.total_tokens,
-        };
+      const usage = chatUsageOf((JSON.parse(text.slice(text.indexOf('{'))) as { usage?: unknown }).usage);
+      if (usage) {
+        this.usage = usage;
         return true;
       }
     } catch {

@@ -28,6 +28,25 @@ const FIELDS = {
   cached_tokens: /"cached_tokens"\s*:\s*(\d+)/,
 };
 
+/** A chat completion's `usage` object (parsed JSON) in the gateway's terms; undefined when it is not one. */
+export function chatUsageOf(usage: unknown): Usage | undefined {
+  const fields = usage as {
+    prompt_tokens?: unknown;
+    completion_tokens?: unknown;
+    total_tokens?: unknown;
+    prompt_tokens_details?: unknown;
+  } | null;
+  if (typeof fields?.prompt_tokens !== 'number' || typeof fields.total_tokens !== 'number') return undefined;
+  const { prompt_tokens: promptTokens, total_tokens: totalTokens } = fields;
+  const cached = (fields.prompt_tokens_details as { cached_tokens?: unknown } | undefined)?.cached_tokens;
+  return {
+    promptTokens,
+    totalTokens,
+    completionTokens: typeof fields.completion_tokens === 'number' ? fields.completion_tokens : totalTokens - promptTokens,
+    ...(typeof cached === 'number' ? { cachedTokens: cached } : {}),
+  };
+}
+
 export class UsageTail {
   /** The chunks from the one where the latest usage key starts, up to TAIL_BYTES past it. */
   private chunks: Buffer[] = [];

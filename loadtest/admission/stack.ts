@@ -163,14 +163,32 @@ export async function startAdmissionStack(processes: ProcessSet, settings: Setti
     'gateway',
     gatewayConfig(upstreamUrl, poolsOf(settings), { windowMs: settings.gatewayWindowMs }),
   );
+  const { gateways, client } = await startGateways(processes, dir, {
+    configFile,
+    redisUrl: redis.url,
+    count: GATEWAYS,
+    adminKey: ADMIN_KEY,
+  });
+  return { simulator, gateways, redisPid: redis.child.pid, redisUrl: redis.url, client };
+}
+
+/**
+ * `count` gateways on one config and one Redis, and the client that spreads requests over them (cut
+ * and closed on SIGINT/SIGTERM, so an interrupted run ends at once): the admission and background benchmarks'.
+ */
+export async function startGateways(
+  processes: ProcessSet,
+  dir: string,
+  options: { configFile: string; redisUrl: string; count: number; adminKey: string },
+): Promise<{ gateways: GatewayHandle[]; client: Client }> {
   const gateways = await Promise.all(
-    Array.from({ length: GATEWAYS }, (_, index) =>
+    Array.from({ length: options.count }, (_, index) =>
       startGateway(processes, dir, {
         name: `gateway-${index + 1}`,
-        configFile,
-        redisUrl: redis.url,
+        configFile: options.configFile,
+        redisUrl: options.redisUrl,
         logLevel: 'warn',
-        env: { ADMIN_API_KEY: ADMIN_KEY },
+        env: { ADMIN_API_KEY: options.adminKey },
       }),
     ),
   );
@@ -182,7 +200,7 @@ export async function startAdmissionStack(processes: ProcessSet, settings: Setti
   };
   process.once('SIGINT', stopClient);
   process.once('SIGTERM', stopClient);
-  return { simulator, gateways, redisPid: redis.child.pid, redisUrl: redis.url, client };
+  return { gateways, client };
 }
 
 export function logSetup(stack: Stack, settings: Settings, costs: Costs, loadBefore: number[]): void {

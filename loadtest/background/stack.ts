@@ -8,15 +8,13 @@ import { cpus } from 'node:os';
 import type { ProcessSet } from '../../shared/processes/process-set.ts';
 import { configSchema } from '../../shared/config/schema.ts';
 import type { SimDeployment } from '../../shared/simulator/types.ts';
-import { Client, stopSending } from '../admission/client.ts';
-import type { Stack as AdmissionStack } from '../admission/stack.ts';
+import { startGateways, type Stack as AdmissionStack } from '../admission/stack.ts';
 import { fmt, pct } from '../lib/format.ts';
 import { cpuModel } from '../lib/report-doc.ts';
 import {
   CLIENT_KEY,
   gatewayConfig,
   makeWorkDir,
-  startGateway,
   startRedis,
   startSimulatorProcess,
   writeGatewayConfig,
@@ -78,25 +76,12 @@ export async function startBackgroundStack(processes: ProcessSet, settings: Sett
   });
   const tap = await startUpstreamTap(simulator.url, processes, 1000);
   const configFile = writeGatewayConfig(dir, 'gateway', benchConfig(tap.url, settings));
-  const gateways = await Promise.all(
-    Array.from({ length: GATEWAYS }, (_, index) =>
-      startGateway(processes, dir, {
-        name: `gateway-${index + 1}`,
-        configFile,
-        redisUrl: redis.url,
-        logLevel: 'warn',
-        env: { ADMIN_API_KEY: ADMIN_KEY },
-      }),
-    ),
-  );
-  const client = new Client(gateways.map((g) => g.url));
-  const stopClient = () => {
-    stopSending();
-    client.cutAll();
-    client.close();
-  };
-  process.once('SIGINT', stopClient);
-  process.once('SIGTERM', stopClient);
+  const { gateways, client } = await startGateways(processes, dir, {
+    configFile,
+    redisUrl: redis.url,
+    count: GATEWAYS,
+    adminKey: ADMIN_KEY,
+  });
   return { simulator, gateways, redisPid: redis.child.pid, redisUrl: redis.url, client, tap };
 }
 

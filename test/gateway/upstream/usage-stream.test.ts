@@ -110,3 +110,10 @@ test('an event cut before its end waits for the rest; the unfinished tail of a s
   assert.equal(stripper.take(Buffer.from('data: {"tail":1}')), undefined);
   assert.equal(stripper.end()?.toString(), 'data: {"tail":1}');
 });
+
+test('the usage taken out keeps its cached prompt tokens (a provisioned deployment is charged without them)', () => {
+  const cachedUsage = usageChunk.replace('"total_tokens":10}', '"total_tokens":10,"prompt_tokens_details":{"cached_tokens":6}}');
+  const stripper = new UsageStripper();
+  assert.equal(strip(stripper, [Buffer.from(chunk(' Hi') + cachedUsage + 'data: [DONE]\n\n')]), plain(' Hi') + 'data: [DONE]\n\n');
+  assert.deepEqual(stripper.usage, { promptTokens: 8, completionTokens: 2, totalTokens: 10, cachedTokens: 6 });
+});
