@@ -218,6 +218,27 @@ describe('RedisStore specifics', () => {
     await store.close();
   });
 
+  test('a pool mostly without room: after a few lazy picks that cannot take it, the full evaluation chooses evenly among the rest', async () => {
+    const store = new RedisStore(admin, { keyPrefix: uniquePrefix(), windowMs: 60_000 });
+    const picks = 400;
+    for (const strategy of ['random', 'least-requests', 'weighted'] as const) {
+      // 10 deployments whose tpm of 10 never fits 100 tokens, then two that do: most calls pick a full one
+      // three times over and end in the full evaluation.
+      const full = Array.from({ length: 10 }, (_, i) => ({ id: `full-${i}`, tpm: 10 }));
+      const layout = pool(`mostly-full-${strategy}`, strategy, [...full, { id: 'x', tpm: 1_000_000_000 }, { id: 'y' }]);
+      const counts: Record<string, number> = {};
+      for (let i = 0; i < picks; i++) {
+        const lease = granted(await store.acquire({ pool: layout, leaseId: `l${i}`, leaseMs: 5000, estimatedTokens: 100 }));
+        counts[lease.deploymentId] = (counts[lease.deploymentId] ?? 0) + 1;
+        await store.release(lease);
+      }
+      assert.deepEqual(Object.keys(counts).sort(), ['x', 'y'], `${strategy}: only the deployments with room`);
+      // Half each (σ = 10 of 200).
+      assert.ok(Math.abs((counts.x ?? 0) - picks / 2) <= 50, `${strategy}: ${JSON.stringify(counts)}`);
+    }
+    await store.close();
+  });
+
   test('lease buckets follow the Redis TIME clock', async () => {
     const store = new RedisStore(admin, { keyPrefix: uniquePrefix(), windowMs: 60_000 });
     const [seconds] = await admin.time();

@@ -193,88 +193,98 @@ end
   and only then read the pick's window; a pick that cannot take the request is ruled out and the pick
   made again. Picking again among the rest, at random where the strategy draws, chooses exactly as
   picking among the eligible ones would, but reads one window in the common case instead of all of
-  them. Deployments with state (cooldown, circuit, drain, slow start) are evaluated fully first. A pool
-  where nothing fits ends in the full evaluation below, which also says when something will.
+  them. Deployments with state (cooldown, circuit, drain, slow start) are evaluated fully on the way.
+  One pass over the deployments finds the tier and the strategy's candidates in it (this loop is most of
+  an acquire's cost at 100 deployments). After LAZY_PICKS picks that could not take it, and in a pool
+  where nothing fits, the full evaluation below takes over: it reads every window once, instead of once
+  more per pass, and says when something will fit.
 ]]
+local LAZY_PICKS = 3
 local chosen = nil
 local lazy = not behind and (strategy == 'least-requests' or strategy == 'random' or strategy == 'weighted')
-if lazy then
-  local priority, weight, inFlight, open = {}, {}, {}, {}
+local leastRequests, weighted = strategy == 'least-requests', strategy == 'weighted'
+local ruledOut = {}
+-- Most pools have no state at all: then no deployment's is looked up.
+local anyState = next(stateIndex) ~= nil
+
+-- The strategy's pick among the deployments of the best tier not ruled out (nil: none, or the lazy
+-- choice no longer applies). Rules out on the way what its state says cannot take the request.
+local function lazyPick(random)
+  local best, fewest, tier, tierWeight = nil, nil, {}, 0
   for i = 1, deploymentCount do
-    local arg = 14 + 5 * (i - 1)
-    if ARGV[arg + 4] ~= '1' then
+    local arg = 9 + 5 * i
+    if not ruledOut[i] and ARGV[arg + 4] ~= '1' then
       local possible = true
-      if hasState(stateIndex, KEYS[3 * i + 3], nowMs) then
+      if anyState and hasState(stateIndex, KEYS[3 * i + 3], nowMs) then
         local d = evaluate(i)
         possible = d.eligible
         -- The slow-start filter depends on the whole tier: the full evaluation handles it.
-        if possible and slowStarting(d) then lazy = false end
+        if possible and slowStarting(d) then
+          lazy = false
+          return nil
+        end
       end
       if possible then
-        priority[i] = tonumber(ARGV[arg])
-        weight[i] = tonumber(ARGV[arg + 1]) or 0
-        inFlight[i] = leaseCounts[KEYS[3 * i + 4]] or 0
-        open[#open + 1] = i
+        local priority = tonumber(ARGV[arg])
+        if best == nil or priority < best then
+          best, fewest, tier, tierWeight = priority, nil, {}, 0
+        end
+        if priority == best then
+          if leastRequests then
+            local inFlight = leaseCounts[KEYS[3 * i + 4]] or 0
+            if fewest == nil or inFlight < fewest then
+              fewest = inFlight
+              tier = { i }
+            elseif inFlight == fewest then
+              tier[#tier + 1] = i
+            end
+          else
+            tier[#tier + 1] = i
+            if weighted then tierWeight = tierWeight + math.max(0, tonumber(ARGV[arg + 1]) or 0) end
+          end
+        end
+      else
+        ruledOut[i] = true
       end
     end
   end
+  if #tier == 0 then return nil end
+  if weighted and tierWeight > 0 then
+    local point = random * tierWeight
+    local pick = nil
+    for _, i in ipairs(tier) do
+      local weight = tonumber(ARGV[10 + 5 * i]) or 0
+      if weight > 0 then
+        pick = i
+        point = point - weight
+        if point < 0 then break end
+      end
+    end
+    return pick
+  end
+  return tier[randomIndex(#tier, random)]
+end
+
+if lazy then
   local random = random1
   local seeded = false
-  while lazy and chosen == nil and #open > 0 do
-    local best = nil
-    for _, i in ipairs(open) do
-      if best == nil or priority[i] < best then best = priority[i] end
-    end
-    local tier = {}
-    for _, i in ipairs(open) do
-      if priority[i] == best then tier[#tier + 1] = i end
-    end
-    local pick = nil
-    if strategy == 'least-requests' then
-      local fewest, tied = nil, {}
-      for _, i in ipairs(tier) do
-        if fewest == nil or inFlight[i] < fewest then
-          fewest = inFlight[i]
-          tied = { i }
-        elseif inFlight[i] == fewest then
-          tied[#tied + 1] = i
-        end
-      end
-      pick = tied[randomIndex(#tied, random)]
-    elseif strategy == 'weighted' then
-      local total = 0
-      for _, i in ipairs(tier) do total = total + math.max(0, weight[i]) end
-      if total <= 0 then
-        pick = tier[randomIndex(#tier, random)]
-      else
-        local point = random * total
-        for _, i in ipairs(tier) do
-          if weight[i] > 0 then
-            pick = i
-            point = point - weight[i]
-            if point < 0 then break end
-          end
-        end
-      end
-    else
-      pick = tier[randomIndex(#tier, random)]
-    end
+  for _ = 1, LAZY_PICKS do
+    local pick = lazyPick(random)
+    if pick == nil then break end
     local d = evaluate(pick)
     if d.eligible then
       chosen = d
-    else
-      local rest = {}
-      for _, i in ipairs(open) do
-        if i ~= pick then rest[#rest + 1] = i end
-      end
-      open = rest
-      -- Later draws come from the caller's seed (the slow-start seed: no slow start runs on this path).
-      if not seeded then
-        math.randomseed(tonumber(ARGV[12]) or 0)
-        seeded = true
-      end
-      random = math.random()
+      break
     end
+    ruledOut[pick] = true
+    -- Later draws come from the caller's seed (the slow-start seed: no slow start runs on this path);
+    -- the full evaluation's draw too, since random1 told only which deployment could not take it.
+    if not seeded then
+      math.randomseed(tonumber(ARGV[12]) or 0)
+      seeded = true
+    end
+    random = math.random()
+    random1 = random
   end
 end
 
