@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, maxHeaderSize, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { GatewaySettings } from '../../shared/config/schema.ts';
+import { ChurnSet } from '../churn-set.ts';
 import { errors, rawErrorResponse, sendError, type AzureError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -69,8 +70,8 @@ export class Listener {
   private readonly options: ListenerOptions;
   private dropsUnlogged = 0;
   private dropLogTimer: NodeJS.Timeout | undefined;
-  /** Proxied requests whose handler has not returned (the lease released, the log line written). */
-  private readonly active = new Set<ServerResponse>();
+  /** Proxied requests whose handler has not returned (the lease released, the log line written). Not a Set: churn-set.ts. */
+  private readonly active = new ChurnSet<ServerResponse>();
   private settled: (() => void) | undefined;
   /** From drain() on, every answer closes its connection (`connection: close`). */
   private draining = false;
@@ -165,7 +166,7 @@ export class Listener {
     let cut = 0;
     const timer = setTimeout(
       () => {
-        cut = [...this.active].filter((res) => !res.writableFinished).length;
+        cut = this.active.values().filter((res) => !res.writableFinished).length;
         server.closeAllConnections();
       },
       Math.max(0, graceMs),
