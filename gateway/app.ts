@@ -141,8 +141,9 @@ export function createGateway(options: GatewayOptions): Gateway {
           ? void sendError(res, errors.badRequest('The request path could not be decoded.'))
           : // The config in force now: the request keeps this snapshot (its pool, its client) to its end.
             await prepareRequest(req, res, route, requestId, live.current, marker);
-      if (request) await dispatcher.handle(req, res, request);
-      else logRefusal(req, res, requestId, logger, metrics);
+      // Returned, not awaited: this frame would otherwise stay suspended for as long as a stream flows.
+      if (request) return dispatcher.handle(req, res, request);
+      logRefusal(req, res, requestId, logger, metrics);
     },
     (req, res) => void app(req, res),
     logger,

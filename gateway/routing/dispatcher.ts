@@ -16,7 +16,7 @@ import type { Metrics } from '../metrics.ts';
 import { noTokenOutcome, type UpstreamCredentials } from '../upstream/credentials.ts';
 import type { AttemptOutcome, Forwarder } from '../upstream/forwarder.ts';
 import { attemptHeaders, hiddenHeaderSet, isProvisioned } from '../upstream/headers.ts';
-import { pipeResponse, readLimited, type PipeOutcome } from '../upstream/response-pipe.ts';
+import { pipeResponse, readLimited, type PipeOutcome, type PipeResult } from '../upstream/response-pipe.ts';
 import { retryAfterMs } from '../upstream/retry-after.ts';
 import { targetOf, type Target } from '../upstream/target.ts';
 import { deploymentCharge, observe, worthObserving } from './accounting.ts';
@@ -59,20 +59,20 @@ export class Dispatcher {
     this.hiddenHeaders = hiddenHeaderSet(deps.settings.hiddenResponseHeaders);
   }
 
-  async handle(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest): Promise<void> {
+  /** Not an async function: a piped answer is waited for by promises alone, not by a suspended frame per stream. */
+  handle(req: IncomingMessage, res: ServerResponse, request: ProxiedRequest): Promise<void> {
     const context = new RequestContext(request, res, this.hiddenHeaders);
     // The proxy adds a few 'close' listeners to the client's response per attempt; bounded by the
     // attempt limit, so raise the warning threshold to that bound rather than hear of a "leak".
     res.setMaxListeners(10 + 4 * this.deps.settings.maxAttempts);
     this.deps.metrics.inFlight.inc();
-    try {
-      await this.admit(req, context);
-    } catch (error) {
-      context.failedInside(error as Error, this.deps.logger);
-    } finally {
-      this.deps.metrics.inFlight.dec();
-      context.finish(this.deps.metrics, this.deps.logger);
-    }
+    return this.admit(req, context)
+      .finally(() => context.answered)
+      .catch((error: unknown) => context.failedInside(error as Error, this.deps.logger))
+      .finally(() => {
+        this.deps.metrics.inFlight.dec();
+        context.finish(this.deps.metrics, this.deps.logger);
+      });
   }
 
   /**
@@ -87,7 +87,7 @@ export class Dispatcher {
       await this.route(req, context);
     } finally {
       // Already done beside the lease's release when a response was served (serve); otherwise now.
-      await quota?.settle(context.clientCharge());
+      if (!context.afterAnswer(() => quota?.settle(context.clientCharge()))) await quota?.settle(context.clientCharge());
     }
   }
 
@@ -104,7 +104,7 @@ export class Dispatcher {
       await this.attempts(req, context, ticket);
     } finally {
       // A wait that ended neither in a grant nor by running out (client gone, deadline, a bug) is still counted as over.
-      ticket.stopWaiting('abandoned');
+      if (!context.afterAnswer(() => ticket.stopWaiting('abandoned'))) ticket.stopWaiting('abandoned');
     }
   }
 
@@ -171,7 +171,8 @@ export class Dispatcher {
         if ((await this.attempt(req, context, grant.lease, history, deadline)) === 'done') return;
       } finally {
         // Every path out of an attempt releases its lease; a path that already did (with the attempt's cost) wins.
-        await grant.lease.release();
+        const { lease } = grant;
+        if (!context.afterAnswer(() => lease.release())) await lease.release();
       }
     }
     await this.answer(context, finalAnswer(history, request.pool, settings));
@@ -214,7 +215,7 @@ export class Dispatcher {
       return await this.answered(context, lease, guarded, history, target.askedForUsage);
     } finally {
       // Health counts the attempt once its answer is over; a path that did not say how (the client left) counts against nobody.
-      await guarded.end('left');
+      if (!context.afterAnswer(() => guarded.end('left'))) await guarded.end('left');
     }
   }
 
@@ -248,7 +249,7 @@ export class Dispatcher {
       await guarded.end('whole');
       return step;
     }
-    await this.serve(context, lease, outcome.response, askedForUsage, guarded.end);
+    this.serve(context, lease, outcome.response, askedForUsage, guarded.end);
     return 'done';
   }
 
@@ -258,18 +259,23 @@ export class Dispatcher {
     const { res, request } = context;
     const upstreamTimeoutMs = this.deps.settings.upstreamTimeoutMs;
     const timeLeft = () => Math.max(1, Math.min(upstreamTimeoutMs, deadline - Date.now()));
+    // The breaker holds this attempt's closure until its answer is over: it keeps the path, not the body.
+    const { path } = target;
+    let body: Buffer | undefined = target.body;
     return this.deps.health.guard(request.pool.layout, lease, async () => {
       // The key, or the Entra ID token in hand (waited for only before the first one ever came).
       const found = this.deps.credentials.forAttempt(deployment, timeLeft());
       const auth = found instanceof Promise ? await found : found;
+      const sent = body!;
+      body = undefined;
       // No token: a failed attempt like a connection failure (the source logs it, once per burst).
       const outcome =
         auth === undefined
           ? noTokenOutcome()
           : await this.deps.forwarder.attempt(req, res, {
               target: deployment.origin,
-              path: target.path,
-              body: target.body,
+              path,
+              body: sent,
               headers: attemptHeaders(auth, request.requestId),
               headersTimeoutMs: timeLeft(),
             });
@@ -327,14 +333,17 @@ export class Dispatcher {
     return 'next';
   }
 
-  /** A response to pass on: piped to the client as it arrives, then counted by health (`end`) and charged. */
-  private async serve(
+  /**
+   * A response to pass on: piped to the client as it arrives, then counted by health (`end`) and
+   * charged (served). Returns once the pipe flows: the request's end waits on the context (answerPiping).
+   */
+  private serve(
     context: RequestContext,
     lease: HeldLease,
     response: IncomingMessage,
     askedForUsage: boolean,
     end: (how: AnswerEnd) => Promise<void>,
-  ): Promise<void> {
+  ): void {
     const { deployment } = lease;
     const labels = { pool: deployment.pool, deployment: deployment.config.id };
     // The deployment's own figures are true now, as its headers arrive; applied at the end of a long
@@ -346,7 +355,7 @@ export class Dispatcher {
         .catch((error: Error) => this.deps.logger.warn('could not apply a deployment’s rate-limit figures', { error: error.message }));
     }
     context.startResponse(response.statusCode ?? 502, response.headers);
-    const { stateful, client, stream, background } = context.request;
+    const { stateful, stream, background } = context.request;
     // The client-facing latency is interactive traffic's: a batch line's would only blur it.
     if (!background) this.deps.metrics.latency.observe({ pool: context.request.pool.name }, (context.firstByteMs ?? 0) / 1000);
     const piping = pipeResponse(response, context.res, {
@@ -359,7 +368,20 @@ export class Dispatcher {
       const seconds = (performance.now() - context.attemptStartedAt) / 1000;
       this.deps.metrics.ttft.observe({ ...labels, stream: String(stream) }, seconds);
     });
-    const piped = await piping;
+    context.answerPiping(piping, (piped) => this.served(context, lease, response, piped, end));
+  }
+
+  /** The piped answer is over: its tokens, its attempt, its health verdict, then the lease and the client's booking. */
+  private async served(
+    context: RequestContext,
+    lease: HeldLease,
+    response: IncomingMessage,
+    piped: PipeResult,
+    end: (how: AnswerEnd) => Promise<void>,
+  ): Promise<void> {
+    const { deployment } = lease;
+    const labels = { pool: deployment.pool, deployment: deployment.config.id };
+    const { client, background } = context.request;
     context.endResponse(piped);
     if (piped.usage && background) {
       // Batch lines' tokens are counted apart: spillway_tokens_total stays interactive traffic.

@@ -95,36 +95,44 @@ export class Health {
       if (!breaker.closed) breaker.close();
       if (!lease.probe) this.rotation.outliers.markIn(deployment.key);
     }
-    let headed!: (outcome: T) => void;
-    const head = new Promise<T>((resolve) => (headed = resolve));
-    let ended!: (how: AnswerEnd) => void;
-    const answerEnded = new Promise<AnswerEnd>((resolve) => (ended = resolve));
-    const fired = breaker.fire(async () => {
-      headed(await attempt());
-      const how = await answerEnded;
-      if (how === 'broke') throw new BrokenAnswer('the answer broke off');
-      if (how === 'left') throw new Uncounted('the client left');
-    });
-    // What the attempt comes to once the breaker counted it, published before `end` resolves. Never rejects.
-    const recorded = fired.then(
-      () => this.succeeded(pool, held),
-      (error: unknown) => this.failed(pool, held, error),
+    // No async function and no promise per step: what is made here is held for as long as the
+    // answer flows (a stream's life), a suspended frame with it if there were one.
+    let first!: (first: { outcome: T } | { error: unknown }) => void;
+    const headed = new Promise<{ outcome: T } | { error: unknown }>((resolve) => (first = resolve));
+    let answered!: (how: AnswerEnd) => void;
+    const fired = breaker.fire(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          // How the answer ended (`end`): the breaker counts the attempt then.
+          answered = (how) => {
+            if (how === 'broke') reject(new BrokenAnswer('the answer broke off'));
+            else if (how === 'left') reject(new Uncounted('the client left'));
+            else resolve();
+          };
+          attempt().then((outcome) => first({ outcome }), reject);
+        }),
     );
-    const first = await Promise.race([
-      head.then((outcome) => ({ outcome })),
-      fired.then(
-        () => ({}),
-        (error: unknown) => ({ error }),
-      ),
-    ]);
-    if ('outcome' in first) {
+    // What the attempt comes to once the breaker counted it, published before `end` resolves. Never rejects.
+    // A breaker that settles before any outcome (the attempt failed, or the breaker refused) is the first word.
+    const recorded = fired.then(
+      () => {
+        first({ error: undefined });
+        return this.succeeded(pool, held);
+      },
+      (error: unknown) => {
+        first({ error });
+        return this.failed(pool, held, error);
+      },
+    );
+    const result = await headed;
+    if ('outcome' in result) {
       const end = (how: AnswerEnd) => {
-        ended(how);
+        answered(how);
         return recorded;
       };
-      return { outcome: first.outcome, failed: false, end };
+      return { outcome: result.outcome, failed: false, end };
     }
-    const error = (first as { error?: unknown }).error;
+    const { error } = result;
     if (error instanceof CountedFailure) {
       await recorded;
       return { outcome: error.outcome as T, failed: true, end: () => recorded };

@@ -14,6 +14,8 @@ import type { Answer, FailedAttempt } from './attempt-history.ts';
 import type { PendingQuota } from './client-quota.ts';
 import type { ProxiedRequest } from './proxied-request.ts';
 
+const NO_BODY = Buffer.alloc(0);
+
 export class RequestContext {
   readonly request: ProxiedRequest;
   readonly res: ServerResponse;
@@ -32,6 +34,10 @@ export class RequestContext {
 
   /** Upstream response headers the client does not see (gateway.hiddenResponseHeaders). */
   private readonly hidden: ReadonlySet<string>;
+  /** The answer being piped to the client, with its end's work (answerPiping). */
+  private answering: Promise<void> | undefined;
+  /** What the attempt loop's frames still have to do once the piped answer is over, in order (afterAnswer). */
+  private afterwards: (() => unknown)[] | undefined;
 
   constructor(request: ProxiedRequest, res: ServerResponse, hidden: ReadonlySet<string>) {
     this.request = request;
@@ -64,7 +70,41 @@ export class RequestContext {
     this.status = status;
     this.outcome = 'streaming';
     this.firstByteMs = Date.now() - this.request.startedAt;
+    // No attempt follows: the bodies would otherwise be held for as long as a stream flows.
+    this.request.body = NO_BODY;
+    this.request.bodyWithUsage = undefined;
     writeUpstreamHead(this.res, status, upstream, this.gatewayHeaders, this.hidden);
+  }
+
+  /**
+   * The answer flows to the client: `piping` settles when it is over, and `served` counts it. The
+   * attempt loop's frames return now instead of staying suspended for the length of a stream (each
+   * holds its generator, its context and its promises); what their `finally` blocks did waits in a
+   * list (afterAnswer), run in the same order once `served` is done. Nothing is held per step but its closure.
+   */
+  answerPiping<T>(piping: Promise<T>, served: (piped: T) => Promise<void>): void {
+    const afterwards: (() => unknown)[] = [];
+    this.afterwards = afterwards;
+    const over = (first: () => unknown) => inOrder([first, ...afterwards]);
+    this.answering = piping.then(
+      (piped) => over(() => served(piped)),
+      (error: unknown) =>
+        over(() => {
+          throw error;
+        }),
+    );
+  }
+
+  /** Runs `step` once the piped answer is over, as a `finally` would; false when no answer is piped: the caller runs it now. */
+  afterAnswer(step: () => unknown): boolean {
+    if (!this.afterwards) return false;
+    this.afterwards.push(step);
+    return true;
+  }
+
+  /** Settles once the piped answer and the steps after it are done; undefined when none was piped. */
+  get answered(): Promise<void> | undefined {
+    return this.answering;
   }
 
   endResponse(piped: PipeResult): void {
@@ -139,4 +179,17 @@ export class RequestContext {
       totalTokens: this.usage?.totalTokens,
     });
   }
+}
+
+/** Each step after the one before, whatever it came to, as nested `finally` blocks: the last failure goes on. */
+async function inOrder(steps: readonly (() => unknown)[]): Promise<void> {
+  let failure: { error: unknown } | undefined;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (error) {
+      failure = { error };
+    }
+  }
+  if (failure) throw failure.error;
 }

@@ -1048,7 +1048,8 @@ export function defineStoreSuite(name: string, openStores: OpenStores): void {
         for (let i = 0; i < 11; i++) granted(await store.acquire(background(layout, 0)));
         const full = refused(await store.acquire(background(layout, 0)));
         assert.equal(full.reason, 'no-budget');
-        assert.ok(full.retryAfterMs > 9000 && full.retryAfterMs <= 10_000, `the short window frees first: ${full.retryAfterMs}`);
+        // Within 10 s (the short window), not the minute's: 9 s or less when the bookings crossed a bucket edge.
+        assert.ok(full.retryAfterMs >= 8000 && full.retryAfterMs <= 10_000, `the short window frees first: ${full.retryAfterMs}`);
         for (let i = 0; i < 6; i++) granted(await store.acquire(attempt(layout)));
         assert.equal(refused(await store.acquire(attempt(layout))).reason, 'no-budget', 'interactive stops at 17');
       });

@@ -488,6 +488,36 @@ for (const storeKind of ['redis', 'memory'] as const) {
       await assertNoLeaseInFlight(h);
     });
 
+    test('a stream keeps its lease, booking and in-flight count until it ends, and settles them then', async () => {
+      const client = { name: `client-${randomUUID().slice(0, 8)}`, apiKey: `quota-key-${randomUUID()}`, tpm: 100_000 };
+      const events: string[] = [];
+      const h = await harness({ deployments: tiered(['d1']), clients: [client], wrapStore: (store) => recordingStore(store, events) });
+      const inFlight = async () => (await h.metrics.inFlight.get()).values[0]?.value;
+      // The stream stops after its first chunks for a while: the request is mid-answer meanwhile.
+      sim.setFault('d1', { fault: { kind: 'stall-mid-stream', afterChunks: 2, stallMs: 700 }, count: 1 });
+      const response = await chat(h.url, h.pool.name, { stream: true, key: client.apiKey });
+      assert.equal(response.status, 200);
+      const reader = response.body!.getReader();
+      const first = await reader.read();
+      assert.ok(!first.done && first.value.length > 0, 'the first chunk came');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.ok(
+        !events.includes('call release') && !events.includes('call releaseQuota'),
+        `nothing settled mid-stream: ${events.join(', ')}`,
+      );
+      assert.equal(await inFlight(), 1, 'counted in flight mid-stream');
+      assert.equal((await h.snapshot()).d1?.inFlight, 1, 'its lease held mid-stream');
+      assert.equal(h.logs.filter((l) => l.message === 'request').length, 0, 'no log line before the end');
+      const settledBefore = events.length;
+      while (!(await reader.read()).done);
+      const [line] = await h.requestLines(1);
+      assert.equal(line?.outcome, 'ok');
+      const after = events.slice(settledBefore);
+      assert.ok(after.includes('done release') && after.includes('done releaseQuota'), `settled after the end: ${after.join(', ')}`);
+      assert.equal(await inFlight(), 0, 'out of the in-flight count once logged');
+      await assertNoLeaseInFlight(h);
+    });
+
     test('a served attempt is charged on release: PTU its real usage, Standard its arrival estimate', async () => {
       // No max_tokens: the estimate assumes the pool's defaultMaxTokens (9 + 1024); the simulator generates 20.
       const body = { max_tokens: undefined };
