@@ -50,6 +50,8 @@ export interface ConcurrencyStep {
   /** Per open stream, KB. */
   rssPerStreamKb: number | null;
   heapPerStreamKb: number | null;
+  /** Live heap (after full collections, through the inspector) with N open against before, per stream open then, KB. */
+  liveHeapPerStreamKb: number | null;
   lag: ProxyReading['lag'];
   openMs: number;
   /** The proxy process ended during the step: how, and its last log lines. */
@@ -115,7 +117,7 @@ async function probeBoth(fleet: StreamFleet, stack: ScaleStack, proxyTarget: Str
 }
 
 async function step(stack: ScaleStack, fleet: StreamFleet, settings: ConcurrencySettings, round: number, level: number, kind: ProxyKind) {
-  const proxy = await startProxy(stack, kind, `${kind}-r${round + 1}-n${level}`);
+  const proxy = await startProxy(stack, kind, `${kind}-r${round + 1}-n${level}`, { inspect: true });
   try {
     const target = proxy.target(
       'slow',
@@ -125,6 +127,7 @@ async function step(stack: ScaleStack, fleet: StreamFleet, settings: Concurrency
     await sleep(QUIET_MS);
     const rssBefore = proxy.rssMb();
     const before = await proxy.read();
+    const liveBefore = await proxy.liveHeapMb();
     const startedAt = performance.now();
     const opened = await fleet.open({
       ...target,
@@ -140,6 +143,9 @@ async function step(stack: ScaleStack, fleet: StreamFleet, settings: Concurrency
     const heldOpen = (await fleet.counts()).open;
     const probes = await probeBoth(fleet, stack, proxy.target('slow', PROBE_TOKENS), settings.probes);
     const during = await proxy.read();
+    // After the probes: the collections pause the proxy, which must not fall on a probe.
+    const liveHeld = await proxy.liveHeapMb();
+    const liveOpen = (await fleet.counts()).open;
     const counts = await fleet.counts();
     const open = counts.open;
     const notOpen = level - open - total(opened.failed) - total(counts.broken);
@@ -166,6 +172,7 @@ async function step(stack: ScaleStack, fleet: StreamFleet, settings: Concurrency
       heapDeltaMb,
       rssPerStreamKb: perStream(rssDeltaMb),
       heapPerStreamKb: perStream(heapDeltaMb),
+      liveHeapPerStreamKb: liveHeld !== null && liveBefore !== null && liveOpen > 0 ? ((liveHeld - liveBefore) * 1024) / liveOpen : null,
       lag: during.lag,
       openMs,
       ...(proxy.death() ? { died: proxy.death()! } : {}),

@@ -24,6 +24,7 @@ export interface StreamFigures {
   addedTtftP99: Range;
   rssPerStreamKb: Range;
   heapPerStreamKb: Range;
+  liveHeapPerStreamKb: Range;
   lagP50: Range;
   lagP99: Range;
   lagMax: Range;
@@ -105,6 +106,7 @@ function streamFigures(steps: ConcurrencyStep[]): StreamFigures[] {
           addedTtftP99: rangeOf(mine.map((s) => s.addedTtftP99)),
           rssPerStreamKb: rangeOf(mine.map((s) => s.rssPerStreamKb)),
           heapPerStreamKb: rangeOf(mine.map((s) => s.heapPerStreamKb)),
+          liveHeapPerStreamKb: rangeOf(mine.map((s) => s.liveHeapPerStreamKb)),
           lagP50: rangeOf(mine.map((s) => s.lag?.p50)),
           lagP99: rangeOf(mine.map((s) => s.lag?.p99)),
           lagMax: rangeOf(mine.map((s) => s.lag?.max)),

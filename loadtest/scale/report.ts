@@ -77,6 +77,7 @@ function streamsTable(figures: ScaleFigures): Table {
       'added TTFT p99 ms',
       'RSS KB/stream',
       'heap KB/stream',
+      'live heap KB/stream',
       'loop delay p99 ms',
       'loop delay max ms',
       'errors',
@@ -89,6 +90,7 @@ function streamsTable(figures: ScaleFigures): Table {
       ranged(f.addedTtftP99, 2),
       ranged(f.rssPerStreamKb),
       ranged(f.heapPerStreamKb),
+      ranged(f.liveHeapPerStreamKb),
       ranged(f.lagP99),
       ranged(f.lagMax),
       String(f.errorCount),
@@ -217,7 +219,9 @@ function section(report: ScaleReport, file: string): string {
       'N streams held open through one proxy, each step on a fresh process, the gateway (Redis store) and the bare Node proxy ' +
         '(`loadtest/bare-proxy.ts`) to the same simulator, the order swapped every round. Added TTFT: probe streams opened with N ' +
         'open, alternately through the proxy and straight to the simulator, proxy minus direct. Memory: RSS and heap with N open ' +
-        "against the same process just before, over the streams open. Loop delay: the proxy's event-loop delay over the probes " +
+        'against the same process just before, over the streams open; the heap as the process reports it (garbage not yet collected ' +
+        'included), and live, after full collections forced through the inspector (the live memory a stream holds). ' +
+        "Loop delay: the proxy's event-loop delay over the probes " +
         "(the gateway's prom-client default metrics; the bare proxy's `/__bare/stats`, the same `monitorEventLoopDelay` at 10 ms), " +
         'beyond the 10 ms sampling interval. Errors: streams that failed before their first token, broke while held, and failed probes.',
       '',
@@ -281,7 +285,7 @@ function chart(report: ScaleReport): string {
       title: 'Streams at 1 token/s',
       categories: levels.map((l) => `${thousands(l)} streams`),
       panels: [
-        { title: 'RSS per stream', unit: 'KB', series: series((f) => f.rssPerStreamKb.median) },
+        { title: 'Live heap per stream', unit: 'KB', series: series((f) => f.liveHeapPerStreamKb.median) },
         { title: 'Added TTFT p99 with N open', unit: 'ms', series: series((f) => f.addedTtftP99.median) },
         { title: 'Event-loop delay p99', unit: 'ms', series: series((f) => f.lagP99.median) },
       ],

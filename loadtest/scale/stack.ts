@@ -20,6 +20,7 @@ import {
   type RedisHandle,
   type SimulatorHandle,
 } from '../lib/stack.ts';
+import { INSPECT_ARGS, LiveHeap } from './live-heap.ts';
 import type { StreamTarget } from './stream-protocol.ts';
 
 const API_VERSION = '2024-10-21';
@@ -58,6 +59,8 @@ export interface Proxy {
   target(pace: Pace, tokens: number): StreamTarget;
   /** Heap and event-loop delay (which starts over at every reading); nulls when it does not answer. */
   read(): Promise<ProxyReading>;
+  /** The heap after full collections, MB (started with `inspect`; null otherwise or when it does not answer). */
+  liveHeapMb(): Promise<number | null>;
   rssMb(): number;
   /** How the process ended and the end of its log, when it is gone; undefined while it runs. */
   death(): string | undefined;
@@ -121,19 +124,28 @@ function getText(url: string, agent: Agent): Promise<string> {
   });
 }
 
-export async function startProxy(stack: ScaleStack, kind: ProxyKind, name: string = kind): Promise<Proxy> {
+/** `inspect`: reachable through the inspector, for liveHeapMb. */
+export async function startProxy(
+  stack: ScaleStack,
+  kind: ProxyKind,
+  name: string = kind,
+  options: { inspect?: boolean } = {},
+): Promise<Proxy> {
   const { processes, dir, configFile } = stack;
+  const nodeArgs = options.inspect ? INSPECT_ARGS : [];
   const handle =
     kind === 'gateway'
-      ? await startGateway(processes, dir, { name, configFile, redisUrl: stack.redis.url })
+      ? await startGateway(processes, dir, { name, configFile, redisUrl: stack.redis.url, nodeArgs })
       : await startGateway(processes, dir, {
           name,
           configFile,
+          nodeArgs,
           script: 'loadtest/bare-proxy.ts',
           env: { UPSTREAM: stack.simulator.url, BARE_PROXY_STATS: '1', MAX_SOCKETS: String(GATEWAY_SETTINGS.upstreamMaxSockets) },
         });
   const pid = handle.child.pid;
   const readings = new Agent({ keepAlive: true, maxSockets: 1 });
+  const liveHeap = options.inspect ? await LiveHeap.connect(handle.log) : undefined;
   return {
     kind,
     url: handle.url,
@@ -160,6 +172,13 @@ export async function startProxy(stack: ScaleStack, kind: ProxyKind, name: strin
         return { heapUsedMb: null, lag: null };
       }
     },
+    async liveHeapMb() {
+      try {
+        return liveHeap ? await liveHeap.usedMb() : null;
+      } catch {
+        return null;
+      }
+    },
     rssMb: () => memoryMb(pid).rss,
     death() {
       const { exitCode, signalCode } = handle.child.process;
@@ -174,6 +193,7 @@ export async function startProxy(stack: ScaleStack, kind: ProxyKind, name: strin
     },
     async stop() {
       readings.destroy();
+      liveHeap?.close();
       await stopChild(handle.child.process, 5000);
     },
   };
