@@ -104,7 +104,12 @@ export class Health {
       () =>
         new Promise<void>((resolve, reject) => {
           // How the answer ended (`end`): the breaker counts the attempt then.
+          // The first word only: every path out of an attempt says 'left' again afterwards, and an error
+          // built for nothing costs its stack trace.
+          let said = false;
           answered = (how) => {
+            if (said) return;
+            said = true;
             if (how === 'broke') reject(new BrokenAnswer('the answer broke off'));
             else if (how === 'left') reject(new Uncounted('the client left'));
             else resolve();
