@@ -87,7 +87,7 @@ export class Dispatcher {
       await this.route(req, context);
     } finally {
       // Already done beside the lease's release when a response was served (serve); otherwise now.
-      if (!context.afterAnswer(() => quota?.settle(context.clientCharge()))) await quota?.settle(context.clientCharge());
+      await context.atEnd(() => quota?.settle(context.clientCharge()));
     }
   }
 
@@ -104,7 +104,7 @@ export class Dispatcher {
       await this.attempts(req, context, ticket);
     } finally {
       // A wait that ended neither in a grant nor by running out (client gone, deadline, a bug) is still counted as over.
-      if (!context.afterAnswer(() => ticket.stopWaiting('abandoned'))) ticket.stopWaiting('abandoned');
+      await context.atEnd(() => ticket.stopWaiting('abandoned'));
     }
   }
 
@@ -172,7 +172,7 @@ export class Dispatcher {
       } finally {
         // Every path out of an attempt releases its lease; a path that already did (with the attempt's cost) wins.
         const { lease } = grant;
-        if (!context.afterAnswer(() => lease.release())) await lease.release();
+        await context.atEnd(() => lease.release());
       }
     }
     await this.answer(context, finalAnswer(history, request.pool, settings));
@@ -215,7 +215,7 @@ export class Dispatcher {
       return await this.answered(context, lease, guarded, history, target.askedForUsage);
     } finally {
       // Health counts the attempt once its answer is over; a path that did not say how (the client left) counts against nobody.
-      if (!context.afterAnswer(() => guarded.end('left'))) await guarded.end('left');
+      await context.atEnd(() => guarded.end('left'));
     }
   }
 

@@ -36,7 +36,7 @@ export class RequestContext {
   private readonly hidden: ReadonlySet<string>;
   /** The answer being piped to the client, with its end's work (answerPiping). */
   private answering: Promise<void> | undefined;
-  /** What the attempt loop's frames still have to do once the piped answer is over, in order (afterAnswer). */
+  /** What the attempt loop's frames still have to do once the piped answer is over, in order (atEnd). */
   private afterwards: (() => unknown)[] | undefined;
 
   constructor(request: ProxiedRequest, res: ServerResponse, hidden: ReadonlySet<string>) {
@@ -80,7 +80,7 @@ export class RequestContext {
    * The answer flows to the client: `piping` settles when it is over, and `served` counts it. The
    * attempt loop's frames return now instead of staying suspended for the length of a stream (each
    * holds its generator, its context and its promises); what their `finally` blocks did waits in a
-   * list (afterAnswer), run in the same order once `served` is done. Nothing is held per step but its closure.
+   * list (atEnd), run in the same order once `served` is done. Nothing is held per step but its closure.
    */
   answerPiping<T>(piping: Promise<T>, served: (piped: T) => Promise<void>): void {
     const afterwards: (() => unknown)[] = [];
@@ -95,11 +95,14 @@ export class RequestContext {
     );
   }
 
-  /** Runs `step` once the piped answer is over, as a `finally` would; false when no answer is piped: the caller runs it now. */
-  afterAnswer(step: () => unknown): boolean {
-    if (!this.afterwards) return false;
+  /**
+   * A `finally` step of the attempt loop: run now (its result to await), or, while an answer is piped,
+   * queued to run in order once that answer is over (nothing to await now).
+   */
+  atEnd(step: () => unknown): unknown {
+    if (!this.afterwards) return step();
     this.afterwards.push(step);
-    return true;
+    return undefined;
   }
 
   /** Settles once the piped answer and the steps after it are done; undefined when none was piped. */
