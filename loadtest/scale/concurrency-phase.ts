@@ -42,7 +42,7 @@ export interface ConcurrencyStep {
   probeTtft: Summary | null;
   directTtft: Summary | null;
   probeErrors: ErrorCounts;
-  /** Paired medians: proxy − direct. */
+  /** Percentiles through the proxy minus the same percentiles direct (two samples taken in alternation). */
   addedTtftP50: number | null;
   addedTtftP99: number | null;
   rssDeltaMb: number;
@@ -96,7 +96,7 @@ async function warm(fleet: StreamFleet, stack: ScaleStack, count: number, target
   await drained(stack);
 }
 
-/** Probes, alternately through the proxy and direct, one at a time; the pairs' differences. */
+/** Probes, alternately through the proxy and direct, one at a time: the two samples. */
 async function probeBoth(fleet: StreamFleet, stack: ScaleStack, proxyTarget: StreamTarget, probes: number) {
   const direct = directTarget(stack, 'slow', PROBE_TOKENS);
   const viaProxy: number[] = [];
@@ -145,8 +145,8 @@ async function step(stack: ScaleStack, fleet: StreamFleet, settings: Concurrency
     const during = await proxy.read();
     // After the probes: the collections pause the proxy, which must not fall on a probe.
     const liveHeld = await proxy.liveHeapMb();
-    const liveOpen = (await fleet.counts()).open;
     const counts = await fleet.counts();
+    const liveOpen = counts.open;
     const open = counts.open;
     const notOpen = level - open - total(opened.failed) - total(counts.broken);
     // Over the streams open when the memory was read.

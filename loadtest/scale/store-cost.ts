@@ -29,6 +29,8 @@ import { launchRedis } from '../../shared/processes/redis-server.ts';
 import { stopChild } from '../../shared/processes/process-set.ts';
 import { STORE_REDIS_OPTIONS } from '../../shared/store/redis-store.ts';
 import type { Lease, PoolLayout, Store } from '../../shared/store/types.ts';
+import { REPO_ROOT } from '../lib/stack.ts';
+import { median } from './figures.ts';
 
 /** The commit whose store is "the previous design". */
 export const BASELINE_COMMIT = 'b7017e8';
@@ -121,7 +123,6 @@ interface DesignUnderTest {
   renewSha: string;
 }
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BASELINE_DIR = join(REPO_ROOT, 'loadtest', 'results', `baseline-${BASELINE_COMMIT}`);
 /** Budgets far above what the run books: every deployment is budgeted (its window is read) and always fits. */
 const BIG_BUDGET = 1_000_000_000;
@@ -132,12 +133,6 @@ const BENCH_COMMAND_TIMEOUT_MS = 15_000;
 const SETUP_CONCURRENCY = 200;
 
 const sha1 = (text: string) => createHash('sha1').update(text).digest('hex');
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
-}
 
 function sideBySide(rounds: Record<Design, number[]>): SideBySide {
   const current = median(rounds.current);
@@ -379,9 +374,15 @@ async function measureRenewal(admin: Redis, port: number, store: Store, sha: str
   await prober.start();
   await admin.call('SLOWLOG', 'RESET');
   const started = performance.now();
-  await store.renew(leases, LEASE_MS);
-  const wallMs = performance.now() - started;
-  const other = await prober.stop();
+  let wallMs: number;
+  let other: ProbeFigures;
+  try {
+    await store.renew(leases, LEASE_MS);
+  } finally {
+    // Stopped whatever the renewal came to: the prober would otherwise PING on for good.
+    wallMs = performance.now() - started;
+    other = await prober.stop();
+  }
   // The control: the same client for as long again with nothing else running, so its figures can be
   // told apart from what a busy machine does to any process's round trips.
   const control = new Prober(port);

@@ -253,6 +253,8 @@ describe('RedisStore with 8 clients racing', () => {
 
   test('live lease counts stay exact while every client acquires, releases and lets leases die at once', { timeout: 20_000 }, async () => {
     const name = 'race-counts';
+    // Long enough that none dies while the 320 acquires run on a loaded machine (then 'while every lease lives' holds).
+    const DYING_LEASE_MS = 4000;
     const layout = pool(name, 'least-requests', [{ id: 'a' }, { id: 'b' }, { id: 'c' }, { id: 'd' }]);
     const kept: Lease[] = [];
     const dying: Lease[] = [];
@@ -263,7 +265,7 @@ describe('RedisStore with 8 clients racing', () => {
           // Every third lease dies unreleased (a short lease time), every third is released, the rest held.
           const dies = i % 3 === 0;
           const lease = granted(
-            await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: dies ? 1500 : 30_000, estimatedTokens: 0 }),
+            await store.acquire({ pool: layout, leaseId: randomUUID(), leaseMs: dies ? DYING_LEASE_MS : 30_000, estimatedTokens: 0 }),
           );
           if (dies) {
             dying.push(lease);
@@ -289,7 +291,7 @@ describe('RedisStore with 8 clients racing', () => {
       layout.deployments.map(({ id }) => alive.get(id) ?? 0),
       'the in-flight hash while every lease lives',
     );
-    await sleep(1600); // the short leases are dead now
+    await sleep(DYING_LEASE_MS + 100); // the short leases are dead now
     // Acquires from every client at once reap the dead leases as they go; each must see only live ones.
     const more = await Promise.all(
       stores.map(async (store) =>

@@ -65,7 +65,8 @@ describe('lease work bounded whatever is in flight', () => {
       const layout = pool(
         'busy',
         'least-requests',
-        Array.from({ length: 10 }, (_, i) => ({ id: `d${i}` })),
+        // 7, not a divisor of the leases: batches then mix deployments and cut one's leases in two.
+        Array.from({ length: 7 }, (_, i) => ({ id: `d${i}` })),
       );
       const leases: Lease[] = [];
       for (let done = 0; done < LEASES; done += 500) {
@@ -115,6 +116,11 @@ describe('lease work bounded whatever is in flight', () => {
 
       const afterRenewal = Number(await admin.zscore(sampleKey, sample.leaseId));
       assert.ok(afterRenewal >= before + 59_000, `the last lease was renewed too: ${before} → ${afterRenewal}`);
+      // Every lease, not just one: the earliest deadline of each deployment moved as far.
+      for (const deployment of layout.deployments) {
+        const [, earliest] = await admin.zrange(keys.deployment('busy', deployment.id).leases, 0, 0, 'WITHSCORES');
+        assert.ok(Number(earliest) >= before + 59_000, `every lease of ${deployment.id} was renewed: earliest ${earliest}`);
+      }
       const snapshot = await store.snapshot(layout);
       assert.equal(
         snapshot.reduce((sum, d) => sum + d.inFlight, 0),

@@ -20,6 +20,7 @@ import {
   startTestRedisCluster,
   type TestRedisCluster,
 } from '../helpers/redis-cluster.ts';
+import { sleep } from '../helpers/fixtures.ts';
 import { defineStoreSuite, granted, pool, quotaGranted, uniquePrefix } from '../helpers/store-suite.ts';
 
 let cluster: TestRedisCluster;
@@ -149,7 +150,7 @@ describe('RedisStore on a Redis Cluster: specifics', () => {
     ])
       await cluster.node(port).call('CLUSTER', 'SETSLOT', String(slot), 'NODE', targetId);
     // Let the traffic meet the new owner through its stale map for a moment, then stop it.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     stop = true;
     await traffic;
 

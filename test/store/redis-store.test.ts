@@ -205,7 +205,7 @@ describe('RedisStore specifics', () => {
       }
       return counts;
     }
-    const within = (count: number | undefined, expected: number) => Math.abs((count ?? 0) - expected) <= 0.2 * expected;
+    const within = (count: number | undefined, expected: number, share = 0.2) => Math.abs((count ?? 0) - expected) <= share * expected;
     for (const strategy of ['random', 'least-requests'] as const) {
       const counts = await spread(strategy, [1, 1, 1, 1]);
       assert.equal(counts.a, 0, `${strategy}: never the deployment without room`);
@@ -214,7 +214,11 @@ describe('RedisStore specifics', () => {
     }
     const weighted = await spread('weighted', [10, 1, 1, 2]);
     assert.equal(weighted.a, 0);
-    assert.ok(within(weighted.b, picks / 4) && within(weighted.c, picks / 4) && within(weighted.d, picks / 2), JSON.stringify(weighted));
+    // b and c expect 150 each (σ ≈ 10.6): ±30 % is about 4σ, so the check does not fail by chance.
+    assert.ok(
+      within(weighted.b, picks / 4, 0.3) && within(weighted.c, picks / 4, 0.3) && within(weighted.d, picks / 2),
+      JSON.stringify(weighted),
+    );
     await store.close();
   });
 

@@ -11,7 +11,7 @@ import { createRouting } from '../../../gateway/routing/assemble.ts';
 import { admissionWindowMs } from '../../../gateway/routing/window.ts';
 import type { Simulator } from '../../../shared/simulator/index.ts';
 import { createStore, type DeploymentSnapshot, type Store } from '../../../shared/store/index.ts';
-import { chat, simulator, uniquePool, until } from '../../helpers/fixtures.ts';
+import { chat, simulator, sleep, uniquePool, until } from '../../helpers/fixtures.ts';
 import { CLIENT_KEY, UPSTREAM_KEY, testConfig, type DeploymentInput } from '../../helpers/gateway.ts';
 import { serve, type LocalServer } from '../../helpers/local-http.ts';
 import { memoryLogger, type LogLine } from '../../helpers/collaborators.ts';
@@ -500,7 +500,7 @@ for (const storeKind of ['redis', 'memory'] as const) {
       const reader = response.body!.getReader();
       const first = await reader.read();
       assert.ok(!first.done && first.value.length > 0, 'the first chunk came');
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await sleep(300);
       assert.ok(
         !events.includes('call release') && !events.includes('call releaseQuota'),
         `nothing settled mid-stream: ${events.join(', ')}`,
