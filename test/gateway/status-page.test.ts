@@ -49,7 +49,7 @@ const post = (url: string, headers: Record<string, string> = {}, body?: string) 
 const login = (url: string, key: string, headers: Record<string, string> = {}) =>
   post(`${url}/admin/login`, { 'content-type': 'application/x-www-form-urlencoded', ...headers }, new URLSearchParams({ key }).toString());
 
-describe('status page', { timeout: 60_000 }, () => {
+describe('status page', { timeout: 120_000 }, () => {
   let sim: Simulator;
   let gateway: RunningGateway;
   let other: RunningGateway;
@@ -235,7 +235,8 @@ describe('status page', { timeout: 60_000 }, () => {
 
     let browser: Browser | undefined;
     try {
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 15_000 });
+      // A generous launch bound: beside the rest of the suite on 2 cores, a cold Chromium has taken > 15 s in CI.
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: 45_000 });
       const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: 'light', locale: 'en-US' });
       const page = await context.newPage();
       page.setDefaultTimeout(5000);

@@ -291,6 +291,10 @@ describe('RedisStore with 8 clients racing', () => {
       layout.deployments.map(({ id }) => alive.get(id) ?? 0),
       'the in-flight hash while every lease lives',
     );
+    // least-requests balanced what it saw: every live lease, the dying ones included (which deployment's
+    // leases die later is up to the test, so what is kept alone need not be even).
+    const liveCounts = layout.deployments.map(({ id }) => alive.get(id) ?? 0);
+    assert.ok(Math.max(...liveCounts) - Math.min(...liveCounts) <= INSTANCES, `live leases per deployment: ${liveCounts}`);
     await sleep(DYING_LEASE_MS + 100); // the short leases are dead now
     // Acquires from every client at once reap the dead leases as they go; each must see only live ones.
     const more = await Promise.all(
@@ -310,9 +314,6 @@ describe('RedisStore with 8 clients racing', () => {
       (await stores[0]!.snapshot(layout)).map((d) => d.inFlight),
       layout.deployments.map((d) => expected.get(d.id) ?? 0),
     );
-    // least-requests balanced what stayed: kept leases are spread within a few of each other.
-    const held = [...expected.values()];
-    assert.ok(Math.max(...held) - Math.min(...held) <= INSTANCES, `${held}`);
   });
 
   test('round-robin stays fair across instances acquiring at once', async () => {
