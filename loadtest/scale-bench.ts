@@ -87,7 +87,7 @@ async function main(): Promise<number> {
     }
     if (options.phases.includes('store')) {
       phase('store: acquire by deployments, renewal stall by leases (new design against the previous one)');
-      report.store = await runStorePhase(options);
+      report.store = await runStorePhase(processes, options);
     }
     if (options.phases.includes('cluster')) {
       phase(`cluster: 6 pools, one Redis against a 3-master cluster, ${options.clusterClients.join(' / ')} store client process(es)`);

@@ -26,7 +26,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { launchRedis } from '../../shared/processes/redis-server.ts';
-import { stopChild } from '../../shared/processes/process-set.ts';
+import { ProcessSet, stopChild } from '../../shared/processes/process-set.ts';
 import { STORE_REDIS_OPTIONS } from '../../shared/store/redis-store.ts';
 import type { Lease, PoolLayout, Store } from '../../shared/store/types.ts';
 import { REPO_ROOT } from '../lib/stack.ts';
@@ -48,6 +48,8 @@ export interface StoreCostOptions {
   renewalDeployments?: number;
   /** redis-server binary. Default: redis-server on PATH. */
   redisBinary?: string;
+  /** Where the redis-server is started (it dies with the bench, and is stopped with the rest on a signal). Default: a set of its own. */
+  processes?: ProcessSet;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -417,9 +419,9 @@ export async function measureStoreCost(options: StoreCostOptions = {}): Promise<
   const log = options.log ?? (() => {});
 
   const dataDir = mkdtempSync(join(tmpdir(), 'spillway-store-cost-'));
-  const redis = await launchRedis(options.redisBinary ?? 'redis-server', dataDir, (args) => ({
-    process: spawn(options.redisBinary ?? 'redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] }),
-  }));
+  const binary = options.redisBinary ?? 'redis-server';
+  const processes = options.processes ?? new ProcessSet();
+  const redis = await launchRedis(binary, dataDir, (args) => processes.spawn('store-cost redis', binary, args));
   const admin = new Redis(redis.url);
   const opened: OpenStore[] = [];
   try {

@@ -5,6 +5,7 @@
  * gives it the bench's size.
  */
 import { measureStoreCost, type StoreCostResult } from './store-cost.ts';
+import type { ProcessSet } from '../../shared/processes/process-set.ts';
 import type { ScaleOptions } from './options.ts';
 
 export const ACQUIRE_DEPLOYMENTS = [3, 10, 30, 100];
@@ -15,7 +16,7 @@ export type StorePhaseResult = { skipped: string } | { measured: StoreCostResult
 const log = (line: string) => process.stdout.write(`  ${line}\n`);
 
 /** The measurement, or why there is none: a failure of this phase is reported, and the other phases still run. */
-export async function runStorePhase(options: ScaleOptions): Promise<StorePhaseResult> {
+export async function runStorePhase(processes: ProcessSet, options: ScaleOptions): Promise<StorePhaseResult> {
   try {
     const measured = await measureStoreCost({
       rounds: options.quick ? 2 : 3,
@@ -23,6 +24,7 @@ export async function runStorePhase(options: ScaleOptions): Promise<StorePhaseRe
       deployments: ACQUIRE_DEPLOYMENTS,
       leases: RENEWAL_LEASES,
       log,
+      processes,
     });
     return { measured };
   } catch (error) {
