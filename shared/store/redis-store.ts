@@ -135,9 +135,11 @@ const QUOTA_REASONS = { 1: 'tokens', 2: 'requests' } as const;
 const CIRCUITS: Record<number, CircuitState> = { 0: 'closed', 1: 'open', 2: 'half-open' };
 const SNAPSHOT_FIELDS = 9;
 
-/** Command names are namespaced because a caller's client may define commands of its own. */
+/** Command names are namespaced because a caller's client may define commands of its own. Built once: #run asks per call. */
+const COMMAND_NAMES = new Map<ScriptName, string>(SCRIPT_NAMES.map((script) => [script, `spillway_${script.replaceAll('-', '_')}`]));
+
 function commandName(script: ScriptName): string {
-  return `spillway_${script.replaceAll('-', '_')}`;
+  return COMMAND_NAMES.get(script)!;
 }
 
 function numbers(reply: unknown): number[] {
