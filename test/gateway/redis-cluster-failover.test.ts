@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
-import { chat, simulator, sleep, until } from '../helpers/fixtures.ts';
+import { chat, chatTraffic, simulator, sleep, until } from '../helpers/fixtures.ts';
 import { startGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
 import {
   keySlot,
@@ -25,12 +25,6 @@ const DEPLOYMENTS = ['first', 'second', 'third'];
 /** Parallel clients of the traffic, and how long it goes on after the promotion. */
 const CLIENTS = 4;
 const AFTER_PROMOTION_MS = 1000;
-
-interface Outcome {
-  pool: string;
-  status: number | string;
-  ms: number;
-}
 
 describe('a Redis Cluster master killed under traffic', () => {
   let cluster: TestRedisCluster;
@@ -86,23 +80,12 @@ describe('a Redis Cluster master killed under traffic', () => {
     sim.setFault('first', null);
     await sleep(200);
 
-    // Traffic on every pool through both instances, until a second after the promotion (bounded).
-    const outcomes: Outcome[] = [];
-    let stop = false;
+    // Traffic on every pool through both instances, until a second after the promotion.
     const names = [...pools.keys()];
-    const traffic = Array.from({ length: CLIENTS }, async (_, client) => {
-      for (let i = 0; !stop && i < 5000; i++) {
-        const pool = names[(client + i) % names.length]!;
-        const started = performance.now();
-        try {
-          const response = await chat((client % 2 === 0 ? a : b).url, pool);
-          await response.arrayBuffer();
-          outcomes.push({ pool, status: response.status, ms: performance.now() - started });
-        } catch (error) {
-          outcomes.push({ pool, status: (error as Error).message, ms: performance.now() - started });
-        }
-      }
-    });
+    const traffic = chatTraffic(CLIENTS, (client, i) => ({
+      url: (client % 2 === 0 ? a : b).url,
+      pool: names[(client + i) % names.length]!,
+    }));
     await sleep(300);
     const killedAt = performance.now();
     await cluster.kill(victimMaster);
@@ -117,8 +100,7 @@ describe('a Redis Cluster master killed under traffic', () => {
     );
     const promotedAfterMs = performance.now() - killedAt;
     await sleep(AFTER_PROMOTION_MS);
-    stop = true;
-    await Promise.all(traffic);
+    const outcomes = await traffic.stop();
 
     const failed = outcomes.filter((o) => o.status !== 200);
     const slowest = Math.max(...outcomes.map((o) => o.ms));

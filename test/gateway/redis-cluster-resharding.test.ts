@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
-import { chat, simulator, sleep } from '../helpers/fixtures.ts';
+import { chat, chatTraffic, simulator, sleep, type TrafficOutcome } from '../helpers/fixtures.ts';
 import { startGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
 import {
   keySlot,
@@ -33,12 +33,6 @@ const PAUSE_BETWEEN_MIGRATES_MS = 60;
 /** Traffic before the move starts, and after it ended (the clients' slot maps are stale then: MOVED). */
 const BEFORE_MOVE_MS = 300;
 const AFTER_MOVE_MS = 1000;
-
-interface Outcome {
-  pool: string;
-  status: number | string;
-  ms: number;
-}
 
 /** Counts of a node's error replies by their first word (INFO errorstats) and of its ASKING commands. */
 async function redirections(node: Redis): Promise<{ ask: number; moved: number; tryagain: number; asking: number }> {
@@ -107,22 +101,9 @@ describe('a pool’s slot moved to another master under traffic (resharding)', (
       assert.ok(keysBefore.length > 0, `the pool's keys on its master before the move (${keysBefore.length})`);
       await Promise.all(masters.map((port) => cluster.node(port).call('CONFIG', 'RESETSTAT')));
 
-      // Traffic on both pools through both instances until a second after the move (bounded in count too).
-      const outcomes: Outcome[] = [];
-      let stop = false;
-      const traffic = Array.from({ length: CLIENTS }, async (_, client) => {
-        for (let i = 0; !stop && i < 3000; i++) {
-          const started = performance.now();
-          const to = i % 2 === 0 ? pool : staying;
-          try {
-            const response = await chat((client % 2 === 0 ? a : b).url, to);
-            await response.arrayBuffer();
-            outcomes.push({ pool: to, status: response.status, ms: performance.now() - started });
-          } catch (error) {
-            outcomes.push({ pool: to, status: (error as Error).message, ms: performance.now() - started });
-          }
-        }
-      });
+      // Traffic on both pools through both instances until a second after the move.
+      const traffic = chatTraffic(CLIENTS, (client, i) => ({ url: (client % 2 === 0 ? a : b).url, pool: i % 2 === 0 ? pool : staying }));
+      const outcomes: TrafficOutcome[] = [];
       let moved = 0;
       try {
         await sleep(BEFORE_MOVE_MS);
@@ -141,8 +122,7 @@ describe('a pool’s slot moved to another master under traffic (resharding)', (
           await cluster.node(port).call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
         await sleep(AFTER_MOVE_MS);
       } finally {
-        stop = true;
-        await Promise.all(traffic);
+        outcomes.push(...(await traffic.stop()));
       }
 
       const seen = { ask: 0, moved: 0, tryagain: 0, asking: 0 };

@@ -49,3 +49,42 @@ export async function until(condition: () => boolean | Promise<boolean>, timeout
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface TrafficOutcome {
+  pool: string;
+  status: number | string;
+  ms: number;
+}
+
+/**
+ * Chat requests from `clients` parallel clients, one after another each, until `stop` (bounded: 5 000
+ * per client); `next` names where a client's i-th request goes. `stop` resolves with every outcome: the
+ * status, or the error's message when there was no answer.
+ */
+export function chatTraffic(
+  clients: number,
+  next: (client: number, i: number) => { url: string; pool: string },
+): { stop: () => Promise<TrafficOutcome[]> } {
+  const outcomes: TrafficOutcome[] = [];
+  let stopped = false;
+  const running = Array.from({ length: clients }, async (_, client) => {
+    for (let i = 0; !stopped && i < 5000; i++) {
+      const { url, pool } = next(client, i);
+      const started = performance.now();
+      try {
+        const response = await chat(url, pool);
+        await response.arrayBuffer();
+        outcomes.push({ pool, status: response.status, ms: performance.now() - started });
+      } catch (error) {
+        outcomes.push({ pool, status: (error as Error).message, ms: performance.now() - started });
+      }
+    }
+  });
+  return {
+    async stop() {
+      stopped = true;
+      await Promise.all(running);
+      return outcomes;
+    },
+  };
+}
