@@ -5,7 +5,9 @@
  * store's scripts meet the cluster's redirections: TRYAGAIN while a script's keys are split between
  * the two, ASK once they have left, MOVED once the slot is the new owner's and the client's map is
  * stale. Each is followed by ioredis (no auto-pipelining on a cluster: shared/store/redis-target.ts),
- * so clients see no error and neither instance gives up the shared state for its own view.
+ * so clients see no error and neither instance gives up the shared state for its own view. Beside the
+ * store's own slot move (test/store/redis-cluster-store.test.ts: one store, the keys in one MIGRATE,
+ * MOVED), this keeps the slot half moved for a while and mixes in calls for a pool that stays.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
