@@ -5,6 +5,7 @@ import type { Simulator } from '../../shared/simulator/index.ts';
 import type { PoolLayout } from '../../shared/store/types.ts';
 import { CLIENT_KEY, UPSTREAM_KEY, startGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
 import { chat, simulator, sleep, uniquePool, until } from '../helpers/fixtures.ts';
+import { scrape, value } from '../helpers/metrics.ts';
 import { admissionWindowMs } from '../../gateway/routing/window.ts';
 import { DEFAULT_KEY_PREFIX } from '../../shared/store/constants.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
@@ -234,18 +235,10 @@ describe('token-aware admission', () => {
     const [a] = await g.store.snapshot(layoutOf(name, ['a', 'b']));
     assert.ok(a && a.cooldownUntil - Date.now() > 86_000_000, 'cooled down for a day');
     // Counted as a quota exhaustion, not as a per-minute throttle.
-    const metrics = await (await fetch(`${g.url}/metrics`)).text();
+    const metrics = await scrape(g.url);
     for (const id of ['a', 'b']) {
-      assert.equal(
-        counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'quota' }),
-        1,
-        `${id}: kind="quota"`,
-      );
-      assert.equal(
-        counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'rate' }),
-        0,
-        `${id}: no kind="rate"`,
-      );
+      assert.equal(value(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'quota' }), 1, `${id}: kind="quota"`);
+      assert.equal(value(metrics, 'spillway_cooldowns_total', { pool: name, deployment: id, kind: 'rate' }), 0, `${id}: no kind="rate"`);
     }
   });
 
@@ -315,9 +308,9 @@ describe('token-aware admission', () => {
     assert.equal(response.headers.get('x-gateway-deployment'), 'b');
     const [a] = await g.store.snapshot(layoutOf(name, ['a', 'b']));
     assert.ok(a && a.cooldownUntil - Date.now() > 0 && a.cooldownUntil - Date.now() <= 1600, 'cooled down for its retry-after');
-    const metrics = await (await fetch(`${g.url}/metrics`)).text();
-    assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: 'a', kind: 'rate' }), 1);
-    assert.equal(counterValue(metrics, 'spillway_cooldowns_total', { pool: name, deployment: 'a', kind: 'quota' }), 0);
+    const metrics = await scrape(g.url);
+    assert.equal(value(metrics, 'spillway_cooldowns_total', { pool: name, deployment: 'a', kind: 'rate' }), 1);
+    assert.equal(value(metrics, 'spillway_cooldowns_total', { pool: name, deployment: 'a', kind: 'quota' }), 0);
   });
 
   test('a stream on an api-version that predates stream_options is served as is, usage not asked for upstream', async () => {
@@ -403,17 +396,3 @@ describe('token-aware admission', () => {
     assert.equal(sim.stats('spill').received, 3, 'the refused request reached no deployment');
   });
 });
-
-/** The value of a Prometheus counter series whose labels include `labels` (0 when there is none). */
-function counterValue(metrics: string, name: string, labels: Record<string, string>): number {
-  let total = 0;
-  for (const line of metrics.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const close = line.lastIndexOf('}');
-    const found = Object.fromEntries(
-      [...line.slice(name.length + 1, close).matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([key, value]) => found[key] === value)) total += Number(line.slice(close + 1).trim());
-  }
-  return total;
-}

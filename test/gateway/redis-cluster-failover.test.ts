@@ -11,13 +11,14 @@ import { after, before, describe, test } from 'node:test';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
 import { chat, chatTraffic, simulator, sleep, until } from '../helpers/fixtures.ts';
-import { startGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
+import { testConfig, type RunningGateway } from '../helpers/gateway.ts';
 import {
   keySlot,
   nodeKeys,
   poolsOnEveryMaster,
   slotOwner,
   startTestRedisCluster,
+  twoGatewaysOn,
   type TestRedisCluster,
 } from '../helpers/redis-cluster.ts';
 
@@ -55,8 +56,7 @@ describe('a Redis Cluster master killed under traffic', () => {
       // gateway/main.ts exits after that bound. The store is what this tests.
       background: { workers: false },
     });
-    const options = { redis: cluster.target, keyPrefix, backgroundPrefix: keyPrefix };
-    await Promise.all([startGateway(config, options).then((g) => (a = g)), startGateway(config, options).then((g) => (b = g))]);
+    [a, b] = await twoGatewaysOn(cluster, config, keyPrefix);
   });
   after(async () => {
     await Promise.all([a?.close(), b?.close()]);

@@ -16,14 +16,17 @@ import type { Redis } from 'ioredis';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
 import { chat, chatTraffic, simulator, sleep, type TrafficOutcome } from '../helpers/fixtures.ts';
-import { startGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
+import { testConfig, type RunningGateway } from '../helpers/gateway.ts';
+import { metricValue } from '../helpers/metrics.ts';
 import {
+  errorCount,
   keySlot,
   nodeId,
   nodeKeys,
   poolsOnEveryMaster,
   slotOwner,
   startTestRedisCluster,
+  twoGatewaysOn,
   type TestRedisCluster,
 } from '../helpers/redis-cluster.ts';
 
@@ -36,22 +39,11 @@ const PAUSE_BETWEEN_MIGRATES_MS = 60;
 const BEFORE_MOVE_MS = 300;
 const AFTER_MOVE_MS = 1000;
 
-/** Counts of a node's error replies by their first word (INFO errorstats) and of its ASKING commands. */
+/** A node's redirections since its stats were reset, and the ASKING commands that followed an ASK to it. */
 async function redirections(node: Redis): Promise<{ ask: number; moved: number; tryagain: number; asking: number }> {
-  const errors = String(await node.info('errorstats'));
-  const commands = String(await node.info('commandstats'));
-  const count = (text: string, pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
-  return {
-    ask: count(errors, /errorstat_ASK:count=(\d+)/),
-    moved: count(errors, /errorstat_MOVED:count=(\d+)/),
-    tryagain: count(errors, /errorstat_TRYAGAIN:count=(\d+)/),
-    asking: count(commands, /cmdstat_asking:calls=(\d+)/),
-  };
-}
-
-async function storeErrors(gateway: RunningGateway): Promise<number> {
-  const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
-  return Number(/^spillway_store_errors_total (\S+)$/m.exec(metrics)?.[1] ?? Number.NaN);
+  const [ask, moved, tryagain] = await Promise.all(['ASK', 'MOVED', 'TRYAGAIN'].map((kind) => errorCount(node, kind)));
+  const asking = Number(/cmdstat_asking:calls=(\d+)/.exec(String(await node.info('commandstats')))?.[1] ?? 0);
+  return { ask: ask!, moved: moved!, tryagain: tryagain!, asking };
 }
 
 describe('a pool’s slot moved to another master under traffic (resharding)', () => {
@@ -80,8 +72,7 @@ describe('a pool’s slot moved to another master under traffic (resharding)', (
       // The store is what this tests; the lane's keys sit in a slot of their own, not the one moved.
       background: { workers: false },
     });
-    const options = { redis: cluster.target, keyPrefix, backgroundPrefix: keyPrefix };
-    await Promise.all([startGateway(config, options).then((g) => (a = g)), startGateway(config, options).then((g) => (b = g))]);
+    [a, b] = await twoGatewaysOn(cluster, config, keyPrefix);
   });
   after(async () => {
     await Promise.all([a?.close(), b?.close()]);
@@ -143,7 +134,11 @@ describe('a pool’s slot moved to another master under traffic (resharding)', (
       assert.ok(seen.asking > 0, 'an ASK was followed to the new owner');
       assert.ok(seen.moved > 0, 'a stale slot map was corrected by a MOVED');
       // Followed, not fallen back from: neither instance counted a store error.
-      assert.deepEqual(await Promise.all([storeErrors(a), storeErrors(b)]), [0, 0], 'spillway_store_errors_total');
+      assert.deepEqual(
+        await Promise.all([a, b].map((g) => metricValue(g.url, 'spillway_store_errors_total'))),
+        [0, 0],
+        'spillway_store_errors_total',
+      );
 
       // After: every key on the new owner, none left behind, and the shared state in use there.
       assert.equal(await slotOwner(from, slot), target);

@@ -11,8 +11,8 @@ import OpenAI, { toFile } from 'openai';
 import type { GatewayConfig } from '../../shared/config/schema.ts';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { chat, simulator, until } from '../helpers/fixtures.ts';
-import { CLIENT_KEY, spawnGateway, startGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
-import { nodeKeys, poolsOnEveryMaster, startTestRedisCluster, type TestRedisCluster } from '../helpers/redis-cluster.ts';
+import { CLIENT_KEY, spawnGateway, testConfig, type RunningGateway } from '../helpers/gateway.ts';
+import { nodeKeys, poolsOnEveryMaster, startTestRedisCluster, twoGatewaysOn, type TestRedisCluster } from '../helpers/redis-cluster.ts';
 
 const QUOTA_KEY = 'quota-client-key';
 const QUOTA_RPM = 3;
@@ -57,8 +57,7 @@ describe('gateways on a Redis Cluster', () => {
         { name: 'quota', apiKey: QUOTA_KEY, rpm: QUOTA_RPM },
       ],
     });
-    const options = { redis: cluster.target, keyPrefix, backgroundPrefix: keyPrefix };
-    await Promise.all([startGateway(config, options).then((g) => (a = g)), startGateway(config, options).then((g) => (b = g))]);
+    [a, b] = await twoGatewaysOn(cluster, config, keyPrefix);
   });
   after(async () => {
     await Promise.all([a?.close(), b?.close()]);

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedisCluster, type RedisClusterHandle } from '../../shared/processes/redis-cluster.ts';
 import { parseClusterNodes, type RedisTarget } from '../../shared/store/redis-target.ts';
+import type { GatewayConfig } from '../../shared/config/schema.ts';
+import { startGateway, type RunningGateway } from './gateway.ts';
 import { redisServerBinary } from './redis-server.ts';
 
 export interface TestRedisCluster extends RedisClusterHandle {
@@ -100,4 +102,26 @@ export async function poolsOnEveryMaster(cluster: TestRedisCluster, stem: string
   }
   if (found.size < masters * perMaster) throw new Error(`no ${perMaster} pool names on each of ${masters} masters`);
   return found;
+}
+
+/** How many error replies of one kind (its first word: MOVED, ASK, TRYAGAIN) a node sent since its stats were reset (INFO errorstats). */
+export async function errorCount(connection: Redis, error: string): Promise<number> {
+  const info = await connection.info('errorstats');
+  return Number(new RegExp(`errorstat_${error}:count=(\\d+)`).exec(info)?.[1] ?? 0);
+}
+
+/**
+ * Two in-process instances on `cluster`, sharing the store's keys and the lane under `keyPrefix`. Started
+ * at once; when one fails to start, the other is closed before the error goes on.
+ */
+export async function twoGatewaysOn(
+  cluster: TestRedisCluster,
+  config: GatewayConfig,
+  keyPrefix: string,
+): Promise<[RunningGateway, RunningGateway]> {
+  const options = { redis: cluster.target, keyPrefix, backgroundPrefix: keyPrefix };
+  const [first, second] = await Promise.allSettled([startGateway(config, options), startGateway(config, options)]);
+  if (first.status === 'fulfilled' && second.status === 'fulfilled') return [first.value, second.value];
+  await Promise.all([first, second].map((started) => (started.status === 'fulfilled' ? started.value.close() : undefined)));
+  throw (first.status === 'rejected' ? first : (second as PromiseRejectedResult)).reason;
 }

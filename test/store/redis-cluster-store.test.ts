@@ -12,6 +12,7 @@ import { KeyLayout } from '../../shared/store/keys.ts';
 import { luaScripts } from '../../shared/store/lua-scripts.ts';
 import type { Store } from '../../shared/store/types.ts';
 import {
+  errorCount,
   keySlot,
   nodeId,
   nodeKeys,
@@ -169,9 +170,3 @@ describe('RedisStore on a Redis Cluster: specifics', () => {
     assert.equal(await store.ping?.(), true);
   });
 });
-
-/** How often a node answered this error (INFO errorstats: errorstat_MOVED:count=N). */
-async function errorCount(connection: ReturnType<TestRedisCluster['node']>, error: string): Promise<number> {
-  const info = await connection.info('errorstats');
-  return Number(new RegExp(`errorstat_${error}:count=(\\d+)`).exec(info)?.[1] ?? 0);
-}
