@@ -11,6 +11,20 @@ export default tseslint.config(
     },
   },
   {
+    // Node does not make a file's top-level after() wait for its before() when no test runs (a
+    // --test-name-pattern that matches none): what before() starts then keeps the run alive.
+    files: ['test/**/*.test.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "Program > ExpressionStatement > CallExpression[callee.name='before']",
+          message: 'A top-level before() can hang a filtered run: use sharedByTheFile (test/helpers/file-hooks.ts).',
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.cjs'],
     languageOptions: { sourceType: 'commonjs', globals: { module: 'writable' } },
   },

@@ -3,9 +3,10 @@
  * openai clients (AzureOpenAI on classic routes, OpenAI on /openai/v1) and raw fetch.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { AzureOpenAI, OpenAI, AuthenticationError, NotFoundError, BadRequestError } from 'openai';
 import { startSimulator, type Simulator } from '../../shared/simulator/index.ts';
+import { sharedByTheFile } from '../helpers/file-hooks.ts';
 
 const KEY = 'test-key';
 const API_VERSION = '2024-10-21';
@@ -21,17 +22,19 @@ const FIVE_WORDS = ' the quick brown fox jumps';
 
 let sim: Simulator;
 
-before(async () => {
-  sim = await startSimulator({
-    apiKeys: [KEY, 'second-key'],
-    deployments: [
-      { name: 'chat', tpm: 100_000, completionTokens: 5, region: 'Sweden Central' },
-      { name: 'old-chat', model: 'gpt-35-turbo-0125', completionTokens: 3 },
-      { name: 'embed', model: 'text-embedding-3-small', tpm: 100_000 },
-    ],
-  });
-});
-after(() => sim.close());
+sharedByTheFile(
+  async () => {
+    sim = await startSimulator({
+      apiKeys: [KEY, 'second-key'],
+      deployments: [
+        { name: 'chat', tpm: 100_000, completionTokens: 5, region: 'Sweden Central' },
+        { name: 'old-chat', model: 'gpt-35-turbo-0125', completionTokens: 3 },
+        { name: 'embed', model: 'text-embedding-3-small', tpm: 100_000 },
+      ],
+    });
+  },
+  () => sim.close(),
+);
 
 function azure(deployment = 'chat'): AzureOpenAI {
   return new AzureOpenAI({ endpoint: sim.url, apiKey: KEY, apiVersion: API_VERSION, deployment, maxRetries: 0 });

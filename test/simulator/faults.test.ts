@@ -3,24 +3,27 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import { APIConnectionError, APIConnectionTimeoutError, AzureOpenAI, InternalServerError, RateLimitError } from 'openai';
 import { startSimulator, type Simulator } from '../../shared/simulator/index.ts';
+import { sharedByTheFile } from '../helpers/file-hooks.ts';
 
 const KEY = 'k';
 let sim: Simulator;
 
-before(async () => {
-  sim = await startSimulator({
-    apiKeys: [KEY],
-    deployments: [
-      { name: 'd', tpm: 1_000_000, completionTokens: 4 },
-      { name: 'slow', completionTokens: 5, latency: { ttftMs: 100, perTokenMs: 20 } },
-      { name: 'trickle', completionTokens: 50, latency: { ttftMs: 0, perTokenMs: 20 } },
-    ],
-  });
-});
-after(() => sim.close());
+sharedByTheFile(
+  async () => {
+    sim = await startSimulator({
+      apiKeys: [KEY],
+      deployments: [
+        { name: 'd', tpm: 1_000_000, completionTokens: 4 },
+        { name: 'slow', completionTokens: 5, latency: { ttftMs: 100, perTokenMs: 20 } },
+        { name: 'trickle', completionTokens: 50, latency: { ttftMs: 0, perTokenMs: 20 } },
+      ],
+    });
+  },
+  () => sim.close(),
+);
 beforeEach(() => sim.reset());
 
 const hello = { messages: [{ role: 'user' as const, content: 'Hello' }] };

@@ -6,10 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { AzureOpenAI, BadRequestError, NotFoundError, OpenAI, RateLimitError } from 'openai';
 import { startSimulator, type Simulator } from '../../shared/simulator/index.ts';
 import { ResourceState } from '../../shared/simulator/responses-api/state.ts';
+import { sharedByTheFile } from '../helpers/file-hooks.ts';
 
 const KEY = 'test-key';
 const FIVE_WORDS = ' the quick brown fox jumps';
@@ -57,24 +58,26 @@ let simA: Simulator;
 /** Resource B: same deployment names, another resource. */
 let simB: Simulator;
 
-before(async () => {
-  [simA, simB] = await Promise.all([
-    startSimulator({
-      apiKeys: [KEY],
-      deployments: [
-        { name: 'gpt', completionTokens: 5, tpm: 1_000_000 },
-        { name: 'mini', model: 'gpt-4o-mini-2024-07-18', completionTokens: 3 },
-        { name: 'long', completionTokens: 20 },
-        { name: 'slow', completionTokens: 5, latency: { ttftMs: 150, perTokenMs: 30 } },
-        // 1000 TPM -> 6 RPM -> one request per 10-second window.
-        { name: 'tiny', completionTokens: 5, tpm: 1000 },
-        { name: 'faulty', completionTokens: 5 },
-      ],
-    }),
-    startSimulator({ apiKeys: [KEY], deployments: [{ name: 'gpt', completionTokens: 5 }] }),
-  ]);
-});
-after(() => Promise.all([simA.close(), simB.close()]));
+sharedByTheFile(
+  async () => {
+    [simA, simB] = await Promise.all([
+      startSimulator({
+        apiKeys: [KEY],
+        deployments: [
+          { name: 'gpt', completionTokens: 5, tpm: 1_000_000 },
+          { name: 'mini', model: 'gpt-4o-mini-2024-07-18', completionTokens: 3 },
+          { name: 'long', completionTokens: 20 },
+          { name: 'slow', completionTokens: 5, latency: { ttftMs: 150, perTokenMs: 30 } },
+          // 1000 TPM -> 6 RPM -> one request per 10-second window.
+          { name: 'tiny', completionTokens: 5, tpm: 1000 },
+          { name: 'faulty', completionTokens: 5 },
+        ],
+      }),
+      startSimulator({ apiKeys: [KEY], deployments: [{ name: 'gpt', completionTokens: 5 }] }),
+    ]);
+  },
+  () => Promise.all([simA.close(), simB.close()]),
+);
 
 function openai(sim: Simulator): OpenAI {
   return new OpenAI({ baseURL: `${sim.url}/openai/v1`, apiKey: KEY, maxRetries: 0 });

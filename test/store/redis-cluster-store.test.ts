@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { createStore } from '../../shared/store/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
 import { luaScripts } from '../../shared/store/lua-scripts.ts';
@@ -23,12 +23,15 @@ import {
 } from '../helpers/redis-cluster.ts';
 import { sleep } from '../helpers/fixtures.ts';
 import { defineStoreSuite, granted, pool, quotaGranted, uniquePrefix } from '../helpers/store-suite.ts';
+import { sharedByTheFile } from '../helpers/file-hooks.ts';
 
 let cluster: TestRedisCluster;
-before(async () => {
-  cluster = await startTestRedisCluster({ masters: 3 });
-});
-after(() => cluster?.stop());
+sharedByTheFile(
+  async () => {
+    cluster = await startTestRedisCluster({ masters: 3 });
+  },
+  () => cluster?.stop(),
+);
 
 defineStoreSuite('RedisStore on a Redis Cluster', (options, instances) =>
   Array.from({ length: instances }, () => createStore({ redis: cluster.target, ...options })),

@@ -9,7 +9,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import { ClientAuth } from '../../../gateway/http/auth.ts';
@@ -21,6 +21,7 @@ import { NOWHERE } from '../../helpers/collaborators.ts';
 import { CLIENT_KEY, testConfig } from '../../helpers/gateway.ts';
 import { uniquePool } from '../../helpers/fixtures.ts';
 import { encodeId, resourceTagOf } from '../../../gateway/resource-ids.ts';
+import { sharedByTheFile } from '../../helpers/file-hooks.ts';
 
 const MAX_BODY = 16 * 1024;
 const BODY_TIMEOUT_MS = 300;
@@ -58,24 +59,26 @@ let port: number;
 // A keep-alive client, as the SDKs are: the server's connection header is then the product's choice.
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 
-before(async () => {
-  server = createServer((req, res) => {
-    const route = matchProxiedRoute(req.method, req.url);
-    assert.ok(route && route !== 'bad-path', `tests send proxied routes only: ${req.url}`);
-    const outcome = prepareRequest(req, res, route, 'req-1', deps);
-    prepared.push(outcome);
-    responses.push(res);
-    // A request that passes would be routed next; here it is answered 200 so the client finishes.
-    void outcome.then((request) => request && res.end('prepared'));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
-});
-after(() => {
-  agent.destroy();
-  server.closeAllConnections();
-  return new Promise<void>((resolve) => server.close(() => resolve()));
-});
+sharedByTheFile(
+  async () => {
+    server = createServer((req, res) => {
+      const route = matchProxiedRoute(req.method, req.url);
+      assert.ok(route && route !== 'bad-path', `tests send proxied routes only: ${req.url}`);
+      const outcome = prepareRequest(req, res, route, 'req-1', deps);
+      prepared.push(outcome);
+      responses.push(res);
+      // A request that passes would be routed next; here it is answered 200 so the client finishes.
+      void outcome.then((request) => request && res.end('prepared'));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  },
+  () => {
+    agent.destroy();
+    server.closeAllConnections();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  },
+);
 
 interface Reply {
   status: number;

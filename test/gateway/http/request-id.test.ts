@@ -1,20 +1,23 @@
 import assert from 'node:assert/strict';
 import { createServer, request, type OutgoingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { assignRequestId } from '../../../gateway/http/request-id.ts';
+import { sharedByTheFile } from '../../helpers/file-hooks.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 let server: Server;
 let port: number;
-before(async () => {
-  // Answers the id it assigned in the body, so the test sees both the header and the returned value.
-  server = createServer((req, res) => res.end(assignRequestId(req, res)));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
-});
-after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+sharedByTheFile(
+  async () => {
+    // Answers the id it assigned in the body, so the test sees both the header and the returned value.
+    server = createServer((req, res) => res.end(assignRequestId(req, res)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  },
+  () => new Promise<void>((resolve) => server.close(() => resolve())),
+);
 
 /** The x-request-id header and the body of a GET with these headers (node:http, so a header can be sent twice). */
 function idFor(headers: OutgoingHttpHeaders): Promise<{ header: string | undefined; returned: string }> {
