@@ -1,6 +1,6 @@
 /**
  * Client quotas (clients with tpm or rpm in the config): each request is booked against its client's
- * own window, sent in the same tick as its first acquire (auto-pipelining carries both in one write;
+ * own window, sent in the same tick as its first acquire (on one Redis both leave in one write;
  * on a cluster they go to their own shards at once) and read before that grant is used, and settled
  * with the real usage afterwards, beside the lease's release. The token
  * quota is exact: real usage when known, no tokens when no deployment was reached; the request

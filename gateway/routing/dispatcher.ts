@@ -309,7 +309,7 @@ export class Dispatcher {
     const body = await readLimited(response, FAILED_BODY_LIMIT);
     const failure: FailedAttempt = { deployment: deployment.config.id, status, headers: response.headers, body };
     // The cooldown is asked for first, so no other request gets the slot this release frees before
-    // the deployment is out; both go to the store in one write (auto-pipelining), not one after the other.
+    // the deployment is out; both go to the store in the same tick (one write on one Redis), not one after the other.
     const cooling = status === 429 ? this.deps.health.throttled(deployment, retryAfterMs(response.headers)) : undefined;
     await lease.release(undefined, observe(response.headers, deployment.config));
     if (status === 404) {

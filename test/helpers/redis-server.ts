@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Redis } from 'ioredis';
 import { commandPath, freePort, stopChild } from '../../shared/processes/process-set.ts';
 import { launchRedis } from '../../shared/processes/redis-server.ts';
 
@@ -55,4 +56,11 @@ export async function startRedisServer(binary = redisServerBinary(), fixedPort?:
     rmSync(dir, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** How many reads from its clients a Redis has processed since it started (INFO stats): one per write that reached it whole. */
+export async function readsProcessed(connection: Redis): Promise<number> {
+  const reads = /total_reads_processed:(\d+)/.exec(await connection.info('stats'))?.[1];
+  if (reads === undefined) throw new Error('INFO stats has no total_reads_processed');
+  return Number(reads);
 }

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { createStore } from '../../shared/store/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
 import { RedisStore } from '../../shared/store/redis-store.ts';
-import { startRedisServer } from '../helpers/redis-server.ts';
+import { readsProcessed, startRedisServer } from '../helpers/redis-server.ts';
 import { defineStoreSuite, granted, pool, quotaGranted, refused, uniquePrefix } from '../helpers/store-suite.ts';
 
 const redisUrl = process.env.REDIS_URL;
@@ -263,6 +263,37 @@ describe('RedisStore specifics', () => {
     granted(await store.acquire({ pool: layout, leaseId: 'l1', leaseMs: 1000, estimatedTokens: 0 }));
     await admin.script('FLUSH');
     granted(await store.acquire({ pool: layout, leaseId: 'l2', leaseMs: 1000, estimatedTokens: 0 }));
+  });
+
+  test('calls made in one tick reach Redis in one write, each with its own answer', async () => {
+    // A Redis of its own: its read counter then counts this store's writes alone.
+    const server = await startRedisServer();
+    const store = createStore({ redisUrl: server.url, keyPrefix: uniquePrefix() });
+    const stats = new Redis(server.url);
+    try {
+      const layout = pool('one-write', 'least-requests', [{ id: 'a' }, { id: 'b' }]);
+      // Connected, and the script known to Redis (the first call on a connection sends EVAL).
+      await store.release(granted(await store.acquire({ pool: layout, leaseId: 'first', leaseMs: 5000, estimatedTokens: 0 })));
+      const before = await readsProcessed(stats);
+      const leases = (
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) => store.acquire({ pool: layout, leaseId: `l${i}`, leaseMs: 5000, estimatedTokens: 0 })),
+        )
+      ).map(granted);
+      // The second INFO's own read counts too.
+      const reads = (await readsProcessed(stats)) - before - 1;
+      assert.ok(reads >= 1 && reads <= 2, `10 acquires in ${reads} reads`);
+      assert.deepEqual(
+        leases.map((lease) => lease.leaseId),
+        Array.from({ length: 10 }, (_, i) => `l${i}`),
+      );
+      const on = (id: string) => leases.filter((lease) => lease.deploymentId === id).length;
+      assert.deepEqual([on('a'), on('b')], [5, 5], 'least-requests saw each acquire before the next');
+    } finally {
+      stats.disconnect();
+      await store.close();
+      await server.stop();
+    }
   });
 
   test('when Redis goes away, calls reject quickly and ping says false', async () => {
