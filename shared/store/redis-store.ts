@@ -550,6 +550,7 @@ export class RedisStore implements Store {
     this.#clockSampledAt = sentAt;
     this.#clockSampling = true;
     let reply: unknown[];
+    this.#oneWritePerTick();
     try {
       reply = await this.#client.time();
     } catch {
