@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, test } from 'node:test';
+import type { Redis } from 'ioredis';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import type {
   AcquireInput,
@@ -17,6 +18,7 @@ import type {
   StoreOptions,
   Strategy,
 } from '../../shared/store/types.ts';
+import { readsProcessed } from './redis-server.ts';
 
 /**
  * Opens `instances` stores over one fresh state: separate clients sharing one Redis for RedisStore,
@@ -31,6 +33,33 @@ export function pool(name: string, strategy: Strategy, deployments: Array<Partia
 export function granted(result: AcquireResult): Lease {
   assert.ok(result.ok, `expected a lease, got ${JSON.stringify(result)}`);
   return result.lease;
+}
+
+/**
+ * `perPool` acquires on each of `layouts` (least-requests over deployments a and b), all made in one
+ * tick, after one acquire and release per pool (connections up, each script known to its Redis: the
+ * first call on a connection sends EVAL). Checks that every call got its own answer and that
+ * least-requests saw each acquire before the next; returns how many reads each of `counters` (a
+ * Redis, or each master of a cluster) processed for the burst.
+ */
+export async function readsForOneTick(store: Store, layouts: PoolLayout[], perPool: number, counters: Redis[]): Promise<number[]> {
+  const acquire = (layout: PoolLayout, leaseId: string) => store.acquire({ pool: layout, leaseId, leaseMs: 5000, estimatedTokens: 0 });
+  for (const layout of layouts) await store.release(granted(await acquire(layout, 'first')));
+  const before = await Promise.all(counters.map(readsProcessed));
+  const ids = Array.from({ length: perPool }, (_, i) => `l${i}`);
+  const leases = (await Promise.all(layouts.flatMap((layout) => ids.map((id) => acquire(layout, id))))).map(granted);
+  const after = await Promise.all(counters.map(readsProcessed));
+  for (const layout of layouts) {
+    const own = leases.filter((lease) => lease.pool === layout.name);
+    assert.deepEqual(
+      own.map((lease) => lease.leaseId),
+      ids,
+    );
+    const on = (id: string) => own.filter((lease) => lease.deploymentId === id).length;
+    assert.deepEqual([on('a'), on('b')], [perPool / 2, perPool / 2], `${layout.name}: least-requests saw each acquire before the next`);
+  }
+  // The second INFO's own read counts too.
+  return after.map((count, index) => count - before[index]! - 1);
 }
 
 export function refused(result: AcquireResult): { reason: string; retryAfterMs: number } {
