@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { KeyLayout } from '../../shared/store/keys.ts';
-import { chat, chatTraffic, simulator, sleep, type TrafficOutcome } from '../helpers/fixtures.ts';
+import { chat, chatTraffic, simulator, sleep, until, type TrafficOutcome } from '../helpers/fixtures.ts';
 import { testConfig, type RunningGateway } from '../helpers/gateway.ts';
 import { metricValue } from '../helpers/metrics.ts';
 import {
@@ -32,9 +32,15 @@ import {
 
 const DEPLOYMENTS = ['first', 'second', 'third'];
 const CLIENTS = 4;
-/** Keys per MIGRATE, and the pause between two: long enough that traffic meets the slot half moved. */
+/** Keys per MIGRATE, and the pause between two. */
 const KEYS_PER_MIGRATE = 3;
 const PAUSE_BETWEEN_MIGRATES_MS = 60;
+/**
+ * How long the slot is held half moved (keys split: TRYAGAIN) or emptied but not yet handed over (ASK)
+ * until the cluster has answered that redirection. Without the hold, a 60 ms window could pass with
+ * both instances' scripts asleep in ioredis's 100 ms TRYAGAIN retry, on a loaded CI machine.
+ */
+const HOLD_UNTIL_REDIRECTED_MS = 10_000;
 /** Traffic before the move starts, and after it ended (the clients' slot maps are stale then: MOVED). */
 const BEFORE_MOVE_MS = 300;
 const AFTER_MOVE_MS = 1000;
@@ -44,6 +50,11 @@ async function redirections(node: Redis): Promise<{ ask: number; moved: number; 
   const [ask, moved, tryagain] = await Promise.all(['ASK', 'MOVED', 'TRYAGAIN'].map((kind) => errorCount(node, kind)));
   const asking = Number(/cmdstat_asking:calls=(\d+)/.exec(String(await node.info('commandstats')))?.[1] ?? 0);
   return { ask: ask!, moved: moved!, tryagain: tryagain!, asking };
+}
+
+/** Resolves once `node` has answered `kind` since its stats were reset (bounded). */
+async function redirectedOnce(node: Redis, kind: 'ASK' | 'TRYAGAIN'): Promise<void> {
+  await until(async () => (await errorCount(node, kind)) > 0, HOLD_UNTIL_REDIRECTED_MS, `a ${kind} from the old owner`);
 }
 
 describe('a pool’s slot moved to another master under traffic (resharding)', () => {
@@ -109,7 +120,11 @@ describe('a pool’s slot moved to another master under traffic (resharding)', (
           await from.call('MIGRATE', '127.0.0.1', target, '', 0, 5000, 'KEYS', ...keys);
           moved += keys.length;
           await sleep(PAUSE_BETWEEN_MIGRATES_MS);
+          const split = ((await from.call('CLUSTER', 'COUNTKEYSINSLOT', slot)) as number) > 0;
+          if (round === 0 && split) await redirectedOnce(from, 'TRYAGAIN');
         }
+        // Every key gone, the slot still the old owner's: a script there is sent on with ASK.
+        await redirectedOnce(from, 'ASK');
         // The new owner first, so that a client sent on by the old one is never sent back.
         for (const port of [target, source, ...masters.filter((p) => p !== source && p !== target)])
           await cluster.node(port).call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
