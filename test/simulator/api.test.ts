@@ -33,7 +33,7 @@ sharedByTheFile(
       ],
     });
   },
-  () => sim.close(),
+  () => sim?.close(),
 );
 
 function azure(deployment = 'chat'): AzureOpenAI {

@@ -22,7 +22,7 @@ sharedByTheFile(
       ],
     });
   },
-  () => sim.close(),
+  () => sim?.close(),
 );
 beforeEach(() => sim.reset());
 

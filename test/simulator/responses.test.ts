@@ -60,7 +60,8 @@ let simB: Simulator;
 
 sharedByTheFile(
   async () => {
-    [simA, simB] = await Promise.all([
+    // Each kept as it comes: one that fails must not leave the other running unseen by the stop.
+    await Promise.all([
       startSimulator({
         apiKeys: [KEY],
         deployments: [
@@ -72,11 +73,11 @@ sharedByTheFile(
           { name: 'tiny', completionTokens: 5, tpm: 1000 },
           { name: 'faulty', completionTokens: 5 },
         ],
-      }),
-      startSimulator({ apiKeys: [KEY], deployments: [{ name: 'gpt', completionTokens: 5 }] }),
+      }).then((started) => (simA = started)),
+      startSimulator({ apiKeys: [KEY], deployments: [{ name: 'gpt', completionTokens: 5 }] }).then((started) => (simB = started)),
     ]);
   },
-  () => Promise.all([simA.close(), simB.close()]),
+  () => Promise.all([simA?.close(), simB?.close()]),
 );
 
 function openai(sim: Simulator): OpenAI {

@@ -30,7 +30,7 @@ sharedByTheFile(
   async () => {
     cluster = await startTestRedisCluster({ masters: 3 });
   },
-  () => cluster.stop(),
+  () => cluster?.stop(),
 );
 
 defineStoreSuite('RedisStore on a Redis Cluster', (options, instances) =>

@@ -75,6 +75,7 @@ sharedByTheFile(
   },
   () => {
     agent.destroy();
+    if (!server) return;
     server.closeAllConnections();
     return new Promise<void>((resolve) => server.close(() => resolve()));
   },

@@ -16,7 +16,7 @@ sharedByTheFile(
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
   },
-  () => new Promise<void>((resolve) => server.close(() => resolve())),
+  () => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve())),
 );
 
 /** The x-request-id header and the body of a GET with these headers (node:http, so a header can be sent twice). */
