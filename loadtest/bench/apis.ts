@@ -157,7 +157,7 @@ export async function probeApis(stack: BenchStack, options: BenchOptions): Promi
       continue;
     }
     phase.keys.push(key);
-    const aggregate = (): ApiAggregate => ({ runs: [], cpu: emptyCpu(), rounds: [] });
+    const aggregate = (): ApiAggregate => ({ runs: [], cpu: emptyCpu(), gatewayCpuByRun: [], rounds: [] });
     phase.runs.set(key, { chat: aggregate(), create: aggregate(), 'follow-up': aggregate() });
   }
   return phase;
@@ -205,6 +205,7 @@ export async function runApiRound(stack: BenchStack, options: BenchOptions, phas
       const aggregate = phase.runs.get(key)![api];
       aggregate.runs.push(run.result);
       aggregate.rounds.push(round);
+      aggregate.gatewayCpuByRun.push(run.cpu.gateway);
       for (const field of Object.keys(aggregate.cpu) as (keyof CpuSplit)[]) aggregate.cpu[field] += run.cpu[field];
       const latency = run.result.latencyByStatus['200'];
       log(

@@ -29,6 +29,8 @@ export interface Row {
   nginxUsPerRequest: number | null;
   redisUsPerRequest: number | null;
   gatewayUsPerRequestClosed: number | null;
+  /** The same, each round's closed-loop run on its own (empty without a gateway process). */
+  gatewayUsPerRequestClosedByRound: number[];
   gatewayCoresClosed: number | null;
   rssMb: number | null;
   rssIdleMb: number | null;
@@ -76,6 +78,9 @@ export function rowOf(target: Target, phases: Phases, idle: IdleCost, memory: { 
     nginxUsPerRequest: perRequest(closed.cpu.nginx, closedCompleted, target.nginxPids.length > 0),
     redisUsPerRequest: perRequest(closed.cpu.redis, closedCompleted, target.usesRedis),
     gatewayUsPerRequestClosed: perRequest(closed.cpu.gateway, closedCompleted, hasGateway),
+    gatewayUsPerRequestClosedByRound: hasGateway
+      ? closed.runs.map((run, round) => ((closed.gatewayCpuByRun[round] ?? 0) * 1000) / Math.max(1, run.completed))
+      : [],
     gatewayCoresClosed: hasGateway ? closed.cpu.gateway / closed.cpu.wallMs : null,
     rssMb: memory.length ? memory.reduce((acc, m) => acc + m.rss, 0) / memory.length : null,
     rssIdleMb: idle.rss.get(target.key) ?? null,
@@ -96,7 +101,13 @@ export function addedToDirect(rows: Row[]): (row: Row, pick: (s: Summary) => num
 
 export function verdictsOf(rows: Row[], options: BenchOptions): Verdict[] {
   const byKey = new Map(rows.map((row) => [row.key, row]));
-  return [...latencyGoals(rows, byKey, options.rate), ...throughputGoals(byKey), ...scalingGoal(byKey), ...beforeAndAfter(rows, byKey)];
+  return [
+    ...latencyGoals(rows, byKey, options.rate),
+    ...throughputGoals(byKey),
+    ...cpuGoals(byKey),
+    ...scalingGoal(byKey),
+    ...beforeAndAfter(rows, byKey),
+  ];
 }
 
 function latencyGoals(rows: Row[], byKey: Map<TargetKey, Row>, rate: number): Verdict[] {
@@ -132,6 +143,44 @@ function throughputGoals(byKey: Map<TargetKey, Row>): Verdict[] {
       goal: `${row.label}: requests/s ≥ ½ of nginx alone`,
       measured: `${fmt(row.closedRpsMedian, 0)} vs ${fmt(nginxRow.closedRpsMedian, 0)} rps (×${fmt(ratio, 2)})`,
       result: ratio >= 0.5 ? 'PASS' : 'FAIL',
+    });
+  }
+  return out;
+}
+
+/**
+ * CPU per request in the closed loop against the bare Node proxy's (issue 14's goal: ≤ 2× with the
+ * Redis store), and where the stack floor puts the part no gateway logic of ours can take away.
+ */
+function cpuGoals(byKey: Map<TargetKey, Row>): Verdict[] {
+  const bareRow = byKey.get('node-proxy');
+  const bare = bareRow?.gatewayUsPerRequestClosed;
+  if (!bareRow || !bare) return [];
+  // The machine's speed drifts between rounds: each round's ratio (runs minutes apart at most) shows how far.
+  const byRound = (row: Row) => {
+    const ratios = row.gatewayUsPerRequestClosedByRound.map((us, round) => us / (bareRow.gatewayUsPerRequestClosedByRound[round] ?? NaN));
+    const finite = ratios.filter(Number.isFinite);
+    return finite.length > 1 ? `; by round ×${fmt(Math.min(...finite), 2)}–${fmt(Math.max(...finite), 2)}` : '';
+  };
+  const out: Verdict[] = [];
+  const floorRow = byKey.get('stack-floor');
+  const floor = floorRow?.gatewayUsPerRequestClosed;
+  if (floorRow && floor) {
+    out.push({
+      goal: `${LABELS['stack-floor']}: CPU per request over the bare Node proxy's (closed loop)`,
+      measured: `${fmt(floor, 0)} vs ${fmt(bare, 0)} µs (×${fmt(floor / bare, 2)}${byRound(floorRow)})`,
+      result: 'info',
+    });
+  }
+  for (const key of ['gw1-mem', 'gw1-redis'] as TargetKey[]) {
+    const row = byKey.get(key);
+    const mine = row?.gatewayUsPerRequestClosed;
+    if (!row || !mine) continue;
+    const overFloor = floor ? `; ×${fmt(mine / floor, 2)} the stack floor's` : '';
+    out.push({
+      goal: `${row.label}: CPU per request ≤ 2× the bare Node proxy's (closed loop)`,
+      measured: `${fmt(mine, 0)} vs ${fmt(bare, 0)} µs (×${fmt(mine / bare, 2)}${byRound(row)})${overFloor}`,
+      result: mine <= 2 * bare ? 'PASS' : 'FAIL',
     });
   }
   return out;

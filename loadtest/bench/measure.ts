@@ -24,6 +24,8 @@ export interface CpuSplit {
 export interface PhaseAggregate {
   runs: RunResult[];
   cpu: CpuSplit;
+  /** Each run's gateway CPU (ms), in round order: per-round ratios pair runs that were close in time. */
+  gatewayCpuByRun: number[];
 }
 
 export type PhaseName = 'closed' | 'rate' | 'stream';
@@ -137,6 +139,7 @@ export async function runRounds(stack: BenchStack, options: BenchOptions, afterR
   const empty = (): PhaseAggregate => ({
     runs: [],
     cpu: { gateway: 0, nginx: 0, simulator: 0, redis: 0, generator: 0, foreign: 0, wallMs: 0 },
+    gatewayCpuByRun: [],
   });
   const phases: Phases = { closed: new Map(), rate: new Map(), stream: new Map() };
   for (const target of targets) for (const phase of Object.values(phases)) phase.set(target.key, empty());
@@ -149,6 +152,7 @@ export async function runRounds(stack: BenchStack, options: BenchOptions, afterR
         const run = await measure(stack, target, phaseSpec(options, target, phase));
         const aggregate = phases[phase].get(target.key)!;
         aggregate.runs.push(run.result);
+        aggregate.gatewayCpuByRun.push(run.cpu.gateway);
         for (const field of Object.keys(aggregate.cpu) as (keyof CpuSplit)[]) aggregate.cpu[field] += run.cpu[field];
         log(PHASE_LINE[phase](round, target.key.padEnd(width), run, options.rate));
       }

@@ -5,11 +5,11 @@ import { parseArgs } from 'node:util';
 import { parseDuration } from '../lib/scenario.ts';
 import { NGINX_MISSING, nginxBinary } from '../lib/stack.ts';
 
-export const ALL_TARGETS = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis', 'gw1-redis-info'] as const;
+export const ALL_TARGETS = ['direct', 'nginx', 'node-proxy', 'stack-floor', 'gw1-mem', 'gw1-redis', 'gw3-redis', 'gw1-redis-info'] as const;
 /** gw1-mem and gw1-redis run from another checkout's gateway/main.ts (--compare-with). */
 export const BEFORE_TARGETS = ['gw1-mem@before', 'gw1-redis@before'] as const;
 export type TargetKey = (typeof ALL_TARGETS)[number] | (typeof BEFORE_TARGETS)[number];
-const DEFAULT_TARGETS: TargetKey[] = ['direct', 'nginx', 'node-proxy', 'gw1-mem', 'gw1-redis', 'gw3-redis'];
+const DEFAULT_TARGETS: TargetKey[] = ['direct', 'nginx', 'node-proxy', 'stack-floor', 'gw1-mem', 'gw1-redis', 'gw3-redis'];
 /** The targets of phase 4 (APIs) unless --api-targets says otherwise; with --compare-with, their @before twins too. */
 const DEFAULT_API_TARGETS: TargetKey[] = ['direct', 'gw1-mem', 'gw1-redis'];
 /**
@@ -26,6 +26,7 @@ export const LABELS: Record<TargetKey, string> = {
   direct: 'direct (simulator)',
   nginx: 'nginx → simulator',
   'node-proxy': 'bare Node proxy → simulator',
+  'stack-floor': 'stack floor (HPM, ioredis, …) → simulator',
   'gw1-mem': '1 gateway, memory store',
   'gw1-redis': '1 gateway, Redis',
   'gw3-redis': 'nginx → 3 gateways, Redis',

@@ -76,7 +76,8 @@ export function benchRequest(target: Target, stream: boolean): PreparedRequest {
 /** Redis (when a target or the profiled gateway uses it), the simulator, every target, the load generator. */
 export async function startBenchStack(processes: ProcessSet, options: BenchOptions): Promise<BenchStack> {
   const dir = makeWorkDir(processes, 'spillway-bench-');
-  const needsRedis = options.keys.some((k) => k.includes('redis')) || (options.profile && options.profileStore === 'redis');
+  const needsRedis =
+    options.keys.some((k) => k.includes('redis') || k === 'stack-floor') || (options.profile && options.profileStore === 'redis');
   const redis = needsRedis ? await startRedis(processes, dir) : undefined;
   const simulator = await startSimulatorProcess(processes, dir, {
     deployments: DEPLOYMENTS.map((name) => ({ name, completionTokens: 16 })),
@@ -134,6 +135,16 @@ async function startTarget(key: TargetKey, context: StartContext): Promise<Targe
         env: { UPSTREAM: simulator.url },
       });
       return { key, url: bare.url, ...upstream, gatewayPids: [bare.child.pid] };
+    }
+    case 'stack-floor': {
+      // A Redis database of its own: its lease set is none of the gateways' keys.
+      const floor = await startGateway(processes, dir, {
+        name: key,
+        configFile: context.configFile,
+        script: 'loadtest/stack-floor.ts',
+        env: { UPSTREAM: simulator.url, REDIS_URL: `${context.redis!.url}/2` },
+      });
+      return { key, url: floor.url, ...upstream, gatewayPids: [floor.child.pid], usesRedis: true };
     }
     case 'gw3-redis':
       return startThreeGateways(context);

@@ -7,12 +7,14 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import type { Simulator } from '../../shared/simulator/index.ts';
 import { ProcessSet } from '../../shared/processes/process-set.ts';
 import { listScenarios, loadScenario } from '../../loadtest/lib/scenario.ts';
 import { makeWorkDir, REPO_ROOT, startGateway, startGenerator, type Generator } from '../../loadtest/lib/stack.ts';
 import { UPSTREAM_KEY } from '../helpers/gateway.ts';
 import { simulator } from '../helpers/fixtures.ts';
+import { startRedisServer } from '../helpers/redis-server.ts';
 
 const K6_DIR = join(REPO_ROOT, 'loadtest', 'k6');
 /** Each block runs in a few seconds; a hang fails it instead of holding the whole test run. */
@@ -121,5 +123,49 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
     });
     assert.equal(proxied.status, direct.status, 'upstream errors pass through as they are');
     assert.deepEqual(await proxied.json(), await direct.json());
+  });
+
+  test('the stack floor passes requests and streams through, and gives back every lease it took', async () => {
+    const redis = await startRedisServer();
+    const connection = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await connection.connect();
+      // Its lease set, watched while the runs go: a lease taken and never given back would stay in it.
+      const taken = new Set<string>();
+      const watch = setInterval(
+        () => void connection.zrange('{floor}:leases', 0, -1).then((ids) => ids.forEach((id) => taken.add(id))),
+        20,
+      );
+      const floor = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), {
+        name: 'stack-floor-test',
+        configFile: '',
+        script: 'loadtest/stack-floor.ts',
+        env: { UPSTREAM: sim.url, REDIS_URL: redis.url },
+      });
+      sim.resetStats();
+      let completed = 0;
+      for (const stream of [false, true]) {
+        const run = await generator.run({ ...spec(floor.url, stream), mode: { kind: 'closed', concurrency: 4, durationMs: 300 } });
+        assert.ok(run.completed > 0);
+        assert.equal(run.errors, 0);
+        assert.equal(run.unfinished, 0);
+        assert.equal(run.incompleteStreams, 0);
+        if (stream) assert.equal(run.ttft?.count, run.completed, 'a TTFT sample per stream');
+        completed += run.completed;
+      }
+      clearInterval(watch);
+      assert.equal(sim.stats('d').served, completed, 'every request the runs completed was served upstream, once');
+      assert.ok(taken.size > 0, 'leases were held while requests were in flight');
+      assert.equal(await connection.zcard('{floor}:leases'), 0, 'every lease was given back');
+      const notJson = await fetch(`${floor.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
+        method: 'POST',
+        body: '{',
+      });
+      assert.equal(notJson.status, 400);
+      assert.equal(sim.stats('d').served, completed, 'a body that is not JSON never went upstream');
+    } finally {
+      connection.disconnect();
+      await redis.stop();
+    }
   });
 });
