@@ -91,17 +91,12 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
     assert.equal(sim.stats('d').served, open.completed);
   });
 
-  test('the bare Node proxy passes requests and streams through unchanged', async () => {
-    const bare = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), {
-      name: 'bare-proxy-test',
-      configFile: '',
-      script: 'loadtest/bare-proxy.ts',
-      env: { UPSTREAM: sim.url },
-    });
+  /** A closed loop of requests, then one of streams, through a proxy: each completed, and was served upstream once. */
+  async function passesThrough(url: string, concurrency: number): Promise<number> {
     sim.resetStats();
     let completed = 0;
     for (const stream of [false, true]) {
-      const run = await generator.run({ ...spec(bare.url, stream), mode: { kind: 'closed', concurrency: 2, durationMs: 300 } });
+      const run = await generator.run({ ...spec(url, stream), mode: { kind: 'closed', concurrency, durationMs: 300 } });
       assert.ok(run.completed > 0);
       assert.equal(run.errors, 0);
       assert.equal(run.unfinished, 0);
@@ -111,6 +106,17 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
       completed += run.completed;
     }
     assert.equal(sim.stats('d').served, completed, 'every request the runs completed was served upstream, once');
+    return completed;
+  }
+
+  test('the bare Node proxy passes requests and streams through unchanged', async () => {
+    const bare = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), {
+      name: 'bare-proxy-test',
+      configFile: '',
+      script: 'loadtest/bare-proxy.ts',
+      env: { UPSTREAM: sim.url },
+    });
+    await passesThrough(bare.url, 2);
     const direct = await fetch(`${sim.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
       method: 'POST',
       headers: { 'api-key': 'wrong' },
@@ -142,19 +148,8 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
         script: 'loadtest/stack-floor.ts',
         env: { UPSTREAM: sim.url, REDIS_URL: redis.url },
       });
-      sim.resetStats();
-      let completed = 0;
-      for (const stream of [false, true]) {
-        const run = await generator.run({ ...spec(floor.url, stream), mode: { kind: 'closed', concurrency: 4, durationMs: 300 } });
-        assert.ok(run.completed > 0);
-        assert.equal(run.errors, 0);
-        assert.equal(run.unfinished, 0);
-        assert.equal(run.incompleteStreams, 0);
-        if (stream) assert.equal(run.ttft?.count, run.completed, 'a TTFT sample per stream');
-        completed += run.completed;
-      }
+      const completed = await passesThrough(floor.url, 4);
       clearInterval(watch);
-      assert.equal(sim.stats('d').served, completed, 'every request the runs completed was served upstream, once');
       assert.ok(taken.size > 0, 'leases were held while requests were in flight');
       assert.equal(await connection.zcard('{floor}:leases'), 0, 'every lease was given back');
       const notJson = await fetch(`${floor.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
