@@ -84,25 +84,27 @@ async function serve(req: IncomingMessage, res: ServerResponse, body: Buffer): P
   }
   const leaseId = randomUUID();
   await redis.zadd(LEASES, Date.now() + LEASE_MS, leaseId);
-  const release = () => void redis.zrem(LEASES, leaseId).catch(() => undefined);
+  let response: IncomingMessage | undefined;
+  const over = () => {
+    // A client gone mid-stream ends the upstream's too, as the bare proxy does.
+    if (response && !response.complete) response.destroy();
+    if (response) requests.inc({ pool: 'bench', status: String(response.statusCode) });
+    void redis.zrem(LEASES, leaseId).catch(() => undefined);
+  };
+  // The lease goes back when the client's side closes, however it ends (gone before an answer too).
+  if (res.destroyed) return over();
+  res.once('close', over);
   const startedAt = performance.now();
-  let response: IncomingMessage;
   try {
     response = await breaker.fire(() => send(req, res, body));
   } catch {
-    release();
     if (!res.headersSent) res.writeHead(502).end();
     return;
   }
+  if (res.destroyed) return void response.destroy();
   latency.observe({ pool: 'bench', deployment: 'd0' }, (performance.now() - startedAt) / 1000);
   res.writeHead(response.statusCode ?? 502, response.headers);
   response.pipe(res);
-  res.on('close', () => {
-    // A client gone mid-stream ends the upstream's too, as the bare proxy does.
-    if (!response.complete) response.destroy();
-    requests.inc({ pool: 'bench', status: String(response.statusCode) });
-    release();
-  });
 }
 
 const server = createServer((req, res) => {

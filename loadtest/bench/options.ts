@@ -26,7 +26,7 @@ export const LABELS: Record<TargetKey, string> = {
   direct: 'direct (simulator)',
   nginx: 'nginx → simulator',
   'node-proxy': 'bare Node proxy → simulator',
-  'stack-floor': 'stack floor (HPM, ioredis, …) → simulator',
+  'stack-floor': 'stack floor → simulator',
   'gw1-mem': '1 gateway, memory store',
   'gw1-redis': '1 gateway, Redis',
   'gw3-redis': 'nginx → 3 gateways, Redis',

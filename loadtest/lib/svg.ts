@@ -29,8 +29,9 @@ export function barChart(title: string, categories: string[], panels: BarPanel[]
     const max = niceMax(Math.max(0, ...panel.series.flatMap((s) => s.values.map((v) => v ?? 0))));
     y += 18;
     parts.push(`<text x="10" y="${y}" font-size="13" font-weight="bold">${esc(panel.title)}</text>`);
-    // legend
-    let lx = labelWidth;
+    // The legend ends where the plot does: from the label column it ran over the panel's title.
+    const legendWidth = panel.series.reduce((sum, s) => sum + 24 + s.name.length * 7, 0);
+    let lx = labelWidth + plotWidth - legendWidth;
     for (const s of panel.series) {
       parts.push(
         `<rect x="${lx}" y="${y - 10}" width="10" height="10" fill="${s.color}"/><text x="${lx + 14}" y="${y}" font-size="11">${esc(s.name)}</text>`,

@@ -13,7 +13,7 @@ import { ProcessSet } from '../../shared/processes/process-set.ts';
 import { listScenarios, loadScenario } from '../../loadtest/lib/scenario.ts';
 import { makeWorkDir, REPO_ROOT, startGateway, startGenerator, type Generator } from '../../loadtest/lib/stack.ts';
 import { UPSTREAM_KEY } from '../helpers/gateway.ts';
-import { simulator } from '../helpers/fixtures.ts';
+import { simulator, until } from '../helpers/fixtures.ts';
 import { startRedisServer } from '../helpers/redis-server.ts';
 
 const K6_DIR = join(REPO_ROOT, 'loadtest', 'k6');
@@ -151,7 +151,8 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
       const completed = await passesThrough(floor.url, 4);
       clearInterval(watch);
       assert.ok(taken.size > 0, 'leases were held while requests were in flight');
-      assert.equal(await connection.zcard('{floor}:leases'), 0, 'every lease was given back');
+      // A release leaves as its answer closes, after the client has it: the last ones may still be on their way.
+      await until(async () => (await connection.zcard('{floor}:leases')) === 0, 2000, 'every lease given back');
       const notJson = await fetch(`${floor.url}/openai/deployments/d/chat/completions?api-version=2024-10-21`, {
         method: 'POST',
         body: '{',
