@@ -134,14 +134,13 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
   test('the stack floor passes requests and streams through, and gives back every lease it took', async () => {
     const redis = await startRedisServer();
     const connection = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    let watch: NodeJS.Timeout | undefined;
     try {
       await connection.connect();
       // Its lease set, watched while the runs go: a lease taken and never given back would stay in it.
       const taken = new Set<string>();
-      const watch = setInterval(
-        () => void connection.zrange('{floor}:leases', 0, -1).then((ids) => ids.forEach((id) => taken.add(id))),
-        20,
-      );
+      const read = () => connection.zrange('{floor}:leases', 0, -1).then((ids) => ids.forEach((id) => taken.add(id)));
+      watch = setInterval(() => void read().catch(() => undefined), 20);
       const floor = await startGateway(processes, makeWorkDir(processes, 'spillway-loadtest-test-'), {
         name: 'stack-floor-test',
         configFile: '',
@@ -160,6 +159,7 @@ describe('load generator and bare proxy', { timeout: BLOCK_TIMEOUT_MS }, () => {
       assert.equal(notJson.status, 400);
       assert.equal(sim.stats('d').served, completed, 'a body that is not JSON never went upstream');
     } finally {
+      clearInterval(watch);
       connection.disconnect();
       await redis.stop();
     }
