@@ -14,11 +14,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Agent, createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import { createProxyMiddleware } from 'http-proxy-middleware';
 import { Redis } from 'ioredis';
 import CircuitBreaker from 'opossum';
 import { Counter, Histogram, Registry } from 'prom-client';
+import { bodySource } from '../gateway/upstream/forwarder.ts';
 
 const upstream = new URL(process.env.UPSTREAM ?? 'http://127.0.0.1:8080');
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
@@ -56,8 +56,8 @@ const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
   agent,
   router: (req, _res, options) => {
     const { body } = (req as WithAttempt)[ATTEMPT]!;
-    // The body in hand, ended with the request as the gateway's forwarder does (httpxy only pipes `buffer`).
-    options.buffer = { pipe: (to: NodeJS.WritableStream) => (to.end(body), to) } as unknown as Readable;
+    // The body in hand, handed over as the gateway's forwarder does.
+    options.buffer = bodySource(body);
     options.headers = { 'content-length': String(body.length) };
     return upstream.origin;
   },

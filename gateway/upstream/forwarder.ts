@@ -59,7 +59,7 @@ type WithAttempt = { [ATTEMPT]?: AttemptState };
  * hand; ending the upstream request with them sends head and body in one write. httpxy keeps the
  * source for as long as the answer flows: the body is let go of once handed over (piped once per attempt).
  */
-function bodySource(body: Buffer): Readable {
+export function bodySource(body: Buffer): Readable {
   let unsent = body;
   const source = {
     pipe<T extends NodeJS.WritableStream>(destination: T): T {

@@ -20,7 +20,7 @@
  * Bounded: a run sends at most api-rate × api-duration requests (MAX_API_RUN_REQUESTS, within the
  * simulator's 10 000 stored responses), a pool is API_POOL_SIZE creates within API_POOL_BUDGET_MS.
  */
-import type { CpuSplit, PhaseAggregate } from './measure.ts';
+import { emptyCpu, type Aggregate, type CpuSplit } from './measure.ts';
 import { baseSpec, measure } from './measure.ts';
 import type { PreparedRequest, RunSpec } from '../lib/protocol.ts';
 import { promptText } from '../lib/scenario.ts';
@@ -46,7 +46,7 @@ const POOL_CONCURRENCY = 8;
 const PROBE_TIMEOUT_MS = 10_000;
 
 /** One run of an API against a target: its result (with samples), its CPU, and the round it belongs to. */
-export interface ApiAggregate extends PhaseAggregate {
+export interface ApiAggregate extends Aggregate {
   rounds: number[];
 }
 
@@ -135,8 +135,6 @@ export async function createPool(target: Target, count = API_POOL_SIZE): Promise
   return { ids, errors };
 }
 
-const emptyCpu = (): CpuSplit => ({ gateway: 0, nginx: 0, simulator: 0, redis: 0, generator: 0, foreign: 0, wallMs: 0 });
-
 /**
  * A create and a follow-up of it through each of the phase's targets. A target of this checkout
  * must serve both (the bench stops otherwise, as its smoke test does); one of --compare-with's
@@ -157,7 +155,7 @@ export async function probeApis(stack: BenchStack, options: BenchOptions): Promi
       continue;
     }
     phase.keys.push(key);
-    const aggregate = (): ApiAggregate => ({ runs: [], cpu: emptyCpu(), gatewayCpuByRun: [], rounds: [] });
+    const aggregate = (): ApiAggregate => ({ runs: [], cpu: emptyCpu(), rounds: [] });
     phase.runs.set(key, { chat: aggregate(), create: aggregate(), 'follow-up': aggregate() });
   }
   return phase;
@@ -205,7 +203,6 @@ export async function runApiRound(stack: BenchStack, options: BenchOptions, phas
       const aggregate = phase.runs.get(key)![api];
       aggregate.runs.push(run.result);
       aggregate.rounds.push(round);
-      aggregate.gatewayCpuByRun.push(run.cpu.gateway);
       for (const field of Object.keys(aggregate.cpu) as (keyof CpuSplit)[]) aggregate.cpu[field] += run.cpu[field];
       const latency = run.result.latencyByStatus['200'];
       log(

@@ -21,12 +21,18 @@ export interface CpuSplit {
   wallMs: number;
 }
 
-export interface PhaseAggregate {
+/** The runs of one kind against one target, and what each kind of process spent over all of them. */
+export interface Aggregate {
   runs: RunResult[];
   cpu: CpuSplit;
+}
+
+export interface PhaseAggregate extends Aggregate {
   /** Each run's gateway CPU (ms), in round order: per-round ratios pair runs that were close in time. */
   gatewayCpuByRun: number[];
 }
+
+export const emptyCpu = (): CpuSplit => ({ gateway: 0, nginx: 0, simulator: 0, redis: 0, generator: 0, foreign: 0, wallMs: 0 });
 
 export type PhaseName = 'closed' | 'rate' | 'stream';
 export type Phases = Record<PhaseName, Map<TargetKey, PhaseAggregate>>;
@@ -136,11 +142,7 @@ const PHASE_LINE: Record<PhaseName, (round: number, key: string, run: Measured, 
  */
 export async function runRounds(stack: BenchStack, options: BenchOptions, afterRound?: (round: number) => Promise<void>): Promise<Phases> {
   const { targets } = stack;
-  const empty = (): PhaseAggregate => ({
-    runs: [],
-    cpu: { gateway: 0, nginx: 0, simulator: 0, redis: 0, generator: 0, foreign: 0, wallMs: 0 },
-    gatewayCpuByRun: [],
-  });
+  const empty = (): PhaseAggregate => ({ runs: [], cpu: emptyCpu(), gatewayCpuByRun: [] });
   const phases: Phases = { closed: new Map(), rate: new Map(), stream: new Map() };
   for (const target of targets) for (const phase of Object.values(phases)) phase.set(target.key, empty());
   const rotated = (round: number) => targets.map((_, index) => targets[(index + round) % targets.length]!);
